@@ -1,0 +1,77 @@
+"""The one broker fixture for the whole suite, and unique names per test.
+
+Broker, in this order: ``KAFKA_BOOTSTRAP_SERVERS`` if set; else a Kafka container
+when a Docker engine answers (testcontainers, KRaft); else the local broker from
+``scripts/kafka-local`` (real Apache Kafka jars, no Docker). Integration tests
+never skip for want of a broker: a missing broker is an error.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+KAFKA_LOCAL = REPO / "scripts" / "kafka-local"
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker  # installed with testcontainers
+
+        docker.from_env(timeout=3).ping()
+    except Exception:  # any failure here just means "no usable engine"
+        return False
+    return True
+
+
+def _local_broker() -> Iterator[str]:
+    port = os.environ.get("KAFKA_LOCAL_PORT", "19092")
+    already_running = subprocess.run(
+        [sys.executable, str(KAFKA_LOCAL), "status", "--port", port], capture_output=True
+    ).returncode == 0
+    if not already_running:
+        started = subprocess.run([sys.executable, str(KAFKA_LOCAL), "start", "--port", port])
+        if started.returncode != 0:
+            pytest.fail(f"could not start the local Kafka broker (scripts/kafka-local start --port {port})")
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        if not already_running:  # leave a broker the user started; stop the one we started
+            subprocess.run([sys.executable, str(KAFKA_LOCAL), "stop", "--port", port], capture_output=True)
+
+
+def _container_broker() -> Iterator[str]:
+    from testcontainers.community.kafka import KafkaContainer
+
+    with KafkaContainer().with_kraft() as kafka:
+        yield kafka.get_bootstrap_server()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """Bootstrap servers of a real Kafka broker."""
+    configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if configured:
+        yield configured
+    elif os.environ.get("WORKERS_TEST_BROKER") != "local" and _docker_answers():
+        yield from _container_broker()
+    else:
+        yield from _local_broker()
+
+
+@pytest.fixture
+def unique_name(request: pytest.FixtureRequest):
+    """``unique_name("events")`` -> a topic/group name no other test (or run) uses."""
+    test = "".join(c if c.isalnum() else "-" for c in request.node.name)[:40]
+    run = uuid.uuid4().hex[:8]
+
+    def make(kind: str) -> str:
+        return f"t-{test}-{kind}-{run}"
+
+    return make
