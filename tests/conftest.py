@@ -75,3 +75,11 @@ def unique_name(request: pytest.FixtureRequest):
         return f"t-{test}-{kind}-{run}"
 
     return make
+
+
+@pytest.fixture(scope="session")
+def fraud_pipeline():
+    """The committed reference pipeline (schemas/ and models/fraud/), loaded and verified."""
+    from workers.core.pipeline import Pipeline
+
+    return Pipeline.load("fraud", REPO / "schemas", REPO / "models")

@@ -15,7 +15,71 @@ def _settings(args: argparse.Namespace) -> Settings:
         bootstrap_servers=getattr(args, "bootstrap_servers", None),
         pipeline=getattr(args, "pipeline", None),
         topic_prefix=getattr(args, "topic_prefix", None),
+        model_version=getattr(args, "model_version", None),
+        partitions=getattr(args, "partitions", None),
     )
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from workers import logs
+    from workers.core.pipeline import Pipeline
+    from workers.worker import InferenceWorker
+
+    settings = _settings(args)
+    logs.configure(settings.log_level, settings.log_format)
+    # Load, verify and check the model before touching Kafka: a bad artifact fails here.
+    pipeline = Pipeline.load(
+        settings.pipeline, settings.schemas_dir, settings.models_dir, version=settings.model_version,
+        topic_prefix=settings.topic_prefix, worker_id=settings.worker_id,
+    )
+    InferenceWorker(settings, pipeline).run()
+    return 0
+
+
+def _cmd_produce(args: argparse.Namespace) -> int:
+    from workers.demo import produce_mix
+    from workers.topics import PipelineTopics
+
+    settings = _settings(args)
+    if settings.pipeline != "fraud":
+        raise WorkersError("the CLI generates events for the reference pipeline 'fraud' only; "
+                           "use workers.producer.EventProducer for other pipelines")
+    topics = PipelineTopics.for_pipeline(settings.pipeline, settings.topic_prefix)
+    sent = produce_mix(settings, topics, args.count, args.bad_fraction, args.old_schema_fraction,
+                       seed=args.seed, rate=args.rate)
+    kinds: dict[str, int] = {}
+    for s in sent:
+        kinds[s.kind] = kinds.get(s.kind, 0) + 1
+    print(f"sent {len(sent)} events to {topics.events}: " + ", ".join(f"{k}={v}" for k, v in sorted(kinds.items())))
+    return 0
+
+
+def _cmd_tail(args: argparse.Namespace) -> int:
+    from workers.tail import consume, describe, human, prediction_codec, to_json
+    from workers.topics import PipelineTopics
+
+    settings = _settings(args)
+    topics = PipelineTopics.for_pipeline(settings.pipeline, settings.topic_prefix)
+    names = {"predictions": [topics.predictions], "dlq": [topics.dlq],
+             "both": [topics.predictions, topics.dlq]}[args.what]
+    codec = prediction_codec(settings)
+    for record in consume(settings, names, from_beginning=not args.latest, idle_timeout_s=args.idle_timeout,
+                          max_records=args.max):
+        d = describe(record, codec)
+        print(to_json(d) if args.json else human(d), flush=True)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    import dataclasses
+    import time
+
+    from workers.demo import run_demo
+
+    settings = _settings(args)
+    if not settings.topic_prefix:  # a fresh set of topics per run keeps the summary exact
+        settings = dataclasses.replace(settings, topic_prefix=f"demo-{time.strftime('%Y%m%d-%H%M%S')}-")
+    return run_demo(settings, args.count, args.bad_fraction, args.old_schema_fraction, args.rate)
 
 
 def _cmd_topics_create(args: argparse.Namespace) -> int:
@@ -40,6 +104,35 @@ def build_parser() -> argparse.ArgumentParser:
     create = topics.add_parser("create", parents=[common], help="create the pipeline's topics (idempotent)")
     create.add_argument("--partitions", type=int, help="default: $WORKERS_PARTITIONS or 4")
     create.set_defaults(func=_cmd_topics_create)
+
+    model = argparse.ArgumentParser(add_help=False)
+    model.add_argument("--model-version", help="default: the newest under models/<pipeline>/")
+
+    run = sub.add_parser("run", parents=[common, model], help="run an inference worker (until SIGTERM)")
+    run.set_defaults(func=_cmd_run)
+
+    mix = argparse.ArgumentParser(add_help=False)
+    mix.add_argument("--count", type=int, default=10_000)
+    mix.add_argument("--rate", type=float, help="events per second (default: as fast as possible)")
+    mix.add_argument("--bad-fraction", type=float, default=0.0,
+                     help="share of bad inputs, cycling through every kind (corrupt, missing, late, ...)")
+    mix.add_argument("--old-schema-fraction", type=float, default=0.0,
+                     help="share of events written with the previous schema version")
+
+    produce = sub.add_parser("produce", parents=[common, mix], help="emit realistic events")
+    produce.add_argument("--seed", type=int, default=1)
+    produce.set_defaults(func=_cmd_produce)
+
+    tail = sub.add_parser("tail", parents=[common, model], help="watch predictions and/or dead letters")
+    tail.add_argument("what", nargs="?", choices=["predictions", "dlq", "both"], default="both")
+    tail.add_argument("--json", action="store_true", help="JSON lines instead of human-readable lines")
+    tail.add_argument("--latest", action="store_true", help="only records that arrive from now on")
+    tail.add_argument("--max", type=int, help="stop after this many records")
+    tail.add_argument("--idle-timeout", type=float, help="stop after this many seconds without a record")
+    tail.set_defaults(func=_cmd_tail)
+
+    demo = sub.add_parser("demo", parents=[common, mix], help="the whole job end to end on fresh topics")
+    demo.set_defaults(func=_cmd_demo, count=20_000, bad_fraction=0.03, old_schema_fraction=0.05)
     return parser
 
 

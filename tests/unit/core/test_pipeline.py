@@ -1,0 +1,118 @@
+"""The whole per-batch job, without Kafka: every kind of input, outputs in order."""
+import time
+
+import pytest
+
+from tests.factories import make_sensor_pipeline, sensor_rows
+from workers.core import deadletter, reasons
+from workers.core.pipeline import EVENT_ID_HEADER, REPLAY_COUNT_HEADER, Pipeline
+from workers.core.records import InputRecord
+from workers.producer import BAD_KINDS, corrupt_variant
+from workers.reference import fraud
+
+NOW = int(time.time() * 1000)
+
+
+def _record(value, i, key=b"k"):
+    return InputRecord(value=value, key=key, topic="in", partition=i % 3, offset=i, timestamp_ms=NOW,
+                       headers=[("trace", b"t%d" % i)])
+
+
+def test_mixed_batch_every_record_gets_exactly_one_outcome(fraud_pipeline):
+    events, _ = fraud.generate(40, seed=5, start_ms=NOW - 1000)
+    codec = fraud_pipeline.input_codec
+    old = codec._store.get("fraud/transaction.v1.avsc")
+    records, expected = [], []
+    kinds = ["good", "old_schema", *BAD_KINDS]
+    for i, event in enumerate(events):
+        kind = kinds[i % len(kinds)]
+        if kind == "good":
+            value = codec.encode(event)
+        elif kind == "old_schema":
+            value = codec.encode({k: v for k, v in event.items() if k != "device_trust_score"}, writer=old)
+        else:
+            value = corrupt_variant(kind, event, codec, fraud_pipeline.manifest, bytes(range(64)), NOW)
+        records.append(_record(value, i, event["account_id"].encode()))
+        expected.append(BAD_KINDS.get(kind))
+
+    result = fraud_pipeline.process(records, NOW)
+
+    assert len(result.outputs) == len(records)
+    for record, output, reason in zip(records, result.outputs, expected, strict=True):
+        assert output.key == record.key
+        if reason is None:
+            assert output.topic == fraud_pipeline.topics.predictions
+            prediction, _ = fraud_pipeline.prediction_codec.decode(output.value)
+            assert prediction["source_offset"] == record.offset
+            assert prediction["source_partition"] == record.partition
+            assert dict(output.headers)[EVENT_ID_HEADER] == prediction["event_id"].encode()
+        else:
+            assert output.topic == fraud_pipeline.topics.dlq
+            assert output.value == record.value  # original bytes, unchanged
+            headers = deadletter.headers_dict(output.headers)
+            assert headers[deadletter.REASON] == reason
+            assert headers[deadletter.ORIGINAL_OFFSET] == str(record.offset)
+            assert headers[deadletter.ORIGINAL_PARTITION] == str(record.partition)
+            assert headers[deadletter.ORIGINAL_TOPIC] == "in"
+            assert headers[deadletter.MODEL_VERSION] == "1.0.0"
+            assert headers["trace"] == f"t{record.offset}"  # the record's own headers are kept
+    assert result.predictions == sum(r is None for r in expected)
+    assert sum(result.dead_letters.values()) == sum(r is not None for r in expected)
+
+
+def test_prediction_carries_lineage_and_matches_offline_scoring(fraud_pipeline):
+    events, _ = fraud.generate(50, seed=9, start_ms=NOW)
+    records = [_record(fraud_pipeline.input_codec.encode(e), i) for i, e in enumerate(events)]
+    result = fraud_pipeline.process(records, NOW)
+    import numpy as np
+
+    offline = fraud_pipeline.model.model.predict_proba(
+        np.array([fraud_pipeline.features.row(e, []) for e in events]))[:, 1]
+    for event, output, expected in zip(events, result.outputs, offline, strict=True):
+        p, _ = fraud_pipeline.prediction_codec.decode(output.value)
+        assert p["event_id"] == event["event_id"] and p["key"] == event["account_id"]
+        assert p["score"] == pytest.approx(expected, abs=1e-12)
+        assert p["label"] == ("fraud" if expected >= 0.5 else "legit")
+        assert p["model_sha256"] == fraud_pipeline.manifest.artifact_sha256
+        assert p["input_schema_fingerprint"] == fraud_pipeline.input_codec.reader.fingerprint_hex
+        assert p["event_time"] == event["event_time"] and p["scored_at"] == NOW
+        assert ("imputed" in p["flags"]) == (event["device_trust_score"] is None)
+
+
+def test_replayed_records_are_flagged(fraud_pipeline):
+    events, _ = fraud.generate(1, seed=2, start_ms=NOW)
+    record = _record(fraud_pipeline.input_codec.encode(events[0]), 0)
+    record.headers.append((REPLAY_COUNT_HEADER, b"1"))
+    p, _ = fraud_pipeline.prediction_codec.decode(fraud_pipeline.process([record], NOW).outputs[0].value)
+    assert "replayed" in p["flags"]
+
+
+def test_inference_error_isolates_the_record(fraud_pipeline, monkeypatch):
+    events, _ = fraud.generate(20, seed=3, start_ms=NOW)
+    records = [_record(fraud_pipeline.input_codec.encode(e), i) for i, e in enumerate(events)]
+    real = fraud_pipeline.scorer._score
+
+    def failing(matrix):
+        if (matrix[:, 0] == events[7]["amount"]).any():
+            raise RuntimeError("model blew up")
+        return real(matrix)
+
+    monkeypatch.setattr(fraud_pipeline.scorer, "_score", failing)
+    result = fraud_pipeline.process(records, NOW)
+    assert result.dead_letters == {reasons.INFERENCE_ERROR: 1}
+    bad = result.outputs[7]
+    assert bad.reason == reasons.INFERENCE_ERROR and bad.value == records[7].value
+    assert "model blew up" in deadletter.headers_dict(bad.headers)[deadletter.ERROR_MESSAGE]
+    assert result.predictions == 19
+
+
+def test_a_new_pipeline_is_files_only(tmp_path):
+    schemas, models = make_sensor_pipeline(tmp_path)
+    pipeline = Pipeline.load("sensor", schemas, models)
+    rows, _ = sensor_rows(10, seed=8)
+    rows[3]["vibration_mm_s"] = None
+    records = [_record(pipeline.input_codec.encode(r), i) for i, r in enumerate(rows)]
+    result = pipeline.process(records, NOW)
+    assert result.predictions == 10
+    p, _ = pipeline.prediction_codec.decode(result.outputs[3].value)
+    assert p["label"] is None and p["flags"] == ["imputed"] and p["model_name"] == "sensor"

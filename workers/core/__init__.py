@@ -1,0 +1,1 @@
+"""The pure core: decode, validate, build features, score, encode. No Kafka imports here."""

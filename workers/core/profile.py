@@ -1,0 +1,53 @@
+"""Reference feature statistics (written into the manifest at training) and PSI against them."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from workers.core.manifest import FeatureSpec
+
+BINS = 10
+EPSILON = 1e-4  # keeps PSI finite when a bin is empty on one side
+
+
+def feature_profile(x: np.ndarray, features: tuple[FeatureSpec, ...]) -> dict[str, dict[str, Any]]:
+    profile: dict[str, dict[str, Any]] = {}
+    for i, spec in enumerate(features):
+        column = x[:, i]
+        entry: dict[str, Any] = {
+            "mean": round(float(column.mean()), 6),
+            "std": round(float(column.std()), 6),
+            "min": float(column.min()),
+            "max": float(column.max()),
+        }
+        if spec.kind == "numeric":
+            edges = np.unique(np.quantile(column, np.linspace(0, 1, BINS + 1)[1:-1]))
+            entry["bin_edges"] = [round(float(e), 6) for e in edges]
+            entry["bin_fractions"] = _fractions(np.searchsorted(edges, column, side="right"), len(edges) + 1)
+        else:
+            size = len(spec.categories) if spec.kind == "categorical" else 2
+            entry["bin_fractions"] = _fractions(column.astype(int), size)
+        profile[spec.name] = entry
+    return profile
+
+
+def score_profile(scores: np.ndarray) -> dict[str, Any]:
+    edges = np.linspace(0, 1, BINS + 1)[1:-1]
+    return {
+        "bin_edges": [round(float(e), 6) for e in edges],
+        "bin_fractions": _fractions(np.searchsorted(edges, scores, side="right"), BINS),
+        "mean": round(float(scores.mean()), 6),
+    }
+
+
+def _fractions(bin_index: np.ndarray, size: int) -> list[float]:
+    counts = np.bincount(bin_index, minlength=size)[:size]
+    return [round(float(c), 6) for c in counts / max(1, counts.sum())]
+
+
+def psi(reference_fractions: list[float], actual_fractions: list[float]) -> float:
+    """Population stability index; > 0.2 is the usual 'shifted' threshold."""
+    ref = np.clip(np.asarray(reference_fractions, dtype=float), EPSILON, None)
+    act = np.clip(np.asarray(actual_fractions, dtype=float), EPSILON, None)
+    return float(np.sum((act - ref) * np.log(act / ref)))

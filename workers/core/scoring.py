@@ -1,0 +1,60 @@
+"""Micro-batch scoring: one vectorized call per batch, failing rows isolated by bisection.
+
+A ``predict_proba`` call costs a fixed ~0.35-1.1 ms whatever the rows (DESIGN.md), so a
+batch is scored in one call. If the call raises, the batch is split in halves until the
+failing rows are found: k bad rows in n cost O(k log n) calls, and the good rows are
+still scored.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import sklearn
+
+from workers.core.manifest import Manifest
+
+
+class Scorer:
+    def __init__(self, manifest: Manifest, model: Any) -> None:
+        self._model = model
+        self._classification = manifest.task == "binary_classification"
+        self._positive_column = 1
+        classes = getattr(model, "classes_", None)
+        positive = manifest.raw.get("positive_class")
+        if self._classification and classes is not None and positive is not None:
+            self._positive_column = [str(c) for c in classes].index(str(positive))
+
+    def _score(self, matrix: np.ndarray) -> np.ndarray:
+        # assume_finite: the feature builder already rejected NaN/inf, skip sklearn's re-check.
+        with sklearn.config_context(assume_finite=True):
+            if self._classification:
+                scores = self._model.predict_proba(matrix)[:, self._positive_column]
+            else:
+                scores = self._model.predict(matrix)
+        scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+        if scores.shape[0] != matrix.shape[0]:
+            raise ValueError(f"model returned {scores.shape[0]} scores for {matrix.shape[0]} rows")
+        return scores
+
+    def score(self, matrix: np.ndarray) -> tuple[np.ndarray, dict[int, BaseException]]:
+        """Scores for every row, and the rows (by index) that could not be scored."""
+        failures: dict[int, BaseException] = {}
+        scores = np.full(matrix.shape[0], np.nan)
+        if matrix.shape[0]:
+            self._score_range(matrix, 0, matrix.shape[0], scores, failures)
+        bad = ~np.isfinite(scores)
+        for i in np.flatnonzero(bad):
+            failures.setdefault(int(i), ValueError("model returned a non-finite score"))
+        return scores, failures
+
+    def _score_range(self, matrix, start, stop, scores, failures) -> None:
+        try:
+            scores[start:stop] = self._score(matrix[start:stop])
+        except Exception as exc:  # the model's errors are data, not crashes
+            if stop - start == 1:
+                failures[start] = exc
+                return
+            middle = (start + stop) // 2
+            self._score_range(matrix, start, middle, scores, failures)
+            self._score_range(matrix, middle, stop, scores, failures)

@@ -1,0 +1,1 @@
+"""The reference pipeline's synthetic data: used by its training script and the demo producer."""

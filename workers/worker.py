@@ -1,0 +1,226 @@
+"""The faust adapter: raw bytes in micro-batches -> Pipeline.process -> acknowledged outputs.
+
+Delivery is at-least-once. ``stream.take_events`` turns faust's automatic acks off and
+acks a batch's events only after the agent's body returns for that batch (faust
+``streams.py``), and faust commits only acked offsets. So the body publishes every
+prediction and dead letter, awaits the broker's acknowledgements, and only then returns.
+It must never raise: faust would ack the batch anyway. Records are decoded inside the
+agent (a raising topic codec silently stops a ``take`` agent, faust#586), and the agent
+runs with concurrency 1 (higher values can commit past in-flight messages, faust#606):
+scale with partitions and processes.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+
+from workers.core.pipeline import Pipeline
+from workers.core.records import InputRecord, OutputRecord
+from workers.logs import get_logger
+from workers.settings import Settings
+
+log = get_logger("workers.worker")
+
+SEND_RETRY_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+EXIT_UNDELIVERABLE = 70
+
+
+@dataclass
+class WorkerStats:
+    """Running totals, logged periodically (once per interval, not per event)."""
+
+    consumed: int = 0
+    predictions: int = 0
+    dead_letters: dict[str, int] = field(default_factory=dict)
+    batches: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+def _input_record(event: Any) -> InputRecord:
+    message = event.message
+    timestamp = message.timestamp
+    return InputRecord(
+        value=message.value,
+        key=message.key,
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        timestamp_ms=None if timestamp is None else int(timestamp * 1000),
+        headers=list(message.headers or ()),
+    )
+
+
+def offset_ranges(records: list[InputRecord]) -> dict[int, list[int]]:
+    """{partition: [first offset, last offset]} of a batch, for logs."""
+    ranges: dict[int, list[int]] = {}
+    for r in records:
+        span = ranges.setdefault(r.partition, [r.offset, r.offset])
+        span[0] = min(span[0], r.offset)
+        span[1] = max(span[1], r.offset)
+    return ranges
+
+
+class InferenceWorker:
+    """Wires one Pipeline into a faust app; ``run()`` blocks until SIGTERM/SIGINT."""
+
+    def __init__(self, settings: Settings, pipeline: Pipeline) -> None:
+        self.settings = settings
+        self.pipeline = pipeline
+        self.stats = WorkerStats()
+        self._last_report = time.monotonic()
+        self._datadir = tempfile.TemporaryDirectory(prefix="workers-faust-")
+        self.app = self._build_app()
+
+    def _build_app(self) -> faust.App:
+        s = self.settings
+        app = faust.App(
+            s.group_id,  # the app id is the consumer group
+            broker=[f"kafka://{server}" for server in s.bootstrap_servers.split(",")],
+            broker_credentials=self._credentials(),
+            key_serializer="raw",
+            value_serializer="raw",
+            consumer_auto_offset_reset="earliest",
+            broker_commit_interval=1.0,
+            broker_max_poll_records=max(500, s.batch_size),
+            producer_acks=-1,
+            producer_linger_ms=5,
+            producer_max_batch_size=256 * 1024,
+            stream_buffer_maxsize=max(4096, 2 * s.batch_size),  # bounded: backpressure, not memory growth
+            topic_allow_declare=False,  # topics are created by `workers topics create`
+            topic_disable_leader=True,
+            web_enabled=False,
+            datadir=self._datadir.name,  # faust wants one; nothing of ours is stored there
+        )
+        topic = app.topic(
+            self.pipeline.topics.events,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            allow_empty=True,  # an empty payload is dead-lettered, not skipped
+        )
+        app.agent(topic, name=f"{self.pipeline.name}-scorer", concurrency=1)(self._agent)
+        return app
+
+    def _credentials(self) -> Any:
+        s = self.settings
+        if s.sasl_mechanism:
+            import ssl
+
+            context = ssl.create_default_context(cafile=s.ssl_cafile) if "SSL" in s.security_protocol else None
+            return faust.SASLCredentials(
+                username=s.sasl_username, password=s.sasl_password, mechanism=s.sasl_mechanism, ssl_context=context
+            )
+        if s.security_protocol == "SSL":
+            import ssl
+
+            return faust.SSLCredentials(ssl.create_default_context(cafile=s.ssl_cafile))
+        return None
+
+    async def _agent(self, stream: Any) -> None:
+        async for events in stream.take_events(self.settings.batch_size, within=self.settings.batch_linger_s):
+            records = [_input_record(e) for e in events]
+            task = asyncio.ensure_future(self._handle(records))
+            # SIGTERM cancels the agent; finish the batch in hand so that its events are acked
+            # only after their outputs were delivered.
+            while not task.done():
+                try:
+                    await asyncio.shield(task)
+                except asyncio.CancelledError:
+                    if not task.done():
+                        await asyncio.wait([task])
+                    raise
+            if task.exception() is not None:
+                self._die(task.exception())
+
+    async def _handle(self, records: list[InputRecord]) -> None:
+        try:
+            result = self.pipeline.process(records)
+        except Exception as exc:  # a bug in the core: never ack what was not handled
+            self._die(exc)
+        await self._publish(result.outputs)
+        stats = self.stats
+        stats.consumed += len(records)
+        stats.predictions += result.predictions
+        stats.batches += 1
+        for reason, count in result.dead_letters.items():
+            stats.dead_letters[reason] = stats.dead_letters.get(reason, 0) + count
+        if result.dead_letters:
+            log.info(
+                "dead-lettered",
+                topic=records[0].topic,
+                offsets=offset_ranges(records),
+                reasons=dict(result.dead_letters),
+                pipeline=self.pipeline.name,
+                model_version=self.pipeline.manifest.version,
+            )
+        self._maybe_report()
+
+    async def _publish(self, outputs: list[OutputRecord]) -> None:
+        """Send all, await every acknowledgement; retry what failed until it is delivered."""
+        pending = outputs
+        attempt = 0
+        producer = self.app.producer
+        while pending:
+            futures = [await producer.send(o.topic, o.key, o.value, None, None, o.headers) for o in pending]
+            results = await asyncio.gather(*futures, return_exceptions=True)
+            failed = [o for o, r in zip(pending, results, strict=True) if isinstance(r, BaseException)]
+            if not failed:
+                return
+            errors = {type(r).__name__ for r in results if isinstance(r, BaseException)}
+            delay = SEND_RETRY_BACKOFF_S[min(attempt, len(SEND_RETRY_BACKOFF_S) - 1)]
+            log.warning("publish failed; retrying", failed=len(failed), errors=sorted(errors), retry_in_s=delay)
+            attempt += 1
+            pending = failed
+            await asyncio.sleep(delay)
+
+    def _maybe_report(self) -> None:
+        now = time.monotonic()
+        if now - self._last_report < 10:
+            return
+        self._last_report = now
+        s = self.stats
+        log.info(
+            "progress",
+            consumed=s.consumed,
+            predictions=s.predictions,
+            dead_letters=s.dead_letters,
+            batches=s.batches,
+            events_per_s=round(s.consumed / max(1e-9, now - s.started), 1),
+        )
+
+    def _die(self, exc: BaseException) -> None:
+        # Exiting without returning from the agent body means the batch is never acked, so
+        # no offset past it is committed: the next worker re-reads it.
+        log.critical("unrecoverable error; exiting without committing the batch", error=repr(exc))
+        os._exit(EXIT_UNDELIVERABLE)
+
+    def run(self) -> None:
+        from workers.logs import logging_config
+
+        worker = faust.Worker(
+            self.app,
+            loglevel=self.settings.log_level,
+            quiet=True,
+            logging_config=logging_config(self.settings.log_level, self.settings.log_format),
+        )
+        log.info(
+            "worker starting",
+            pipeline=self.pipeline.name,
+            model_version=self.pipeline.manifest.version,
+            model_sha256=self.pipeline.manifest.artifact_sha256,
+            input_topic=self.pipeline.topics.events,
+            group=self.settings.group_id,
+            worker_id=self.settings.worker_id,
+            batch_size=self.settings.batch_size,
+        )
+        try:
+            worker.execute_from_commandline()
+        finally:
+            self._datadir.cleanup()
