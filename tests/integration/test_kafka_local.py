@@ -1,0 +1,96 @@
+"""scripts/kafka-local as a user runs it: a second broker on its own port and data dir."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from workers.settings import Settings
+from workers.topics import create_topics
+from tests.conftest import KAFKA_LOCAL
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port_pair() -> int:
+    for _ in range(50):
+        with socket.socket() as a:
+            a.bind(("127.0.0.1", 0))
+            port = a.getsockname()[1]
+        if port < 65000:
+            try:
+                with socket.socket() as b:
+                    b.bind(("127.0.0.1", port + 1))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError("no free port pair")
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(KAFKA_LOCAL), *args], capture_output=True, text=True, timeout=180)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split()[2] != "Z"
+
+
+def test_start_is_idempotent_survives_kill_9_and_stop_leaves_nothing(tmp_path):
+    port = _free_port_pair()
+    base = ("--port", str(port), "--data-dir", str(tmp_path / "broker"))
+    assert _cli("status", *base).returncode == 3  # not running yet
+    first = _cli("start", *base)
+    assert first.returncode == 0, first.stderr
+    pid = int((tmp_path / "broker" / "broker.pid").read_text())
+    try:
+        again = _cli("start", *base)
+        assert again.returncode == 0 and "already running" in again.stdout
+        assert int((tmp_path / "broker" / "broker.pid").read_text()) == pid
+
+        settings = Settings(bootstrap_servers=f"127.0.0.1:{port}")
+        assert create_topics(settings, ["survives-crash"], partitions=2) == ["survives-crash"]
+
+        os.kill(pid, signal.SIGKILL)  # a crash: stale pid file, unclean log
+        while _alive(pid):
+            time.sleep(0.05)
+        assert _cli("status", *base).returncode == 3
+        recovered = _cli("start", *base)
+        assert recovered.returncode == 0, recovered.stderr
+        new_pid = int((tmp_path / "broker" / "broker.pid").read_text())
+        assert new_pid != pid
+        assert create_topics(settings, ["survives-crash"], partitions=2) == []  # the data survived
+        pid = new_pid
+    finally:
+        stopped = _cli("stop", *base)
+    assert stopped.returncode == 0
+    assert not _alive(pid)
+    assert not (tmp_path / "broker" / "broker.pid").exists()
+    for p in (port, port + 1):  # nothing listens any more
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", p))
+
+
+def test_taken_port_is_a_clear_error(tmp_path):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = _cli("start", "--port", str(port), "--data-dir", str(tmp_path / "b"))
+    assert result.returncode == 2
+    assert f"port {port} on 127.0.0.1 is taken" in result.stderr
+
+
+def test_logs_show_the_broker_log(tmp_path):
+    missing = _cli("logs", "--data-dir", str(tmp_path / "none"))
+    assert missing.returncode == 2 and "no log yet" in missing.stderr
