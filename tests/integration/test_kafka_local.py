@@ -10,9 +10,9 @@ import time
 
 import pytest
 
+from tests.conftest import KAFKA_LOCAL
 from workers.settings import Settings
 from workers.topics import create_topics
-from tests.conftest import KAFKA_LOCAL
 
 pytestmark = pytest.mark.integration
 

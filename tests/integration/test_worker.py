@@ -8,6 +8,8 @@ import time
 import numpy as np
 import pytest
 
+from tests.factories import make_sensor_pipeline, sensor_rows
+from tests.integration.workers_harness import collect, pipeline_settings, worker_env
 from workers.core.codec import SchemaStore
 from workers.core.deadletter import headers_dict
 from workers.core.pipeline import Pipeline
@@ -16,8 +18,6 @@ from workers.producer import BAD_KINDS, EventProducer
 from workers.reference import fraud
 from workers.settings import Settings
 from workers.topics import PipelineTopics
-from tests.factories import make_sensor_pipeline, sensor_rows
-from tests.integration.workers_harness import collect, pipeline_settings, worker_env
 
 pytestmark = pytest.mark.integration
 

@@ -5,9 +5,9 @@ import re
 import pytest
 import yaml
 
+from tests.factories import REPO
 from workers.cli import build_parser
 from workers.settings import PREFIX, Settings
-from tests.factories import REPO
 
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
