@@ -30,7 +30,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     # Load, verify and check the model before touching Kafka: a bad artifact fails here.
     pipeline = Pipeline.load(
         settings.pipeline, settings.schemas_dir, settings.models_dir, version=settings.model_version,
-        topic_prefix=settings.topic_prefix, worker_id=settings.worker_id,
+        topic_prefix=settings.topic_prefix, worker_id=settings.worker_id, max_lateness_s=settings.max_lateness_s,
     )
     InferenceWorker(settings, pipeline).run()
     return 0
@@ -67,6 +67,45 @@ def _cmd_tail(args: argparse.Namespace) -> int:
                           max_records=args.max):
         d = describe(record, codec)
         print(to_json(d) if args.json else human(d), flush=True)
+    return 0
+
+
+def _parse_time(text: str | None) -> int | None:
+    from datetime import UTC, datetime
+
+    if text is None:
+        return None
+    if text.isdigit():
+        return int(text)  # epoch millis
+    moment = datetime.fromisoformat(text)
+    return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() * 1000)
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from workers.core.replay import ReplaySelection
+    from workers.replay import replay
+    from workers.topics import PipelineTopics
+
+    settings = _settings(args)
+    topics = PipelineTopics.for_pipeline(settings.pipeline, settings.topic_prefix)
+    selection = ReplaySelection(
+        reasons=frozenset(args.reason or ()),
+        since_ms=_parse_time(args.since),
+        until_ms=_parse_time(args.until),
+        from_offset=args.from_offset,
+        to_offset=args.to_offset,
+    )
+
+    def show(origin: str, headers: dict[str, str]) -> None:
+        if args.dry_run:
+            print(f"{origin} reason={headers.get('dlq.reason')} -> {headers['target']} "
+                  f"(failed at {headers.get('dlq.failed.at')}: {headers.get('dlq.error.message', '')[:80]})")
+
+    report = replay(settings, topics.dlq, topics.events, selection, dry_run=args.dry_run, rate=args.rate,
+                    limit=args.limit, on_record=show)
+    reasons = ", ".join(f"{k}={v}" for k, v in sorted(report.by_reason.items())) or "none"
+    verb = "would replay" if args.dry_run else "replayed"
+    print(f"scanned {report.scanned} dead letters in {topics.dlq}; {verb} {report.selected} ({reasons})")
     return 0
 
 
@@ -130,6 +169,17 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--max", type=int, help="stop after this many records")
     tail.add_argument("--idle-timeout", type=float, help="stop after this many seconds without a record")
     tail.set_defaults(func=_cmd_tail)
+
+    rp = sub.add_parser("replay", parents=[common], help="re-publish dead letters to the input topic")
+    rp.add_argument("--reason", action="append", help="only this reason (repeatable); default: all")
+    rp.add_argument("--since", help="failed at or after (ISO 8601 or epoch millis)")
+    rp.add_argument("--until", help="failed at or before (ISO 8601 or epoch millis)")
+    rp.add_argument("--from-offset", type=int, help="first dead-letter offset (every partition)")
+    rp.add_argument("--to-offset", type=int, help="last dead-letter offset (every partition)")
+    rp.add_argument("--rate", type=float, help="records per second (default: as fast as possible)")
+    rp.add_argument("--limit", type=int, help="at most this many records")
+    rp.add_argument("--dry-run", action="store_true", help="list what would be replayed; publish nothing")
+    rp.set_defaults(func=_cmd_replay)
 
     demo = sub.add_parser("demo", parents=[common, mix], help="the whole job end to end on fresh topics")
     demo.set_defaults(func=_cmd_demo, count=20_000, bad_fraction=0.03, old_schema_fraction=0.05)

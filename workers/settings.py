@@ -36,6 +36,7 @@ class Settings:
     consumer_group: str | None = None  # None: "<prefix><pipeline>-worker"
     partitions: int = 4
     replication_factor: int = 1
+    max_lateness_s: float | None = None  # overrides the manifest's policy (e.g. before a replay)
     batch_size: int = 500
     batch_linger_s: float = 0.05
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")

@@ -6,6 +6,7 @@ Kafka worker, the batch runner and the tests all call it the same way.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,13 +20,13 @@ from workers.core.features import FeatureBuilder
 from workers.core.reasons import INFERENCE_ERROR
 from workers.core.records import InputRecord, OutputRecord
 from workers.core.registry import LoadedModel, ModelRegistry
+from workers.core.replay import REPLAY_COUNT, REPLAY_HEADERS
 from workers.core.scoring import Scorer
 from workers.core.validation import check_event_time, event_time_ms
 from workers.errors import RecordError
 from workers.topics import PipelineTopics
 
 EVENT_ID_HEADER = "workers.event_id"
-REPLAY_COUNT_HEADER = "workers.replay.count"
 REPLAYED_FLAG = "replayed"
 
 
@@ -71,10 +72,14 @@ class Pipeline:
         version: str | None = None,
         topic_prefix: str = "",
         worker_id: str = "local",
+        max_lateness_s: float | None = None,
     ) -> Pipeline:
         """Load and verify the model, check it against its schema: every start-up error is here."""
         schemas = SchemaStore(schemas_dir)
         loaded = ModelRegistry(models_dir, schemas).load(pipeline, version)
+        if max_lateness_s is not None:  # an operator's override of the manifest's policy
+            policies = dataclasses.replace(loaded.manifest.policies, max_lateness_s=max_lateness_s)
+            loaded = dataclasses.replace(loaded, manifest=dataclasses.replace(loaded.manifest, policies=policies))
         return cls(loaded, schemas, PipelineTopics.for_pipeline(pipeline, topic_prefix), worker_id)
 
     def process(self, batch: list[InputRecord], now_ms: int | None = None) -> BatchResult:
@@ -96,7 +101,7 @@ class Pipeline:
                 outputs[i] = self._dead_letter(record, exc.reason, exc, now)
                 result.dead_letters[exc.reason] += 1
                 continue
-            if record.header(REPLAY_COUNT_HEADER) is not None:
+            if record.header(REPLAY_COUNT) is not None:
                 flags.append(REPLAYED_FLAG)
             accepted.append(_Accepted(i, record, event, event_ms, writer.fingerprint_hex, flags))
             rows.append(row)
@@ -141,12 +146,11 @@ class Pipeline:
             "flags": item.flags,
         }
         record_key = item.record.key if item.record.key is not None else (None if key is None else str(key).encode())
+        headers = [(EVENT_ID_HEADER, event_id.encode())]
+        if REPLAYED_FLAG in item.flags:  # downstream can tell a replay, and which one, from headers
+            headers += [(k, v) for k, v in item.record.headers if k in REPLAY_HEADERS]
         return OutputRecord(
-            self.topics.predictions,
-            record_key,
-            self.prediction_codec.encode(prediction),
-            [(EVENT_ID_HEADER, event_id.encode())],
-            score=score,
+            self.topics.predictions, record_key, self.prediction_codec.encode(prediction), headers, score=score
         )
 
     def _dead_letter(self, record: InputRecord, reason: str, error: BaseException, now_ms: int) -> OutputRecord:

@@ -5,8 +5,9 @@ import pytest
 
 from tests.factories import make_sensor_pipeline, sensor_rows
 from workers.core import deadletter, reasons
-from workers.core.pipeline import EVENT_ID_HEADER, REPLAY_COUNT_HEADER, Pipeline
+from workers.core.pipeline import EVENT_ID_HEADER, Pipeline
 from workers.core.records import InputRecord
+from workers.core.replay import REPLAY_COUNT, REPLAY_ORIGIN
 from workers.producer import BAD_KINDS, corrupt_variant
 from workers.reference import fraud
 
@@ -82,9 +83,11 @@ def test_prediction_carries_lineage_and_matches_offline_scoring(fraud_pipeline):
 def test_replayed_records_are_flagged(fraud_pipeline):
     events, _ = fraud.generate(1, seed=2, start_ms=NOW)
     record = _record(fraud_pipeline.input_codec.encode(events[0]), 0)
-    record.headers.append((REPLAY_COUNT_HEADER, b"1"))
-    p, _ = fraud_pipeline.prediction_codec.decode(fraud_pipeline.process([record], NOW).outputs[0].value)
+    record.headers += [(REPLAY_COUNT, b"2"), (REPLAY_ORIGIN, b"dlq/0/7")]
+    output = fraud_pipeline.process([record], NOW).outputs[0]
+    p, _ = fraud_pipeline.prediction_codec.decode(output.value)
     assert "replayed" in p["flags"]
+    assert (REPLAY_COUNT, b"2") in output.headers and (REPLAY_ORIGIN, b"dlq/0/7") in output.headers
 
 
 def test_inference_error_isolates_the_record(fraud_pipeline, monkeypatch):
