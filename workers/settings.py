@@ -39,6 +39,8 @@ class Settings:
     max_lateness_s: float | None = None  # overrides the manifest's policy (e.g. before a replay)
     batch_size: int = 500
     batch_linger_s: float = 0.05
+    engine: str = "batch"  # batch (driver batch fetch in the faust app) | agent (faust agent + take_events)
+    max_batches_in_flight: int = 4  # scored batches awaiting broker acks; bounds memory
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     metrics_port: int = 0  # 0: no metrics endpoint
     log_level: str = "INFO"
@@ -71,8 +73,12 @@ class Settings:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.batch_linger_s < 0:
             raise ConfigError(f"batch_linger_s must be >= 0, got {self.batch_linger_s}")
+        if self.max_batches_in_flight < 1:
+            raise ConfigError(f"max_batches_in_flight must be >= 1, got {self.max_batches_in_flight}")
         if self.partitions < 1:
             raise ConfigError(f"partitions must be >= 1, got {self.partitions}")
+        if self.engine not in ("batch", "agent"):
+            raise ConfigError(f"engine must be 'batch' or 'agent', got {self.engine!r}")
         if self.log_format not in ("json", "console"):
             raise ConfigError(f"log_format must be 'json' or 'console', got {self.log_format!r}")
 

@@ -1,5 +1,9 @@
 """The faust adapter: raw bytes in micro-batches -> Pipeline.process -> acknowledged outputs.
 
+Two engines run inside the faust app (``WORKERS_ENGINE``): ``batch`` (default,
+workers/batch_engine.py: the Kafka driver's batch fetch, ~3x faster here) and
+``agent``, the faust agent below with ``stream.take_events``.
+
 Delivery is at-least-once. ``stream.take_events`` turns faust's automatic acks off and
 acks a batch's events only after the agent's body returns for that batch (faust
 ``streams.py``), and faust commits only acked offsets. So the body publishes every
@@ -22,12 +26,12 @@ import faust
 
 from workers.core.pipeline import Pipeline
 from workers.core.records import InputRecord, OutputRecord
+from workers.delivery import await_delivery
 from workers.logs import get_logger
 from workers.settings import Settings
 
 log = get_logger("workers.worker")
 
-SEND_RETRY_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 EXIT_UNDELIVERABLE = 70
 
 
@@ -97,6 +101,18 @@ class InferenceWorker:
             web_enabled=False,
             datadir=self._datadir.name,  # faust wants one; nothing of ours is stored there
         )
+        if s.engine == "batch":
+            from workers.batch_engine import BatchConsumer
+
+            worker = self
+
+            @app.service
+            class PipelineConsumer(BatchConsumer):
+                def __init__(self, **kwargs: Any) -> None:
+                    super().__init__(worker, **kwargs)
+
+            app.producer_only = True  # faust's own consumer has no topic to read: ours does
+            return app
         topic = app.topic(
             self.pipeline.topics.events,
             key_type=bytes,
@@ -124,27 +140,53 @@ class InferenceWorker:
         return None
 
     async def _agent(self, stream: Any) -> None:
-        async for events in stream.take_events(self.settings.batch_size, within=self.settings.batch_linger_s):
-            records = [_input_record(e) for e in events]
-            task = asyncio.ensure_future(self._handle(records))
-            # SIGTERM cancels the agent; finish the batch in hand so that its events are acked
-            # only after their outputs were delivered.
-            while not task.done():
-                try:
-                    await asyncio.shield(task)
-                except asyncio.CancelledError:
-                    if not task.done():
-                        await asyncio.wait([task])
-                    raise
-            if task.exception() is not None:
-                self._die(task.exception())
-
-    async def _handle(self, records: list[InputRecord]) -> None:
+        # Each batch is scored and its outputs handed to the producer at once; delivery is
+        # confirmed in the background while the next batch is taken (pipelining), with at
+        # most ``max_batches_in_flight`` unconfirmed batches (backpressure). take_events acks
+        # a batch when this body moves on, so every message gets one extra reference here,
+        # released only once the broker acknowledged all of the batch's outputs: until then
+        # its offset cannot be committed.
+        slots = asyncio.Semaphore(self.settings.max_batches_in_flight)
+        in_flight: set[asyncio.Future] = set()
         try:
-            result = self.pipeline.process(records)
-        except Exception as exc:  # a bug in the core: never ack what was not handled
-            self._die(exc)
-        await self._publish(result.outputs)
+            async for events in stream.take_events(self.settings.batch_size, within=self.settings.batch_linger_s):
+                for event in events:
+                    event.message.incref()
+                records = [_input_record(e) for e in events]
+                try:
+                    result = self.pipeline.process(records)
+                except Exception as exc:  # a bug in the core: never ack what was not handled
+                    self.die(exc)
+                await slots.acquire()
+                futures = await self._send(result.outputs)
+                task = asyncio.ensure_future(self._confirm(events, records, result, futures, slots))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+        finally:
+            # SIGTERM cancels the agent: let the batches in hand be delivered (and acked)
+            # before faust's final commit.
+            if in_flight:
+                await asyncio.wait(in_flight)
+
+    async def _send(self, outputs: list[OutputRecord]) -> list[Any]:
+        producer = self.app.producer
+        return [await producer.send(o.topic, o.key, o.value, None, None, o.headers) for o in outputs]
+
+    async def _confirm(
+        self, events: list[Any], records: list[InputRecord], result: Any, futures: list[Any],
+        slots: asyncio.Semaphore,
+    ) -> None:
+        try:
+            await await_delivery(result.outputs, futures, self._send)
+            for event in events:
+                event.ack()  # the last reference: the offset may now be committed
+            self.account(records, result)
+        except Exception as exc:
+            self.die(exc)
+        finally:
+            slots.release()
+
+    def account(self, records: list[InputRecord], result: Any) -> None:
         stats = self.stats
         stats.consumed += len(records)
         stats.predictions += result.predictions
@@ -162,24 +204,6 @@ class InferenceWorker:
             )
         self._maybe_report()
 
-    async def _publish(self, outputs: list[OutputRecord]) -> None:
-        """Send all, await every acknowledgement; retry what failed until it is delivered."""
-        pending = outputs
-        attempt = 0
-        producer = self.app.producer
-        while pending:
-            futures = [await producer.send(o.topic, o.key, o.value, None, None, o.headers) for o in pending]
-            results = await asyncio.gather(*futures, return_exceptions=True)
-            failed = [o for o, r in zip(pending, results, strict=True) if isinstance(r, BaseException)]
-            if not failed:
-                return
-            errors = {type(r).__name__ for r in results if isinstance(r, BaseException)}
-            delay = SEND_RETRY_BACKOFF_S[min(attempt, len(SEND_RETRY_BACKOFF_S) - 1)]
-            log.warning("publish failed; retrying", failed=len(failed), errors=sorted(errors), retry_in_s=delay)
-            attempt += 1
-            pending = failed
-            await asyncio.sleep(delay)
-
     def _maybe_report(self) -> None:
         now = time.monotonic()
         if now - self._last_report < 10:
@@ -195,7 +219,7 @@ class InferenceWorker:
             events_per_s=round(s.consumed / max(1e-9, now - s.started), 1),
         )
 
-    def _die(self, exc: BaseException) -> None:
+    def die(self, exc: BaseException) -> None:
         # Exiting without returning from the agent body means the batch is never acked, so
         # no offset past it is committed: the next worker re-reads it.
         log.critical("unrecoverable error; exiting without committing the batch", error=repr(exc))

@@ -22,7 +22,8 @@ from workers.topics import PipelineTopics
 pytestmark = pytest.mark.integration
 
 
-def test_every_event_is_a_prediction_or_a_dead_letter_with_its_reason(kafka_bootstrap, unique_name, tmp_path):
+@pytest.mark.parametrize("engine", ["batch", "agent"])
+def test_every_event_is_a_prediction_or_a_dead_letter_with_its_reason(kafka_bootstrap, unique_name, tmp_path, engine):
     settings = pipeline_settings(kafka_bootstrap, unique_name("p") + "-")
     pipeline = Pipeline.load("fraud", settings.schemas_dir, settings.models_dir)
     store = SchemaStore(settings.schemas_dir)
@@ -44,7 +45,7 @@ def test_every_event_is_a_prediction_or_a_dead_letter_with_its_reason(kafka_boot
             else:
                 sent.append(producer.send_bad(kind, event, now))
 
-    worker = start_worker(settings, tmp_path / "worker.log", worker_env(settings))
+    worker = start_worker(settings, tmp_path / "worker.log", {**worker_env(settings), "WORKERS_ENGINE": engine})
     try:
         out = collect(settings, len(sent), worker=worker)
     finally:

@@ -1,0 +1,176 @@
+"""The default engine: the Kafka driver's batch fetch inside the faust app.
+
+faust's per-event stream machinery caps an agent at a few thousand events/s here, while
+the same core behind aiokafka's ``getmany`` runs at the in-process ceiling (README,
+Performance). This service keeps faust for the app's lifecycle (signals, start/stop,
+logging) and runs the consumer loop itself:
+
+    getmany (up to batch_size records) -> Pipeline.process -> producer.send (all outputs)
+    -> acknowledgements awaited in the background -> offsets committed in batch order.
+
+At-least-once: an offset is committed only after every output of its batch and of all
+earlier batches was acknowledged by the broker (``acks=all``). Up to
+``max_batches_in_flight`` batches await acknowledgement while the next one is scored
+(backpressure bounds memory). On a rebalance, revoked partitions are drained and
+committed before they are handed over, so a clean rebalance creates no duplicates.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import mode
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+
+from workers.core.pipeline import BatchResult
+from workers.core.records import InputRecord, OutputRecord
+from workers.delivery import await_delivery
+from workers.logs import get_logger
+
+if TYPE_CHECKING:
+    from workers.worker import InferenceWorker
+
+log = get_logger("workers.batch_engine")
+
+
+@dataclass
+class _InFlight:
+    offsets: dict[TopicPartition, int]  # next offset to commit per partition once delivered
+    done: asyncio.Future
+
+
+class _CommitOnRevoke(ConsumerRebalanceListener):
+    def __init__(self, drain: Callable[[], Any]) -> None:
+        self._drain = drain
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self._drain()  # deliver and commit what was read before the partitions move
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        log.info("partitions assigned", partitions=sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
+
+
+class BatchConsumer(mode.Service):
+    def __init__(self, worker: InferenceWorker, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.worker = worker
+        self.settings = worker.settings
+        self.pipeline = worker.pipeline
+        self._in_flight: deque[_InFlight] = deque()
+        self._slots = asyncio.Semaphore(self.settings.max_batches_in_flight)
+        self._confirming: set[asyncio.Future] = set()
+        self._commit_lock = asyncio.Lock()  # commits go out in batch order, never backwards
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+
+    def _connection(self) -> dict[str, Any]:
+        s = self.settings
+        options: dict[str, Any] = {"bootstrap_servers": s.bootstrap_servers, "security_protocol": s.security_protocol}
+        if s.sasl_mechanism:
+            options.update(sasl_mechanism=s.sasl_mechanism, sasl_plain_username=s.sasl_username,
+                           sasl_plain_password=s.sasl_password)
+        if "SSL" in s.security_protocol:
+            import ssl
+
+            options["ssl_context"] = ssl.create_default_context(cafile=s.ssl_cafile)
+        return options
+
+    async def on_start(self) -> None:
+        s = self.settings
+        self._producer = AIOKafkaProducer(
+            client_id=f"workers-{s.worker_id}", acks="all", enable_idempotence=True, linger_ms=5,
+            max_batch_size=256 * 1024, **self._connection(),
+        )
+        self._consumer = AIOKafkaConsumer(
+            client_id=f"workers-{s.worker_id}", group_id=s.group_id, enable_auto_commit=False,
+            auto_offset_reset="earliest", max_poll_records=s.batch_size,
+            max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_bytes=16 * 1024 * 1024,
+            **self._connection(),
+        )
+        await self._producer.start()
+        self._consumer.subscribe([self.pipeline.topics.events], listener=_CommitOnRevoke(self._drain))
+        await self._consumer.start()
+
+    async def on_stop(self) -> None:
+        # SIGTERM: the loop has stopped taking batches; deliver and commit the ones in hand.
+        try:
+            await self._drain()
+        finally:
+            if self._consumer is not None:
+                await self._consumer.stop()
+            if self._producer is not None:
+                await self._producer.stop()
+
+    @mode.Service.task
+    async def _consume(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        timeout_ms = int(self.settings.batch_linger_s * 1000)
+        while not self.should_stop:
+            fetched = await consumer.getmany(timeout_ms=timeout_ms, max_records=self.settings.batch_size)
+            if not fetched:
+                continue
+            records: list[InputRecord] = []
+            offsets: dict[TopicPartition, int] = {}
+            for tp, messages in fetched.items():
+                for m in messages:
+                    records.append(InputRecord(m.value, m.key, m.topic, m.partition, m.offset, m.timestamp,
+                                               list(m.headers or ())))
+                offsets[tp] = messages[-1].offset + 1
+            try:
+                result = self.pipeline.process(records)
+            except Exception as exc:  # a bug in the core: never commit what was not handled
+                self.worker.die(exc)
+            await self._slots.acquire()
+            futures = await self._send(result.outputs)
+            entry = _InFlight(offsets, asyncio.get_running_loop().create_future())
+            self._in_flight.append(entry)
+            task = asyncio.ensure_future(self._confirm(entry, records, result, futures))
+            self._confirming.add(task)  # a strong reference until it is done
+            task.add_done_callback(self._confirming.discard)
+
+    async def _send(self, outputs: list[OutputRecord]) -> list[Any]:
+        producer = self._producer
+        assert producer is not None
+        return [await producer.send(o.topic, o.value, key=o.key, headers=o.headers) for o in outputs]
+
+    async def _confirm(self, entry: _InFlight, records: list[InputRecord], result: BatchResult,
+                       futures: list[Any]) -> None:
+        try:
+            await await_delivery(result.outputs, futures, self._send)
+            entry.done.set_result(None)
+            self.worker.account(records, result)
+            await self._commit_delivered()
+        except Exception as exc:
+            self.worker.die(exc)
+        finally:
+            self._slots.release()
+
+    async def _commit_delivered(self) -> None:
+        """Commit the longest delivered prefix of batches, in the order they were read."""
+        async with self._commit_lock:
+            offsets: dict[TopicPartition, int] = {}
+            while self._in_flight and self._in_flight[0].done.done():
+                offsets.update(self._in_flight.popleft().offsets)
+            if not offsets or self._consumer is None:
+                return
+            assigned = self._consumer.assignment()
+            offsets = {tp: o for tp, o in offsets.items() if tp in assigned}
+            if not offsets:
+                return
+            try:
+                await self._consumer.commit(offsets)
+            except KafkaError as exc:
+                # The group moved on (rebalance): the new owner re-reads from the last commit.
+                # That can duplicate outputs, never lose them.
+                log.warning("commit failed; partitions will be re-read", error=repr(exc))
+
+    async def _drain(self) -> None:
+        pending = [entry.done for entry in self._in_flight]
+        if pending:
+            await asyncio.gather(*pending)
+        await self._commit_delivered()
