@@ -30,8 +30,12 @@ def _docker_answers() -> bool:
     return True
 
 
+_LOCAL_PORT: list[str] = []  # set when the session's broker is scripts/kafka-local
+
+
 def _local_broker() -> Iterator[str]:
     port = os.environ.get("KAFKA_LOCAL_PORT", "19092")
+    _LOCAL_PORT.append(port)
     already_running = subprocess.run(
         [sys.executable, str(KAFKA_LOCAL), "status", "--port", port], capture_output=True
     ).returncode == 0
@@ -63,6 +67,14 @@ def kafka_bootstrap() -> Iterator[str]:
         yield from _container_broker()
     else:
         yield from _local_broker()
+
+
+@pytest.fixture
+def local_broker_port(kafka_bootstrap) -> str:
+    """The port of the session's scripts/kafka-local broker, for tests that restart it."""
+    if not _LOCAL_PORT:
+        pytest.skip("the broker is not scripts/kafka-local (KAFKA_BOOTSTRAP_SERVERS or Docker): cannot restart it")
+    return _LOCAL_PORT[0]
 
 
 @pytest.fixture

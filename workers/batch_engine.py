@@ -44,11 +44,11 @@ class _InFlight:
 
 
 class _CommitOnRevoke(ConsumerRebalanceListener):
-    def __init__(self, drain: Callable[[], Any]) -> None:
-        self._drain = drain
+    def __init__(self, on_revoked: Callable[[], Any]) -> None:
+        self._on_revoked = on_revoked
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        await self._drain()  # deliver and commit what was read before the partitions move
+        await self._on_revoked()  # deliver and commit what was read before the partitions move
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         log.info("partitions assigned", partitions=sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
@@ -63,7 +63,13 @@ class BatchConsumer(mode.Service):
         self._in_flight: deque[_InFlight] = deque()
         self._slots = asyncio.Semaphore(self.settings.max_batches_in_flight)
         self._confirming: set[asyncio.Future] = set()
-        self._commit_lock = asyncio.Lock()  # commits go out in batch order, never backwards
+        self._commit_lock = asyncio.Lock()
+        # aiokafka may run the revoke callback while this loop holds a fetched batch, so a
+        # batch is turned into in-flight work under this lock, and a batch fetched before a
+        # revocation is given back (seek) instead of processed: its partitions may be gone.
+        self._batch_lock = asyncio.Lock()
+        self._revocations = 0
+        self._stopping = False  # commits go out in batch order, never backwards
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
 
@@ -92,13 +98,16 @@ class BatchConsumer(mode.Service):
             **self._connection(),
         )
         await self._producer.start()
-        self._consumer.subscribe([self.pipeline.topics.events], listener=_CommitOnRevoke(self._drain))
+        self._consumer.subscribe([self.pipeline.topics.events], listener=_CommitOnRevoke(self._revoke))
         await self._consumer.start()
 
     async def on_stop(self) -> None:
-        # SIGTERM: the loop has stopped taking batches; deliver and commit the ones in hand.
+        # SIGTERM: stop turning fetched records into work, then deliver and commit the
+        # batches in hand. (mode calls on_stop before it cancels the consume task.)
         try:
-            await self._drain()
+            async with self._batch_lock:
+                self._stopping = True
+                await self._drain()
         finally:
             if self._consumer is not None:
                 await self._consumer.stop()
@@ -111,27 +120,45 @@ class BatchConsumer(mode.Service):
         assert consumer is not None
         timeout_ms = int(self.settings.batch_linger_s * 1000)
         while not self.should_stop:
+            revocations = self._revocations
             fetched = await consumer.getmany(timeout_ms=timeout_ms, max_records=self.settings.batch_size)
             if not fetched:
                 continue
-            records: list[InputRecord] = []
-            offsets: dict[TopicPartition, int] = {}
-            for tp, messages in fetched.items():
-                for m in messages:
-                    records.append(InputRecord(m.value, m.key, m.topic, m.partition, m.offset, m.timestamp,
-                                               list(m.headers or ())))
-                offsets[tp] = messages[-1].offset + 1
-            try:
-                result = self.pipeline.process(records)
-            except Exception as exc:  # a bug in the core: never commit what was not handled
-                self.worker.die(exc)
-            await self._slots.acquire()
-            futures = await self._send(result.outputs)
-            entry = _InFlight(offsets, asyncio.get_running_loop().create_future())
-            self._in_flight.append(entry)
-            task = asyncio.ensure_future(self._confirm(entry, records, result, futures))
-            self._confirming.add(task)  # a strong reference until it is done
-            task.add_done_callback(self._confirming.discard)
+            async with self._batch_lock:
+                if self._stopping:
+                    return  # not processed, not committed: the next owner reads it
+                if self._revocations != revocations:
+                    self._give_back(fetched)
+                    continue
+                await self._start_batch(fetched)
+
+    def _give_back(self, fetched: dict[TopicPartition, list[Any]]) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        assigned = consumer.assignment()
+        for tp, messages in fetched.items():
+            if tp in assigned:
+                consumer.seek(tp, messages[0].offset)  # read again under the new assignment
+
+    async def _start_batch(self, fetched: dict[TopicPartition, list[Any]]) -> None:
+        records: list[InputRecord] = []
+        offsets: dict[TopicPartition, int] = {}
+        for tp, messages in fetched.items():
+            for m in messages:
+                records.append(InputRecord(m.value, m.key, m.topic, m.partition, m.offset, m.timestamp,
+                                           list(m.headers or ())))
+            offsets[tp] = messages[-1].offset + 1
+        try:
+            result = self.pipeline.process(records)
+        except Exception as exc:  # a bug in the core: never commit what was not handled
+            self.worker.die(exc)
+        await self._slots.acquire()
+        futures = await self._send(result.outputs)
+        entry = _InFlight(offsets, asyncio.get_running_loop().create_future())
+        self._in_flight.append(entry)
+        task = asyncio.ensure_future(self._confirm(entry, records, result, futures))
+        self._confirming.add(task)  # a strong reference until it is done
+        task.add_done_callback(self._confirming.discard)
 
     async def _send(self, outputs: list[OutputRecord]) -> list[Any]:
         producer = self._producer
@@ -168,6 +195,11 @@ class BatchConsumer(mode.Service):
                 # The group moved on (rebalance): the new owner re-reads from the last commit.
                 # That can duplicate outputs, never lose them.
                 log.warning("commit failed; partitions will be re-read", error=repr(exc))
+
+    async def _revoke(self) -> None:
+        async with self._batch_lock:
+            self._revocations += 1
+            await self._drain()
 
     async def _drain(self) -> None:
         pending = [entry.done for entry in self._in_flight]

@@ -109,6 +109,16 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_drills(args: argparse.Namespace) -> int:
+    from workers.drills import run_report
+
+    settings = _settings(args)
+    results = run_report(settings.bootstrap_servers, args.quick, args.broker_port)
+    failed = [r.name for r in results if r.lost or "!" in r.notes]
+    print(f"\n{len(results)} drills; lost events in: {failed or 'none'}")
+    return 1 if failed else 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     import dataclasses
     import time
@@ -180,6 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--limit", type=int, help="at most this many records")
     rp.add_argument("--dry-run", action="store_true", help="list what would be replayed; publish nothing")
     rp.set_defaults(func=_cmd_replay)
+
+    drills = sub.add_parser("drills", parents=[common], help="fault drills on real worker processes, as a table")
+    drills.add_argument("--quick", action="store_true", help="smaller streams (CI-sized)")
+    drills.add_argument("--broker-port", help="port of a scripts/kafka-local broker to restart mid-stream")
+    drills.set_defaults(func=_cmd_drills)
 
     demo = sub.add_parser("demo", parents=[common, mix], help="the whole job end to end on fresh topics")
     demo.set_defaults(func=_cmd_demo, count=20_000, bad_fraction=0.03, old_schema_fraction=0.05)

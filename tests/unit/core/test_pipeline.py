@@ -2,6 +2,8 @@
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.factories import make_sensor_pipeline, sensor_rows
 from workers.core import deadletter, reasons
@@ -119,3 +121,32 @@ def test_a_new_pipeline_is_files_only(tmp_path):
     assert result.predictions == 10
     p, _ = pipeline.prediction_codec.decode(result.outputs[3].value)
     assert p["label"] is None and p["flags"] == ["imputed"] and p["model_name"] == "sensor"
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=160) | st.builds(lambda pos, byte, cut: (pos, byte, cut), st.integers(0, 200),
+                                            st.integers(0, 255), st.integers(0, 200)))
+def test_any_input_gets_exactly_one_classified_outcome(fraud_pipeline_fuzz, spec):
+    """Fuzzing decode + validation: a prediction or a dead letter with a known reason, never a crash."""
+    if isinstance(spec, bytes):
+        payload = spec
+    else:
+        pos, byte, cut = spec
+        base = bytearray(fraud_pipeline_fuzz.valid)
+        base[pos % len(base)] = byte
+        payload = bytes(base[: max(1, cut % (len(base) + 5))])
+    result = fraud_pipeline_fuzz.pipeline.process([_record(payload, 0)], NOW)
+    assert len(result.outputs) == 1
+    output = result.outputs[0]
+    if output.is_dead_letter:
+        assert output.reason in reasons.ALL and output.value == payload
+    else:
+        assert 0.0 <= output.score <= 1.0
+
+
+@pytest.fixture(scope="module")
+def fraud_pipeline_fuzz(fraud_pipeline):
+    from types import SimpleNamespace
+
+    events, _ = fraud.generate(1, seed=12, start_ms=NOW)
+    return SimpleNamespace(pipeline=fraud_pipeline, valid=fraud_pipeline.input_codec.encode(events[0]))
