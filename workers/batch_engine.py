@@ -17,6 +17,7 @@ committed before they are handed over, so a clean rebalance creates no duplicate
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,14 +45,16 @@ class _InFlight:
 
 
 class _CommitOnRevoke(ConsumerRebalanceListener):
-    def __init__(self, on_revoked: Callable[[], Any]) -> None:
+    def __init__(self, on_revoked: Callable[[], Any], on_assigned: Callable[[set[int]], None]) -> None:
         self._on_revoked = on_revoked
+        self._on_assigned = on_assigned
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         await self._on_revoked()  # deliver and commit what was read before the partitions move
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         log.info("partitions assigned", partitions=sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
+        self._on_assigned({tp.partition for tp in assigned})
 
 
 class BatchConsumer(mode.Service):
@@ -98,7 +101,8 @@ class BatchConsumer(mode.Service):
             **self._connection(),
         )
         await self._producer.start()
-        self._consumer.subscribe([self.pipeline.topics.events], listener=_CommitOnRevoke(self._revoke))
+        listener = _CommitOnRevoke(self._revoke, self.worker.metrics.set_assignment)
+        self._consumer.subscribe([self.pipeline.topics.events], listener=listener)
         await self._consumer.start()
 
     async def on_stop(self) -> None:
@@ -148,10 +152,13 @@ class BatchConsumer(mode.Service):
                 records.append(InputRecord(m.value, m.key, m.topic, m.partition, m.offset, m.timestamp,
                                            list(m.headers or ())))
             offsets[tp] = messages[-1].offset + 1
+        started = time.perf_counter()
         try:
             result = self.pipeline.process(records)
         except Exception as exc:  # a bug in the core: never commit what was not handled
             self.worker.die(exc)
+        result.processing_s = time.perf_counter() - started
+        self._update_lag(fetched)
         await self._slots.acquire()
         futures = await self._send(result.outputs)
         entry = _InFlight(offsets, asyncio.get_running_loop().create_future())
@@ -159,6 +166,16 @@ class BatchConsumer(mode.Service):
         task = asyncio.ensure_future(self._confirm(entry, records, result, futures))
         self._confirming.add(task)  # a strong reference until it is done
         task.add_done_callback(self._confirming.discard)
+
+    def _update_lag(self, fetched: dict[TopicPartition, list[Any]]) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        lags = {}
+        for tp, messages in fetched.items():
+            highwater = consumer.highwater(tp)
+            if highwater is not None:
+                lags[tp.partition] = max(0, highwater - (messages[-1].offset + 1))
+        self.worker.metrics.set_lag(lags)
 
     async def _send(self, outputs: list[OutputRecord]) -> list[Any]:
         producer = self._producer
@@ -170,7 +187,7 @@ class BatchConsumer(mode.Service):
         try:
             await await_delivery(result.outputs, futures, self._send)
             entry.done.set_result(None)
-            self.worker.account(records, result)
+            self.worker.account(records, result, result.processing_s)
             await self._commit_delivered()
         except Exception as exc:
             self.worker.die(exc)

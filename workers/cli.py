@@ -23,16 +23,23 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _cmd_run(args: argparse.Namespace) -> int:
     from workers import logs
     from workers.core.pipeline import Pipeline
+    from workers.http import HttpState, serve
     from workers.worker import InferenceWorker
 
     settings = _settings(args)
     logs.configure(settings.log_level, settings.log_format)
+    state = HttpState()
+    if settings.metrics_port:
+        serve(state, settings.metrics_port)  # /healthz now; /readyz 503 until verified and assigned
     # Load, verify and check the model before touching Kafka: a bad artifact fails here.
     pipeline = Pipeline.load(
         settings.pipeline, settings.schemas_dir, settings.models_dir, version=settings.model_version,
         topic_prefix=settings.topic_prefix, worker_id=settings.worker_id, max_lateness_s=settings.max_lateness_s,
+        input_topic=settings.input_topic,
     )
-    InferenceWorker(settings, pipeline).run()
+    worker = InferenceWorker(settings, pipeline)
+    state.metrics = worker.metrics
+    worker.run()
     return 0
 
 
@@ -45,8 +52,15 @@ def _cmd_produce(args: argparse.Namespace) -> int:
         raise WorkersError("the CLI generates events for the reference pipeline 'fraud' only; "
                            "use workers.producer.EventProducer for other pipelines")
     topics = PipelineTopics.for_pipeline(settings.pipeline, settings.topic_prefix)
+    shift = {}
+    for item in args.shift or ():
+        name, _, factor = item.partition("=")
+        try:
+            shift[name] = float(factor)
+        except ValueError:
+            raise WorkersError(f"--shift expects FEATURE=FACTOR, got {item!r}") from None
     sent = produce_mix(settings, topics, args.count, args.bad_fraction, args.old_schema_fraction,
-                       seed=args.seed, rate=args.rate)
+                       seed=args.seed, rate=args.rate, shift=shift)
     kinds: dict[str, int] = {}
     for s in sent:
         kinds[s.kind] = kinds.get(s.kind, 0) + 1
@@ -119,6 +133,23 @@ def _cmd_drills(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from workers import bench
+
+    settings = _settings(args)
+    if args.quick:
+        sizes = {"events": 20_000, "naive_events": 1_500, "latency_seconds": 3.0, "load_fractions": [0.25, 0.5]}
+    else:
+        sizes = {"events": args.events, "naive_events": 10_000, "latency_seconds": 10.0,
+                 "load_fractions": [0.1, 0.25, 0.5, 0.75]}
+    result = bench.run(settings.bootstrap_servers, partitions=args.partitions or 4, out_dir=Path(args.out), **sizes)
+    print("\n" + bench.table(result))
+    print(f"\nwrote {Path(args.out) / 'bench.json'} and {Path(args.out) / 'bench.png'}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     import dataclasses
     import time
@@ -170,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     produce = sub.add_parser("produce", parents=[common, mix], help="emit realistic events")
     produce.add_argument("--seed", type=int, default=1)
+    produce.add_argument("--shift", action="append", metavar="FEATURE=FACTOR",
+                         help="multiply a numeric feature to simulate drift (repeatable), e.g. amount=5")
     produce.set_defaults(func=_cmd_produce)
 
     tail = sub.add_parser("tail", parents=[common, model], help="watch predictions and/or dead letters")
@@ -195,6 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
     drills.add_argument("--quick", action="store_true", help="smaller streams (CI-sized)")
     drills.add_argument("--broker-port", help="port of a scripts/kafka-local broker to restart mid-stream")
     drills.set_defaults(func=_cmd_drills)
+
+    bench = sub.add_parser("bench", parents=[common], help="throughput and latency on the real broker")
+    bench.add_argument("--quick", action="store_true", help="a small run (CI smoke)")
+    bench.add_argument("--events", type=int, default=200_000, help="backlog size (default 200000)")
+    bench.add_argument("--partitions", type=int, help="backlog partitions (default 4)")
+    bench.add_argument("--out", default="bench-results", help="directory for bench.json and bench.png")
+    bench.set_defaults(func=_cmd_bench)
 
     demo = sub.add_parser("demo", parents=[common, mix], help="the whole job end to end on fresh topics")
     demo.set_defaults(func=_cmd_demo, count=20_000, bad_fraction=0.03, old_schema_fraction=0.05)

@@ -20,9 +20,12 @@ from workers.topics import PipelineTopics, create_topics
 
 def produce_mix(
     settings: Settings, topics: PipelineTopics, count: int, bad_fraction: float, old_fraction: float,
-    seed: int = 1, rate: float | None = None,
+    seed: int = 1, rate: float | None = None, shift: dict[str, float] | None = None,
 ) -> list[SentEvent]:
-    """Reference fraud events now-ish, with old-schema events and every bad kind mixed in."""
+    """Reference fraud events now-ish, with old-schema events and every bad kind mixed in.
+
+    ``shift`` multiplies numeric features (e.g. {"amount": 5}) to simulate input drift.
+    """
     from workers.producer import paced
 
     store = SchemaStore(settings.schemas_dir)
@@ -30,6 +33,9 @@ def produce_mix(
     old_schema = store.get("fraud/transaction.v1.avsc")
     now_ms = int(time.time() * 1000)
     events, _ = fraud.generate(count, seed, start_ms=now_ms - 60_000, span_ms=60_000)
+    for name, factor in (shift or {}).items():
+        for event in events:
+            event[name] = event[name] * factor
     sent = []
     with EventProducer(settings, manifest, store, topics.events) as producer:
         for event, kind in paced(zip(events, plan_kinds(count, bad_fraction, old_fraction, seed), strict=True), rate):

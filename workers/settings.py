@@ -33,6 +33,7 @@ class Settings:
     models_dir: Path = field(default_factory=lambda: _default_dir("models"))
     model_version: str | None = None  # None: the newest version in models/<pipeline>/
     topic_prefix: str = ""  # prepended to every pipeline topic (tests, multi-tenant clusters)
+    input_topic: str | None = None  # overrides "<prefix><pipeline>.events" (benchmarks share one backlog)
     consumer_group: str | None = None  # None: "<prefix><pipeline>-worker"
     partitions: int = 4
     replication_factor: int = 1
@@ -42,7 +43,9 @@ class Settings:
     engine: str = "batch"  # batch (driver batch fetch in the faust app) | agent (faust agent + take_events)
     max_batches_in_flight: int = 4  # scored batches awaiting broker acks; bounds memory
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
-    metrics_port: int = 0  # 0: no metrics endpoint
+    metrics_port: int = 0  # 0: no HTTP endpoint (/metrics, /healthz, /readyz, /status)
+    drift_window: int = 5000  # events in the sliding window compared with the reference profile
+    drift_threshold: float = 0.2  # PSI above which a feature counts as drifted
     log_level: str = "INFO"
     log_format: str = "json"  # json | console
     security_protocol: str = "PLAINTEXT"

@@ -28,6 +28,7 @@ from workers.core.pipeline import Pipeline
 from workers.core.records import InputRecord, OutputRecord
 from workers.delivery import await_delivery
 from workers.logs import get_logger
+from workers.metrics import WorkerMetrics
 from workers.settings import Settings
 
 log = get_logger("workers.worker")
@@ -77,6 +78,7 @@ class InferenceWorker:
         self.settings = settings
         self.pipeline = pipeline
         self.stats = WorkerStats()
+        self.metrics = WorkerMetrics(pipeline, settings.worker_id, settings.drift_window, settings.drift_threshold)
         self._last_report = time.monotonic()
         self._datadir = tempfile.TemporaryDirectory(prefix="workers-faust-")
         self.app = self._build_app()
@@ -122,6 +124,11 @@ class InferenceWorker:
             allow_empty=True,  # an empty payload is dead-lettered, not skipped
         )
         app.agent(topic, name=f"{self.pipeline.name}-scorer", concurrency=1)(self._agent)
+
+        @app.on_partitions_assigned.connect
+        async def on_assigned(app: Any, assigned: Any, **kwargs: Any) -> None:
+            self.metrics.set_assignment({tp.partition for tp in assigned if tp.topic == topic.get_topic_name()})
+
         return app
 
     def _credentials(self) -> Any:
@@ -153,10 +160,12 @@ class InferenceWorker:
                 for event in events:
                     event.message.incref()
                 records = [_input_record(e) for e in events]
+                started = time.perf_counter()
                 try:
                     result = self.pipeline.process(records)
                 except Exception as exc:  # a bug in the core: never ack what was not handled
                     self.die(exc)
+                result.processing_s = time.perf_counter() - started
                 await slots.acquire()
                 futures = await self._send(result.outputs)
                 task = asyncio.ensure_future(self._confirm(events, records, result, futures, slots))
@@ -180,13 +189,15 @@ class InferenceWorker:
             await await_delivery(result.outputs, futures, self._send)
             for event in events:
                 event.ack()  # the last reference: the offset may now be committed
-            self.account(records, result)
+            self.account(records, result, result.processing_s)
         except Exception as exc:
             self.die(exc)
         finally:
             slots.release()
 
-    def account(self, records: list[InputRecord], result: Any) -> None:
+    def account(self, records: list[InputRecord], result: Any, processing_s: float = 0.0) -> None:
+        """A batch's outputs were acknowledged: count it (stats, metrics, one log line at most)."""
+        self.metrics.record_batch(result, len(records), processing_s, time.time())
         stats = self.stats
         stats.consumed += len(records)
         stats.predictions += result.predictions
@@ -227,6 +238,7 @@ class InferenceWorker:
 
     def run(self) -> None:
         from workers.logs import logging_config
+
 
         worker = faust.Worker(
             self.app,

@@ -35,6 +35,10 @@ class BatchResult:
     outputs: list[OutputRecord]  # in input order: per-key order is kept downstream
     predictions: int = 0
     dead_letters: Counter[str] = field(default_factory=Counter)
+    matrix: np.ndarray | None = None  # the scored rows (for drift), None when nothing was scored
+    scores: np.ndarray | None = None  # their scores, NaN where the model failed
+    event_times_ms: list[int] = field(default_factory=list)  # of the predictions, for latency
+    processing_s: float = 0.0  # set by the adapter that timed process()
 
 
 @dataclass(slots=True)
@@ -73,6 +77,7 @@ class Pipeline:
         topic_prefix: str = "",
         worker_id: str = "local",
         max_lateness_s: float | None = None,
+        input_topic: str | None = None,
     ) -> Pipeline:
         """Load and verify the model, check it against its schema: every start-up error is here."""
         schemas = SchemaStore(schemas_dir)
@@ -80,7 +85,10 @@ class Pipeline:
         if max_lateness_s is not None:  # an operator's override of the manifest's policy
             policies = dataclasses.replace(loaded.manifest.policies, max_lateness_s=max_lateness_s)
             loaded = dataclasses.replace(loaded, manifest=dataclasses.replace(loaded.manifest, policies=policies))
-        return cls(loaded, schemas, PipelineTopics.for_pipeline(pipeline, topic_prefix), worker_id)
+        topics = PipelineTopics.for_pipeline(pipeline, topic_prefix)
+        if input_topic:
+            topics = dataclasses.replace(topics, events=input_topic)
+        return cls(loaded, schemas, topics, worker_id)
 
     def process(self, batch: list[InputRecord], now_ms: int | None = None) -> BatchResult:
         now = int(time.time() * 1000) if now_ms is None else now_ms
@@ -109,6 +117,7 @@ class Pipeline:
         if accepted:
             matrix = np.array(rows, dtype=np.float64).reshape(len(rows), self._n_features)
             scores, failures = self.scorer.score(matrix)
+            result.matrix, result.scores = matrix, scores
             for j, item in enumerate(accepted):
                 error = failures.get(j)
                 if error is not None:
@@ -117,6 +126,7 @@ class Pipeline:
                 else:
                     outputs[item.index] = self._prediction(item, float(scores[j]), now)
                     result.predictions += 1
+                    result.event_times_ms.append(item.event_ms)
 
         result.outputs = [o for o in outputs if o is not None]
         return result

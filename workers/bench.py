@@ -1,0 +1,336 @@
+"""Benchmark on the real broker, side by side in one run (``workers bench``).
+
+* ceiling: the core (decode, validate, score, encode) on pre-encoded events, in-process;
+* worker backlog: one worker process drains a pre-filled topic (batch engine, then the
+  faust-agent engine on the same backlog, each with its own consumer group and outputs);
+* naive: a one-event-per-call faust agent (workers/naive.py) on the same backlog;
+* latency: a producer at fixed fractions of the measured backlog rate, end-to-end from
+  the event's produce time to the prediction's arrival at a downstream consumer;
+* RSS of the worker under the backlog and at steady load.
+
+Throughput is timed from the first to the last output (end offsets polled every 20 ms),
+so process start-up is not counted. Prints a table with ratios, writes JSON and a PNG.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from workers.core.codec import SchemaStore
+from workers.core.pipeline import Pipeline
+from workers.core.records import InputRecord
+from workers.demo import start_worker, stop_worker
+from workers.reference import fraud
+from workers.settings import Settings
+from workers.topics import PipelineTopics, create_topics
+
+
+@dataclass
+class BenchResult:
+    events: int
+    partitions: int
+    batch_size: int
+    ceiling_eps: float = 0.0
+    worker_eps: float = 0.0
+    agent_engine_eps: float = 0.0
+    naive_eps: float = 0.0
+    naive_events: int = 0
+    backlog_peak_rss_mb: float = 0.0
+    steady_rss_mb: float = 0.0
+    latency: list[dict[str, float]] = field(default_factory=list)
+
+    def ratios(self) -> dict[str, float]:
+        return {
+            "worker / ceiling": self.worker_eps / self.ceiling_eps if self.ceiling_eps else 0.0,
+            "worker / naive": self.worker_eps / self.naive_eps if self.naive_eps else 0.0,
+            "worker / agent engine": self.worker_eps / self.agent_engine_eps if self.agent_engine_eps else 0.0,
+        }
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
+    except (FileNotFoundError, StopIteration):
+        return 0.0
+
+
+class _RssWatcher(threading.Thread):
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.peak, self.samples, self._stop_flag = pid, 0.0, [], threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_flag.is_set():
+            rss = _rss_mb(self.pid)
+            self.peak = max(self.peak, rss)
+            self.samples.append(rss)
+            time.sleep(0.1)
+
+    def stop(self) -> float:
+        self._stop_flag.set()
+        return self.peak
+
+
+def _output_count(consumer: Any, parts: list[Any]) -> int:
+    return sum(consumer.end_offsets(parts).values())
+
+
+def _time_outputs(settings: Settings, topic: str, expected: int, proc: subprocess.Popen, timeout_s: float
+                  ) -> tuple[float, int]:
+    """Seconds from the first to the ``expected``-th output on ``topic`` (and the count reached)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(**settings.kafka_client_options())
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        deadline = time.monotonic() + timeout_s
+        first = None
+        count = 0
+        while time.monotonic() < deadline and proc.poll() is None:
+            count = _output_count(consumer, parts)
+            now = time.monotonic()
+            if count and first is None:
+                first = (now, count)
+            if count >= expected:
+                break
+            time.sleep(0.02)
+        if first is None:
+            return 0.0, 0
+        return time.monotonic() - first[0], count - first[1]
+    finally:
+        consumer.close()
+
+
+def measure_ceiling(pipeline: Pipeline, payloads: list[bytes], keys: list[bytes], batch_size: int) -> float:
+    records = [InputRecord(v, k, "bench", 0, i, None, []) for i, (v, k) in enumerate(zip(payloads, keys, strict=True))]
+    pipeline.process(records[:batch_size])  # warm-up
+    start = time.perf_counter()
+    for i in range(0, len(records), batch_size):
+        pipeline.process(records[i : i + batch_size])
+    return len(records) / (time.perf_counter() - start)
+
+
+def _prefill(settings: Settings, topic: str, payloads: list[bytes], keys: list[bytes]) -> None:
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(acks="all", linger_ms=20, batch_size=512 * 1024, **settings.kafka_client_options())
+    for value, key in zip(payloads, keys, strict=True):
+        producer.send(topic, key=key, value=value)
+    producer.flush()
+    producer.close()
+
+
+def _latency_consumer(bootstrap: str, topic: str, ready: Any, stop: Any, out: Any) -> None:
+    """Runs in its own process: receive predictions, record arrival - event time (ms)."""
+    from kafka import KafkaConsumer
+
+    from workers.core.codec import SchemaStore, SingleObjectCodec
+    from workers.settings import Settings
+
+    settings = Settings(bootstrap_servers=bootstrap)
+    store = SchemaStore(settings.schemas_dir)
+    codec = SingleObjectCodec(store, store.get("prediction.v1.avsc"))
+    consumer = KafkaConsumer(topic, auto_offset_reset="latest", group_id=None, fetch_max_wait_ms=5,
+                             **settings.kafka_client_options())
+    consumer.poll(timeout_ms=500)
+    while not consumer.assignment():
+        consumer.poll(timeout_ms=100)
+    for tp in consumer.assignment():
+        consumer.seek_to_end(tp)
+        consumer.position(tp)
+    ready.set()
+    latencies = []
+    while not stop.is_set():
+        for messages in consumer.poll(timeout_ms=50).values():
+            arrived = time.time() * 1000
+            for m in messages:
+                prediction, _ = codec.decode(m.value)
+                latencies.append(arrived - prediction["event_time"])
+    consumer.close()
+    out.put(latencies)
+
+
+def measure_latency(settings: Settings, topics: PipelineTopics, rate: float, seconds: float, seed: int
+                    ) -> dict[str, float]:
+    from kafka import KafkaProducer
+
+    ctx = multiprocessing.get_context("spawn")
+    ready, stop, out = ctx.Event(), ctx.Event(), ctx.Queue()
+    consumer = ctx.Process(target=_latency_consumer, args=(settings.bootstrap_servers, topics.predictions,
+                                                           ready, stop, out))
+    consumer.start()
+    ready.wait(30)
+    pipeline_codec = codec_for(settings)
+    count = int(rate * seconds)
+    events, _ = fraud.generate(count, seed)
+    producer = KafkaProducer(acks="all", linger_ms=1, **settings.kafka_client_options())
+    start = time.monotonic()
+    for i, event in enumerate(events):
+        delay = start + i / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        event["event_time"] = int(time.time() * 1000)
+        producer.send(topics.events, key=event["account_id"].encode(), value=pipeline_codec.encode(event))
+    producer.flush()
+    time.sleep(1.0)  # the last predictions arrive
+    stop.set()
+    latencies = np.array(out.get(timeout=30))
+    consumer.join(10)
+    producer.close()
+    if not len(latencies):
+        return {"offered_eps": rate, "received": 0}
+    return {
+        "offered_eps": rate,
+        "achieved_eps": count / (time.monotonic() - start - 1.0),
+        "received": len(latencies),
+        "p50_ms": float(np.percentile(latencies, 50)),
+        "p95_ms": float(np.percentile(latencies, 95)),
+        "p99_ms": float(np.percentile(latencies, 99)),
+        "max_ms": float(latencies.max()),
+    }
+
+
+def run(bootstrap: str, *, events: int, naive_events: int, partitions: int, latency_seconds: float,
+        load_fractions: list[float], out_dir: Path, seed: int = 7) -> BenchResult:
+    base = Settings.from_env(bootstrap_servers=bootstrap)
+    result = BenchResult(events=events, partitions=partitions, batch_size=base.batch_size)
+    run_id = f"bench-{os.getpid()}-{int(time.time()) % 100000}-"
+    backlog = f"{run_id}backlog"
+
+    pipeline = Pipeline.load("fraud", base.schemas_dir, base.models_dir)
+    generated, _ = fraud.generate(events, seed, start_ms=int(time.time() * 1000))
+    payloads = [pipeline.input_codec.encode(e) for e in generated]
+    keys = [e["account_id"].encode() for e in generated]
+    result.ceiling_eps = measure_ceiling(pipeline, payloads, keys, base.batch_size)
+    print(f"ceiling (in-process core): {result.ceiling_eps:,.0f} events/s", flush=True)
+
+    create_topics(base, [backlog], partitions=partitions)
+    _prefill(base, backlog, payloads, keys)
+    print(f"backlog: {events} events in {backlog} ({partitions} partitions)", flush=True)
+
+    logs = Path(tempfile.mkdtemp(prefix="workers-bench-"))
+
+    def drain(name: str, env: dict[str, str], expected: int, module: str | None = None) -> tuple[float, float]:
+        settings = Settings.from_env(bootstrap_servers=bootstrap, topic_prefix=f"{run_id}{name}-",
+                                     input_topic=backlog, partitions=partitions)
+        topics = PipelineTopics.for_pipeline("fraud", settings.topic_prefix)
+        create_topics(settings, topics.all())
+        env = {"WORKERS_INPUT_TOPIC": backlog, "WORKERS_LOG_LEVEL": "WARNING", **env}
+        if module:
+            full_env = {**os.environ, "WORKERS_BOOTSTRAP_SERVERS": bootstrap,
+                        "WORKERS_TOPIC_PREFIX": settings.topic_prefix, **env}
+            with open(logs / f"{name}.log", "ab") as log:
+                proc = subprocess.Popen([sys.executable, "-m", module], env=full_env, stdout=log,
+                                        stderr=subprocess.STDOUT)
+        else:
+            proc = start_worker(settings, logs / f"{name}.log", env)
+        watcher = _RssWatcher(proc.pid)
+        watcher.start()
+        try:
+            seconds, count = _time_outputs(settings, topics.predictions, expected, proc, timeout_s=600)
+        finally:
+            peak = watcher.stop()
+            stop_worker(proc)
+        return (count / seconds if seconds else 0.0), peak
+
+    result.worker_eps, result.backlog_peak_rss_mb = drain("batch", {"WORKERS_ENGINE": "batch"}, events)
+    print(f"worker, batch engine: {result.worker_eps:,.0f} events/s (peak RSS {result.backlog_peak_rss_mb:.0f} MB)",
+          flush=True)
+    result.agent_engine_eps, _ = drain("agent", {"WORKERS_ENGINE": "agent"}, events)
+    print(f"worker, faust agent engine: {result.agent_engine_eps:,.0f} events/s", flush=True)
+    result.naive_events = naive_events
+    result.naive_eps, _ = drain("naive", {}, naive_events, module="workers.naive")
+    print(f"naive one-event agent: {result.naive_eps:,.0f} events/s (first {naive_events} events)", flush=True)
+
+    # Latency at fixed offered loads, one worker on a fresh topic.
+    settings = Settings.from_env(bootstrap_servers=bootstrap, topic_prefix=f"{run_id}latency-", partitions=partitions)
+    topics = PipelineTopics.for_pipeline("fraud", settings.topic_prefix)
+    create_topics(settings, topics.all())
+    worker = start_worker(settings, logs / "latency.log", {"WORKERS_LOG_LEVEL": "WARNING"})
+    watcher = _RssWatcher(worker.pid)
+    watcher.start()
+    try:
+        time.sleep(4)  # joined the group
+        for i, fraction in enumerate(load_fractions):
+            rate = max(50.0, fraction * result.worker_eps)
+            point = measure_latency(settings, topics, rate, latency_seconds, seed + i)
+            point["fraction"] = fraction
+            result.latency.append(point)
+            print(f"latency at {fraction:.0%} ({rate:,.0f}/s offered): p50 {point.get('p50_ms', 0):.1f} ms, "
+                  f"p95 {point.get('p95_ms', 0):.1f}, p99 {point.get('p99_ms', 0):.1f}, "
+                  f"max {point.get('max_ms', 0):.1f}", flush=True)
+        result.steady_rss_mb = float(np.median(watcher.samples[-20:])) if watcher.samples else 0.0
+    finally:
+        watcher.stop()
+        stop_worker(worker)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "bench.json").write_text(json.dumps({**asdict(result), "ratios": result.ratios()}, indent=2))
+    plot(result, out_dir / "bench.png")
+    return result
+
+
+def table(result: BenchResult) -> str:
+    lines = [
+        f"{'measure':<34}{'value':>14}",
+        f"{'ceiling, in-process core':<34}{result.ceiling_eps:>12,.0f}/s",
+        f"{'worker backlog (batch engine)':<34}{result.worker_eps:>12,.0f}/s",
+        f"{'worker backlog (faust agent)':<34}{result.agent_engine_eps:>12,.0f}/s",
+        f"{'naive one-event agent':<34}{result.naive_eps:>12,.0f}/s",
+        f"{'worker peak RSS under backlog':<34}{result.backlog_peak_rss_mb:>11,.0f} MB",
+        f"{'worker RSS at steady load':<34}{result.steady_rss_mb:>11,.0f} MB",
+    ]
+    for name, value in result.ratios().items():
+        lines.append(f"{name:<34}{value:>13.2f}x")
+    lines.append(f"{'load':>6} {'offered/s':>10} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+    for p in result.latency:
+        lines.append(f"{p['fraction']:>6.0%} {p['offered_eps']:>10,.0f} {p.get('p50_ms', 0):>8.1f} "
+                     f"{p.get('p95_ms', 0):>8.1f} {p.get('p99_ms', 0):>8.1f} {p.get('max_ms', 0):>8.1f}")
+    return "\n".join(lines)
+
+
+def plot(result: BenchResult, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    names = ["ceiling\n(in-process)", "worker\n(batch)", "worker\n(faust agent)", "naive\n(1 event/call)"]
+    values = [result.ceiling_eps, result.worker_eps, result.agent_engine_eps, result.naive_eps]
+    bars = left.bar(names, values, color=["#999999", "#1f77b4", "#6baed6", "#d62728"])
+    left.bar_label(bars, labels=[f"{v:,.0f}" for v in values], fontsize=8)
+    left.set_ylabel("events/s (one process)")
+    left.set_title("Throughput, backlog drained")
+    loads = [p["offered_eps"] for p in result.latency if "p50_ms" in p]
+    for key, style in (("p50_ms", "o-"), ("p95_ms", "s-"), ("p99_ms", "^-"), ("max_ms", "x--")):
+        right.plot(loads, [p[key] for p in result.latency if "p50_ms" in p], style, label=key[:-3])
+    right.set_xlabel("offered load (events/s)")
+    right.set_ylabel("end-to-end latency (ms)")
+    right.set_yscale("log")
+    right.set_title("Latency vs offered load")
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def codec_for(settings: Settings) -> Any:
+    from workers.core.codec import SingleObjectCodec
+    from workers.core.registry import ModelRegistry
+
+    store = SchemaStore(settings.schemas_dir)
+    manifest = ModelRegistry(settings.models_dir, store).manifest(settings.pipeline)
+    return SingleObjectCodec(store, store.get(manifest.input_schema))
