@@ -91,7 +91,7 @@ class BatchConsumer(mode.Service):
     async def on_start(self) -> None:
         s = self.settings
         self._producer = AIOKafkaProducer(
-            client_id=f"workers-{s.worker_id}", acks="all", enable_idempotence=True, linger_ms=5,
+            client_id=f"workers-{s.worker_id}", acks="all", enable_idempotence=True, linger_ms=1,
             max_batch_size=256 * 1024, **self._connection(),
         )
         self._consumer = AIOKafkaConsumer(

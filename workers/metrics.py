@@ -118,8 +118,13 @@ class WorkerMetrics:
     def status(self) -> dict[str, Any]:
         """What the status page shows: the same figures as /metrics, summarised."""
         now = time.time()
-        recent = [(t, c) for t, c in self._recent if now - t <= 10]
-        rate = (recent[-1][1] - recent[0][1]) / (recent[-1][0] - recent[0][0]) if len(recent) > 1 else 0.0
+        # Events over the last 10 s, from the last sample before that window (or the start) to now.
+        baseline = (self.started, 0)
+        for sample in self._recent:
+            if now - sample[0] > 10:
+                baseline = sample
+        consumed = int(self.consumed._value.get())
+        rate = (consumed - baseline[1]) / max(1.0, now - baseline[0])
         latencies = np.array(self._latencies) * 1000
         manifest = self.pipeline.manifest
         return {
@@ -127,7 +132,7 @@ class WorkerMetrics:
             "model": {"version": manifest.version, "sha256": manifest.artifact_sha256},
             "ready": self.is_ready(),
             "uptime_s": round(now - self.started, 1),
-            "consumed": int(self.consumed._value.get()),
+            "consumed": consumed,
             "predictions": int(self.predictions._value.get()),
             "dead_letters": dict(sorted(self.dead_letter_counts.items())),
             "events_per_s": round(rate, 1),

@@ -1,0 +1,27 @@
+"""Smoke: the benchmark runs end to end on the real broker and reports sane numbers.
+
+Speed targets are read from the benchmark's own report, never asserted here: timings on
+a shared 2-core machine are noisy.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from workers import bench
+
+pytestmark = pytest.mark.integration
+
+
+def test_quick_benchmark_reports_every_measure(kafka_bootstrap, tmp_path):
+    result = bench.run(kafka_bootstrap, events=6000, naive_events=300, partitions=2, latency_seconds=2.0,
+                       load_fractions=[0.1], out_dir=tmp_path)
+    assert result.ceiling_eps > 0 and result.worker_eps > 0 and result.agent_engine_eps > 0 and result.naive_eps > 0
+    assert result.backlog_peak_rss_mb > 50 and result.steady_rss_mb > 50
+    assert len(result.latency) == 1 and result.latency[0]["received"] > 0
+    assert 0 < result.latency[0]["p50_ms"] <= result.latency[0]["p99_ms"] <= result.latency[0]["max_ms"]
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert set(report["ratios"]) == {"worker / ceiling", "worker / naive", "worker / agent engine"}
+    assert (tmp_path / "bench.png").stat().st_size > 10_000
+    assert "worker / naive" in bench.table(result)
