@@ -73,3 +73,28 @@ def test_dependencies_name_existing_services():
         depends = service.get("depends_on", [])
         for dependency in depends if isinstance(depends, list) else depends.keys():
             assert dependency in SERVICES, f"{name} depends on unknown {dependency}"
+
+
+def test_prometheus_scrapes_the_workers_metrics_port():
+    scrape = yaml.safe_load((REPO / "monitoring" / "prometheus.yml").read_text())
+    targets = [t for job in scrape["scrape_configs"] for c in job["static_configs"] for t in c["targets"]]
+    host, port = targets[0].split(":")
+    assert host in SERVICES
+    assert _env(SERVICES[host])["WORKERS_METRICS_PORT"] == port
+    assert f"{port}:{port}" in SERVICES[host]["ports"]
+
+
+def test_grafana_dashboard_queries_metrics_the_worker_exports():
+    import json
+
+    from workers.core.pipeline import Pipeline
+    from workers.metrics import WorkerMetrics
+
+    pipeline = Pipeline.load("fraud", REPO / "schemas", REPO / "models")
+    exported = {f.name for f in WorkerMetrics(pipeline, "test").registry.collect()}
+    exported |= {n + suffix for n in exported for suffix in ("_total", "_bucket", "_info")}
+    dashboard = json.loads((REPO / "monitoring" / "grafana" / "dashboards" / "workers.json").read_text())
+    used = {m for p in dashboard["panels"] for t in p["targets"] for m in re.findall(r"workers_[a-z_]+", t["expr"])}
+    assert used and used <= exported, used - exported
+    mounts = " ".join(SERVICES["grafana"]["volumes"])
+    assert "monitoring/grafana/dashboards" in mounts and "monitoring/grafana/provisioning" in mounts
