@@ -12,12 +12,11 @@ log = get_logger("workers.delivery")
 
 RETRY_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 
+# One future per group of outputs: a whole producer batch (batch engine) or one record.
+Sent = list[tuple[Any, list[OutputRecord]]]
 
-async def await_delivery(
-    outputs: list[OutputRecord],
-    futures: list[Any],
-    resend: Callable[[list[OutputRecord]], Awaitable[list[Any]]],
-) -> None:
+
+async def await_delivery(sent: Sent, resend: Callable[[list[OutputRecord]], Awaitable[Sent]]) -> None:
     """Return once every output is acknowledged; retries (with backoff) never give up.
 
     A broker that is down for a while therefore stalls the worker (and, through the
@@ -25,8 +24,8 @@ async def await_delivery(
     """
     attempt = 0
     while True:
-        results = await asyncio.gather(*futures, return_exceptions=True)
-        failed = [o for o, r in zip(outputs, results, strict=True) if isinstance(r, BaseException)]
+        results = await asyncio.gather(*(future for future, _ in sent), return_exceptions=True)
+        failed = [o for (_, group), r in zip(sent, results, strict=True) if isinstance(r, BaseException) for o in group]
         if not failed:
             return
         errors = sorted({type(r).__name__ for r in results if isinstance(r, BaseException)})
@@ -34,5 +33,4 @@ async def await_delivery(
         log.warning("publish failed; retrying", failed=len(failed), errors=errors, retry_in_s=delay)
         attempt += 1
         await asyncio.sleep(delay)
-        outputs = failed
-        futures = await resend(failed)
+        sent = await resend(failed)

@@ -23,6 +23,27 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 SCORE_BUCKETS = tuple(round(x, 2) for x in np.linspace(0.1, 1.0, 10))
 
 
+def observe_many(histogram: Any, values: np.ndarray) -> None:
+    """``histogram.observe(v)`` for every value, in one vectorized pass per batch.
+
+    Falls back to per-value observe if prometheus-client's internals ever change.
+    """
+    if not len(values):
+        return
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None:
+        for value in values:
+            histogram.observe(float(value))
+        return
+    # observe() counts a value in the first bucket whose upper bound is >= the value.
+    counts = np.bincount(np.searchsorted(np.asarray(bounds), values, side="left"), minlength=len(bounds))
+    for index in np.flatnonzero(counts[: len(bounds)]):
+        buckets[index].inc(int(counts[index]))
+    total.inc(float(values.sum()))
+
+
 class WorkerMetrics:
     def __init__(self, pipeline: Pipeline, worker_id: str, drift_window: int = 5000,
                  drift_threshold: float = 0.2) -> None:
@@ -72,15 +93,12 @@ class WorkerMetrics:
         for reason, count in result.dead_letters.items():
             self._dead_letters.labels(self.pipeline.name, reason).inc(count)
             self.dead_letter_counts[reason] = self.dead_letter_counts.get(reason, 0) + count
-        acked_ms = acked_at * 1000
-        for event_ms in result.event_times_ms:
-            seconds = max(0.0, (acked_ms - event_ms) / 1000)
-            self.latency.observe(seconds)
-            self._latencies.append(seconds)
+        if result.event_times_ms:
+            seconds = np.maximum(0.0, acked_at - np.asarray(result.event_times_ms, dtype=np.float64) / 1000)
+            observe_many(self.latency, seconds)
+            self._latencies.extend(seconds.tolist())
         if result.scores is not None:
-            finite = result.scores[np.isfinite(result.scores)]
-            for value in finite:
-                self.score.observe(value)
+            observe_many(self.score, result.scores[np.isfinite(result.scores)])
             if result.matrix is not None:
                 self.drift_monitor.update(result.matrix, result.scores)
                 self._update_drift()

@@ -177,16 +177,16 @@ class InferenceWorker:
             if in_flight:
                 await asyncio.wait(in_flight)
 
-    async def _send(self, outputs: list[OutputRecord]) -> list[Any]:
+    async def _send(self, outputs: list[OutputRecord]) -> list[tuple[Any, list[OutputRecord]]]:
         producer = self.app.producer
-        return [await producer.send(o.topic, o.key, o.value, None, None, o.headers) for o in outputs]
+        return [(await producer.send(o.topic, o.key, o.value, None, None, o.headers), [o]) for o in outputs]
 
     async def _confirm(
         self, events: list[Any], records: list[InputRecord], result: Any, futures: list[Any],
         slots: asyncio.Semaphore,
     ) -> None:
         try:
-            await await_delivery(result.outputs, futures, self._send)
+            await await_delivery(futures, self._send)
             for event in events:
                 event.ack()  # the last reference: the offset may now be committed
             self.account(records, result, result.processing_s)

@@ -44,7 +44,9 @@ def dead_letter(
         (MODEL_VERSION, model_version.encode()),
         (FAILED_AT, str(now_ms).encode()),
     ]
-    return OutputRecord(dlq_topic, record.key, record.value, headers, reason=reason)
+    # Kafka clients refuse a record with neither key nor value: a keyless tombstone becomes b"".
+    value = record.value if record.value is not None or record.key is not None else b""
+    return OutputRecord(dlq_topic, record.key, value, headers, reason=reason)
 
 
 def headers_dict(headers: Headers) -> dict[str, str]:
