@@ -132,9 +132,14 @@ def _prefill(settings: Settings, topic: str, payloads: list[bytes], keys: list[b
     producer.close()
 
 
+WARM_UP_MS = 1000
+
+
 def _latency_consumer(bootstrap: str, topic: str, ready: Any, stop: Any, out: Any) -> None:
-    """Runs in its own process: receive predictions, record arrival - event time (ms)."""
-    from kafka import KafkaConsumer
+    """Own process: receive predictions, record arrival time minus event time (ms)."""
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer
 
     from workers.core.codec import SchemaStore, SingleObjectCodec
     from workers.settings import Settings
@@ -142,58 +147,106 @@ def _latency_consumer(bootstrap: str, topic: str, ready: Any, stop: Any, out: An
     settings = Settings(bootstrap_servers=bootstrap)
     store = SchemaStore(settings.schemas_dir)
     codec = SingleObjectCodec(store, store.get("prediction.v1.avsc"))
-    consumer = KafkaConsumer(topic, auto_offset_reset="latest", group_id=None, fetch_max_wait_ms=5,
-                             **settings.kafka_client_options())
-    consumer.poll(timeout_ms=500)
-    while not consumer.assignment():
-        consumer.poll(timeout_ms=100)
-    for tp in consumer.assignment():
-        consumer.seek_to_end(tp)
-        consumer.position(tp)
-    ready.set()
-    latencies = []
-    while not stop.is_set():
-        for messages in consumer.poll(timeout_ms=50).values():
-            arrived = time.time() * 1000
-            for m in messages:
-                prediction, _ = codec.decode(m.value)
-                latencies.append(arrived - prediction["event_time"])
-    consumer.close()
-    out.put(latencies)
+
+    async def main() -> list[float]:
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="latest",
+                                    fetch_max_wait_ms=5)
+        await consumer.start()
+        while not consumer.assignment():
+            await asyncio.sleep(0.05)
+        await consumer.seek_to_end()
+        for tp in consumer.assignment():
+            await consumer.position(tp)
+        ready.set()
+        latencies: list[float] = []
+        first_event_ms = None
+        try:
+            while not stop.is_set():
+                batches = await consumer.getmany(timeout_ms=20)
+                arrived = time.time() * 1000
+                for messages in batches.values():
+                    for m in messages:
+                        event_ms = codec.decode(m.value)[0]["event_time"]
+                        first_event_ms = first_event_ms or event_ms
+                        if event_ms >= first_event_ms + WARM_UP_MS:  # connections, caches, first batches
+                            latencies.append(arrived - event_ms)
+        finally:
+            await consumer.stop()
+        return latencies
+
+    out.put(asyncio.run(main()))
+
+
+def _latency_producer(bootstrap: str, topic: str, rate: float, seconds: float, seed: int, out: Any) -> None:
+    """Own process: offer ``rate`` events/s in 2 ms ticks, event time = the tick's send time.
+
+    aiokafka batches per partition keep the generator's own cost per event small, so the
+    measured latency is the worker's and the broker's, not a Python producer's queue.
+    """
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from workers.settings import Settings
+
+    settings = Settings(bootstrap_servers=bootstrap)
+    codec = codec_for(settings)
+    events, _ = fraud.generate(int(rate * seconds), seed)
+    partitioner = DefaultPartitioner()
+
+    async def main() -> float:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+        await producer.start()
+        partitions = sorted(await producer.partitions_for(topic))
+        tick = 0.002
+        start = time.monotonic()
+        sent = 0
+        pending = []
+        while sent < len(events):
+            due = min(len(events), int((time.monotonic() - start) * rate) + 1)
+            now_ms = int(time.time() * 1000)
+            by_partition: dict[int, Any] = {}
+            for event in events[sent:due]:
+                event["event_time"] = now_ms
+                key = event["account_id"].encode()
+                partition = partitioner(key, partitions, partitions)
+                batch = by_partition.get(partition) or by_partition.setdefault(partition, producer.create_batch())
+                batch.append(key=key, value=codec.encode(event), timestamp=None)
+            for partition, batch in by_partition.items():
+                pending.append(await producer.send_batch(batch, topic, partition=partition))
+            sent = due
+            await asyncio.sleep(max(0.0, start + (sent / rate) - time.monotonic()) or tick)
+        await asyncio.gather(*pending)
+        achieved = sent / (time.monotonic() - start)
+        await producer.stop()
+        return achieved
+
+    out.put(asyncio.run(main()))
 
 
 def measure_latency(settings: Settings, topics: PipelineTopics, rate: float, seconds: float, seed: int
                     ) -> dict[str, float]:
-    from kafka import KafkaProducer
-
     ctx = multiprocessing.get_context("spawn")
-    ready, stop, out = ctx.Event(), ctx.Event(), ctx.Queue()
+    ready, stop, latencies_out, achieved_out = ctx.Event(), ctx.Event(), ctx.Queue(), ctx.Queue()
     consumer = ctx.Process(target=_latency_consumer, args=(settings.bootstrap_servers, topics.predictions,
-                                                           ready, stop, out))
+                                                           ready, stop, latencies_out))
     consumer.start()
     ready.wait(30)
-    pipeline_codec = codec_for(settings)
-    count = int(rate * seconds)
-    events, _ = fraud.generate(count, seed)
-    producer = KafkaProducer(acks="all", linger_ms=1, **settings.kafka_client_options())
-    start = time.monotonic()
-    for i, event in enumerate(events):
-        delay = start + i / rate - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        event["event_time"] = int(time.time() * 1000)
-        producer.send(topics.events, key=event["account_id"].encode(), value=pipeline_codec.encode(event))
-    producer.flush()
+    producer = ctx.Process(target=_latency_producer, args=(settings.bootstrap_servers, topics.events, rate,
+                                                           seconds + WARM_UP_MS / 1000, seed, achieved_out))
+    producer.start()
+    achieved = achieved_out.get(timeout=seconds + 60)
+    producer.join(10)
     time.sleep(1.0)  # the last predictions arrive
     stop.set()
-    latencies = np.array(out.get(timeout=30))
+    latencies = np.array(latencies_out.get(timeout=30))
     consumer.join(10)
-    producer.close()
     if not len(latencies):
-        return {"offered_eps": rate, "received": 0}
+        return {"offered_eps": rate, "achieved_eps": achieved, "received": 0}
     return {
         "offered_eps": rate,
-        "achieved_eps": count / (time.monotonic() - start - 1.0),
+        "achieved_eps": achieved,
         "received": len(latencies),
         "p50_ms": float(np.percentile(latencies, 50)),
         "p95_ms": float(np.percentile(latencies, 95)),
