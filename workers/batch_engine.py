@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 
 log = get_logger("workers.batch_engine")
 
+COMMIT_INTERVAL_S = 0.2
+
 
 @dataclass
 class _InFlight:
@@ -67,7 +69,9 @@ class BatchConsumer(mode.Service):
         self._in_flight: deque[_InFlight] = deque()
         self._slots = asyncio.Semaphore(self.settings.max_batches_in_flight)
         self._confirming: set[asyncio.Future] = set()
-        self._commit_lock = asyncio.Lock()
+        self._commit_lock = asyncio.Lock()  # commits go out in batch order, never backwards
+        self._to_commit: dict[TopicPartition, int] = {}
+        self._last_commit = 0.0
         # aiokafka may run the revoke callback while this loop holds a fetched batch, so a
         # batch is turned into in-flight work under this lock, and a batch fetched before a
         # revocation is given back (seek) instead of processed: its partitions may be gone.
@@ -233,16 +237,24 @@ class BatchConsumer(mode.Service):
         finally:
             self._slots.release()
 
-    async def _commit_delivered(self) -> None:
-        """Commit the longest delivered prefix of batches, in the order they were read."""
+    async def _commit_delivered(self, force: bool = False) -> None:
+        """Commit the longest delivered prefix of batches, in the order they were read.
+
+        At most every ``COMMIT_INTERVAL_S`` (a commit per small batch would load the broker
+        and the worker at low rates); ``force`` (revocation, shutdown) commits at once.
+        """
         async with self._commit_lock:
-            offsets: dict[TopicPartition, int] = {}
             while self._in_flight and self._in_flight[0].done.done():
-                offsets.update(self._in_flight.popleft().offsets)
-            if not offsets or self._consumer is None:
+                self._to_commit.update(self._in_flight.popleft().offsets)
+            now = time.monotonic()
+            if not self._to_commit or self._consumer is None:
+                return
+            if not force and now - self._last_commit < COMMIT_INTERVAL_S:
                 return
             assigned = self._consumer.assignment()
-            offsets = {tp: o for tp, o in offsets.items() if tp in assigned}
+            offsets = {tp: o for tp, o in self._to_commit.items() if tp in assigned}
+            self._to_commit = {}
+            self._last_commit = now
             if not offsets:
                 return
             try:
@@ -251,6 +263,10 @@ class BatchConsumer(mode.Service):
                 # The group moved on (rebalance): the new owner re-reads from the last commit.
                 # That can duplicate outputs, never lose them.
                 log.warning("commit failed; partitions will be re-read", error=repr(exc))
+
+    @mode.Service.timer(COMMIT_INTERVAL_S)
+    async def _commit_periodically(self) -> None:
+        await self._commit_delivered()  # when no new batch comes to do it
 
     async def _revoke(self) -> None:
         async with self._batch_lock:
@@ -261,4 +277,4 @@ class BatchConsumer(mode.Service):
         pending = [entry.done for entry in self._in_flight]
         if pending:
             await asyncio.gather(*pending)
-        await self._commit_delivered()
+        await self._commit_delivered(force=True)

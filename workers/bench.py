@@ -31,6 +31,7 @@ from workers.core.codec import SchemaStore
 from workers.core.pipeline import Pipeline
 from workers.core.records import InputRecord
 from workers.demo import start_worker, stop_worker
+from workers.drills import rss_mb
 from workers.reference import fraud
 from workers.settings import Settings
 from workers.topics import PipelineTopics, create_topics
@@ -44,6 +45,7 @@ class BenchResult:
     ceiling_eps: float = 0.0
     worker_eps: float = 0.0
     agent_engine_eps: float = 0.0
+    two_workers_eps: float = 0.0
     naive_eps: float = 0.0
     naive_events: int = 0
     backlog_peak_rss_mb: float = 0.0
@@ -55,15 +57,8 @@ class BenchResult:
             "worker / ceiling": self.worker_eps / self.ceiling_eps if self.ceiling_eps else 0.0,
             "worker / naive": self.worker_eps / self.naive_eps if self.naive_eps else 0.0,
             "worker / agent engine": self.worker_eps / self.agent_engine_eps if self.agent_engine_eps else 0.0,
+            "two workers / one": self.two_workers_eps / self.worker_eps if self.worker_eps else 0.0,
         }
-
-
-def _rss_mb(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
-    except (FileNotFoundError, StopIteration):
-        return 0.0
 
 
 class _RssWatcher(threading.Thread):
@@ -73,7 +68,7 @@ class _RssWatcher(threading.Thread):
 
     def run(self) -> None:
         while not self._stop_flag.is_set():
-            rss = _rss_mb(self.pid)
+            rss = rss_mb(self.pid)
             self.peak = max(self.peak, rss)
             self.samples.append(rss)
             time.sleep(0.1)
@@ -275,7 +270,8 @@ def run(bootstrap: str, *, events: int, naive_events: int, partitions: int, late
 
     logs = Path(tempfile.mkdtemp(prefix="workers-bench-"))
 
-    def drain(name: str, env: dict[str, str], expected: int, module: str | None = None) -> tuple[float, float]:
+    def drain(name: str, env: dict[str, str], expected: int, module: str | None = None, processes: int = 1
+              ) -> tuple[float, float]:
         settings = Settings.from_env(bootstrap_servers=bootstrap, topic_prefix=f"{run_id}{name}-",
                                      input_topic=backlog, partitions=partitions)
         topics = PipelineTopics.for_pipeline("fraud", settings.topic_prefix)
@@ -289,18 +285,22 @@ def run(bootstrap: str, *, events: int, naive_events: int, partitions: int, late
                                         stderr=subprocess.STDOUT)
         else:
             proc = start_worker(settings, logs / f"{name}.log", env)
+        extra = [start_worker(settings, logs / f"{name}-{i}.log", env) for i in range(1, processes)]
         watcher = _RssWatcher(proc.pid)
         watcher.start()
         try:
             seconds, count = _time_outputs(settings, topics.predictions, expected, proc, timeout_s=600)
         finally:
             peak = watcher.stop()
-            stop_worker(proc)
+            for p in [proc, *extra]:
+                stop_worker(p)
         return (count / seconds if seconds else 0.0), peak
 
     result.worker_eps, result.backlog_peak_rss_mb = drain("batch", {"WORKERS_ENGINE": "batch"}, events)
     print(f"worker, batch engine: {result.worker_eps:,.0f} events/s (peak RSS {result.backlog_peak_rss_mb:.0f} MB)",
           flush=True)
+    result.two_workers_eps, _ = drain("two", {"WORKERS_ENGINE": "batch"}, events, processes=2)
+    print(f"two worker processes, one group: {result.two_workers_eps:,.0f} events/s", flush=True)
     result.agent_engine_eps, _ = drain("agent", {"WORKERS_ENGINE": "agent"}, events)
     print(f"worker, faust agent engine: {result.agent_engine_eps:,.0f} events/s", flush=True)
     result.naive_events = naive_events
@@ -340,6 +340,7 @@ def table(result: BenchResult) -> str:
         f"{'measure':<34}{'value':>14}",
         f"{'ceiling, in-process core':<34}{result.ceiling_eps:>12,.0f}/s",
         f"{'worker backlog (batch engine)':<34}{result.worker_eps:>12,.0f}/s",
+        f"{'two workers, one group':<34}{result.two_workers_eps:>12,.0f}/s",
         f"{'worker backlog (faust agent)':<34}{result.agent_engine_eps:>12,.0f}/s",
         f"{'naive one-event agent':<34}{result.naive_eps:>12,.0f}/s",
         f"{'worker peak RSS under backlog':<34}{result.backlog_peak_rss_mb:>11,.0f} MB",

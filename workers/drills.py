@@ -167,7 +167,8 @@ class Drill:
         return result
 
 
-def _rss_mb(pid: int) -> float:
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process in MB (0 once it is gone)."""
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
@@ -310,7 +311,7 @@ def drill_faulty_model(bootstrap: str, workdir: Path, count: int = 20_000, poiso
     def watch() -> None:
         nonlocal peak
         while not done.is_set():
-            peak = max(peak, _rss_mb(worker.pid))
+            peak = max(peak, rss_mb(worker.pid))
             time.sleep(0.2)
 
     threading.Thread(target=watch, daemon=True).start()

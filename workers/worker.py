@@ -246,6 +246,7 @@ class InferenceWorker:
             quiet=True,
             logging_config=logging_config(self.settings.log_level, self.settings.log_format),
         )
+        worker.spinner = None  # a terminal spinner would write escape codes into JSON logs
         log.info(
             "worker starting",
             pipeline=self.pipeline.name,

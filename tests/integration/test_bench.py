@@ -22,6 +22,8 @@ def test_quick_benchmark_reports_every_measure(kafka_bootstrap, tmp_path):
     assert len(result.latency) == 1 and result.latency[0]["received"] > 0
     assert 0 < result.latency[0]["p50_ms"] <= result.latency[0]["p99_ms"] <= result.latency[0]["max_ms"]
     report = json.loads((tmp_path / "bench.json").read_text())
-    assert set(report["ratios"]) == {"worker / ceiling", "worker / naive", "worker / agent engine"}
+    assert set(report["ratios"]) == {"worker / ceiling", "worker / naive", "worker / agent engine",
+                                     "two workers / one"}
+    assert result.two_workers_eps > 0
     assert (tmp_path / "bench.png").stat().st_size > 10_000
     assert "worker / naive" in bench.table(result)

@@ -37,33 +37,28 @@ def test_tampered_artifact_is_refused_before_loading(fraud_copy, monkeypatch):
     assert loads == []  # never unpickled
 
 
-def test_feature_count_mismatch_is_caught_at_load(fraud_copy):
+def _edit_manifest(models, edit) -> None:
+    path = models / "fraud" / "1.0.0" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    edit(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda m: m.update(features=m["features"][:-1]), "expects 10 features, manifest lists 9"),
+        # v1 has no device_trust_score
+        (lambda m: m.update(input_schema="fraud/transaction.v1.avsc"), "device_trust_score"),
+        # merchant_category is a string in the schema
+        (lambda m: m["features"][1].update(kind="numeric"), "merchant_category"),
+    ],
+    ids=["feature-count", "feature-not-in-schema", "feature-kind-vs-avro-type"],
+)
+def test_manifest_mismatches_are_caught_at_load(fraud_copy, edit, message):
     models, schemas = fraud_copy
-    directory = models / "fraud" / "1.0.0"
-    manifest = json.loads((directory / "manifest.json").read_text())
-    manifest["features"] = manifest["features"][:-1]
-    (directory / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ModelMismatchError, match="expects 10 features, manifest lists 9"):
-        ModelRegistry(models, schemas).load("fraud")
-
-
-def test_feature_missing_from_schema_is_caught_at_load(fraud_copy):
-    models, schemas = fraud_copy
-    directory = models / "fraud" / "1.0.0"
-    manifest = json.loads((directory / "manifest.json").read_text())
-    manifest["input_schema"] = "fraud/transaction.v1.avsc"  # has no device_trust_score
-    (directory / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ModelMismatchError, match="device_trust_score"):
-        ModelRegistry(models, schemas).load("fraud")
-
-
-def test_feature_kind_must_match_avro_type(fraud_copy):
-    models, schemas = fraud_copy
-    directory = models / "fraud" / "1.0.0"
-    manifest = json.loads((directory / "manifest.json").read_text())
-    manifest["features"][1]["kind"] = "numeric"  # merchant_category is a string
-    (directory / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ModelMismatchError, match="merchant_category"):
+    _edit_manifest(models, edit)
+    with pytest.raises(ModelMismatchError, match=message):
         ModelRegistry(models, schemas).load("fraud")
 
 
