@@ -45,6 +45,7 @@ COMMIT_INTERVAL_S = 0.2
 class _InFlight:
     offsets: dict[TopicPartition, int]  # next offset to commit per partition once delivered
     done: asyncio.Future
+    records: int
 
 
 class _CommitOnRevoke(ConsumerRebalanceListener):
@@ -72,6 +73,7 @@ class BatchConsumer(mode.Service):
         self._commit_lock = asyncio.Lock()  # commits go out in batch order, never backwards
         self._to_commit: dict[TopicPartition, int] = {}
         self._last_commit = 0.0
+        self._uncommitted = 0  # delivered records whose offsets are not committed yet
         # aiokafka may run the revoke callback while this loop holds a fetched batch, so a
         # batch is turned into in-flight work under this lock, and a batch fetched before a
         # revocation is given back (seek) instead of processed: its partitions may be gone.
@@ -169,7 +171,7 @@ class BatchConsumer(mode.Service):
         self._update_lag(fetched)
         await self._slots.acquire()
         futures = await self._send(result.outputs)
-        entry = _InFlight(offsets, asyncio.get_running_loop().create_future())
+        entry = _InFlight(offsets, asyncio.get_running_loop().create_future(), len(records))
         self._in_flight.append(entry)
         task = asyncio.ensure_future(self._confirm(entry, records, result, futures))
         self._confirming.add(task)  # a strong reference until it is done
@@ -240,20 +242,26 @@ class BatchConsumer(mode.Service):
     async def _commit_delivered(self, force: bool = False) -> None:
         """Commit the longest delivered prefix of batches, in the order they were read.
 
-        At most every ``COMMIT_INTERVAL_S`` (a commit per small batch would load the broker
-        and the worker at low rates); ``force`` (revocation, shutdown) commits at once.
+        Once a full batch's worth of records is delivered, or ``COMMIT_INTERVAL_S`` after the
+        last commit: a commit per small batch would load the broker at low rates, and a
+        commit per interval alone would let a backlog run far ahead of the committed offset
+        (what a kill -9 replays). ``force`` (revocation, shutdown) commits at once.
         """
         async with self._commit_lock:
             while self._in_flight and self._in_flight[0].done.done():
-                self._to_commit.update(self._in_flight.popleft().offsets)
+                entry = self._in_flight.popleft()
+                self._to_commit.update(entry.offsets)
+                self._uncommitted += entry.records
             now = time.monotonic()
             if not self._to_commit or self._consumer is None:
                 return
-            if not force and now - self._last_commit < COMMIT_INTERVAL_S:
+            due = self._uncommitted >= self.settings.batch_size or now - self._last_commit >= COMMIT_INTERVAL_S
+            if not (force or due):
                 return
             assigned = self._consumer.assignment()
             offsets = {tp: o for tp, o in self._to_commit.items() if tp in assigned}
             self._to_commit = {}
+            self._uncommitted = 0
             self._last_commit = now
             if not offsets:
                 return
