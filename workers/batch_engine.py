@@ -205,7 +205,7 @@ class BatchConsumer(mode.Service):
             groups.setdefault((o.topic, self._partition(o.topic, o.key, partitions)), []).append(o)
         sent: Sent = []
         for (topic, partition), items in groups.items():
-            batch, members = producer.create_batch(), []
+            batch, members = producer.create_batch(), list[OutputRecord]()
             for o in items:
                 if batch.append(key=o.key, value=o.value, timestamp=None, headers=o.headers) is None:
                     sent.append((await producer.send_batch(batch, topic, partition=partition), members))

@@ -64,7 +64,8 @@ class BenchResult:
 class _RssWatcher(threading.Thread):
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
-        self.pid, self.peak, self.samples, self._stop_flag = pid, 0.0, [], threading.Event()
+        self.pid, self.peak, self._stop_flag = pid, 0.0, threading.Event()
+        self.samples: list[float] = []
 
     def run(self) -> None:
         while not self._stop_flag.is_set():

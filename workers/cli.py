@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from workers import __version__
 from workers.errors import WorkersError
@@ -139,6 +140,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from workers import bench
 
     settings = _settings(args)
+    sizes: dict[str, Any]
     if args.quick:
         sizes = {"events": 20_000, "naive_events": 1_500, "latency_seconds": 3.0, "load_fractions": [0.25, 0.5]}
     else:

@@ -90,7 +90,7 @@ def run_demo(settings: Settings, count: int, bad_fraction: float, old_fraction: 
     print(f"worker started (pid {worker.pid}, logs in {log_path})")
     codec = prediction_codec(settings)
     predictions = 0
-    dead = Counter()
+    dead: Counter[str] = Counter()
     first_ts = last_ts = None
     samples: list[str] = []
     try:

@@ -35,7 +35,7 @@ def main() -> None:
     model = pipeline.model.model
 
     @app.agent(source)
-    async def score(stream):  # type: ignore[no-untyped-def]
+    async def score(stream):
         async for event in stream.events():
             try:
                 record, _ = pipeline.input_codec.decode(event.message.value)

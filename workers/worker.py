@@ -126,7 +126,8 @@ class InferenceWorker:
         app.agent(topic, name=f"{self.pipeline.name}-scorer", concurrency=1)(self._agent)
 
         @app.on_partitions_assigned.connect
-        async def on_assigned(app: Any, assigned: Any, **kwargs: Any) -> None:
+        async def on_assigned(app: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+            assigned = args[0] if args else kwargs.get("assigned", ())  # faust sends the TP set positionally
             self.metrics.set_assignment({tp.partition for tp in assigned if tp.topic == topic.get_topic_name()})
 
         return app

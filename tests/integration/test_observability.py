@@ -120,3 +120,21 @@ def test_shifted_feature_raises_its_drift_gauge_and_logs_an_alert(kafka_bootstra
         assert amount_psi < 0.2
         assert max(v for k, v in m.items() if k.startswith("workers_feature_drift_psi")) < 0.2
         assert alerts == []
+
+
+def test_agent_engine_reports_ready_once_partitions_are_assigned(kafka_bootstrap, unique_name, tmp_path):
+    settings = pipeline_settings(kafka_bootstrap, unique_name("p") + "-")
+    port = free_port()
+    env = {**worker_env(settings), "WORKERS_METRICS_PORT": str(port), "WORKERS_ENGINE": "agent"}
+    worker = start_worker(settings, tmp_path / "worker.log", env)
+    try:
+        codes = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (not codes or codes[-1] != 200):
+            codes.append(get(port, "/readyz")[0])
+            time.sleep(0.1)
+        ready = json.loads(get(port, "/readyz")[1])
+    finally:
+        stop_worker(worker)
+    assert 503 in codes and codes[-1] == 200
+    assert ready["partitions"] == [0, 1, 2]

@@ -85,7 +85,8 @@ class SchemaStore:
         except (ValueError, fastavro.schema.SchemaParseException) as exc:
             raise SchemaError(f"cannot parse Avro schema {file}: {exc}") from exc
         rel = file.relative_to(self.root).as_posix() if file.is_relative_to(self.root) else str(file)
-        stored = StoredSchema(rel, parsed.get("name", rel), parsed, schema_fingerprint(parsed), plain)
+        name = parsed.get("name", rel) if isinstance(parsed, dict) else rel
+        stored = StoredSchema(rel, name, parsed, schema_fingerprint(parsed), plain)
         self._by_path[rel] = stored
         self._by_fingerprint[stored.fingerprint] = stored
         return stored

@@ -124,7 +124,7 @@ class Manifest:
             event_time_field=raw.get("event_time_field", "event_time"),
             policies=Policies.from_dict(raw.get("policies", {})),
             threshold=float(raw.get("threshold", 0.5)),
-            labels=tuple(raw.get("labels", ("negative", "positive"))),  # type: ignore[arg-type]
+            labels=tuple(raw.get("labels", ("negative", "positive"))),
             raw=raw,
         )
 

@@ -117,7 +117,7 @@ def _avro_types(field_type: Any) -> tuple[set[str], bool]:
     names: set[str] = set()
     for t in types:
         if isinstance(t, dict):
-            names.add(t.get("type") if t.get("type") != "enum" else "enum")
+            names.add(str(t.get("type")))
         else:
             names.add(t)
     nullable = "null" in names
