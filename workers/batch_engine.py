@@ -79,7 +79,7 @@ class BatchConsumer(mode.Service):
         # revocation is given back (seek) instead of processed: its partitions may be gone.
         self._batch_lock = asyncio.Lock()
         self._revocations = 0
-        self._stopping = False  # commits go out in batch order, never backwards
+        self._stopping = False  # set on shutdown: fetched records are left for the next owner
         self._consumer: AIOKafkaConsumer | None = None
         self._partitions: dict[str, list[int]] = {}
         self._partitioner = DefaultPartitioner()
