@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -85,7 +86,8 @@ def run_demo(settings: Settings, count: int, bad_fraction: float, old_fraction: 
     print(f"produced {len(sent)} events in {produce_s:.1f}s ({len(sent) / produce_s:,.0f}/s): "
           + ", ".join(f"{k}={v}" for k, v in sorted(kinds.items())))
 
-    log_path = Path(os.environ.get("WORKERS_DEMO_LOG", "demo-worker.log")).resolve()
+    default_log = Path(tempfile.gettempdir()) / f"{settings.topic_prefix or 'workers-'}demo-worker.log"
+    log_path = Path(os.environ.get("WORKERS_DEMO_LOG", default_log)).resolve()
     worker = start_worker(settings, log_path)
     print(f"worker started (pid {worker.pid}, logs in {log_path})")
     codec = prediction_codec(settings)
