@@ -105,11 +105,11 @@ class WorkerMetrics:
         self._recent.append((time.time(), int(self.consumed._value.get())))
 
     def _update_drift(self) -> None:
-        for feature, value in self.drift_monitor.psi().items():
+        psi = self.drift_monitor.psi()  # once per batch: gauges and alerts share it
+        for feature, value in psi.items():
             self.drift.labels(self.pipeline.name, feature).set(value)
-        started, ended = self.drift_monitor.changes()
+        started, ended = self.drift_monitor.changes(psi)
         if started:
-            psi = self.drift_monitor.psi()
             log.warning("drift detected", pipeline=self.pipeline.name, features=sorted(started),
                         psi={f: round(psi[f], 3) for f in sorted(started)}, threshold=self.drift_monitor.threshold,
                         window_events=self.drift_monitor.window_events)

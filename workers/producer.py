@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import os
 import time
-import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -192,7 +191,3 @@ def paced(items: Iterable[Any], rate: float | None) -> Iterator[Any]:
         if delay > 0:
             time.sleep(delay)
         yield item
-
-
-def new_event_id() -> str:
-    return uuid.uuid4().hex

@@ -19,7 +19,6 @@ import asyncio
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import faust
@@ -34,17 +33,6 @@ from workers.settings import Settings
 log = get_logger("workers.worker")
 
 EXIT_UNDELIVERABLE = 70
-
-
-@dataclass
-class WorkerStats:
-    """Running totals, logged periodically (once per interval, not per event)."""
-
-    consumed: int = 0
-    predictions: int = 0
-    dead_letters: dict[str, int] = field(default_factory=dict)
-    batches: int = 0
-    started: float = field(default_factory=time.monotonic)
 
 
 def _input_record(event: Any) -> InputRecord:
@@ -77,7 +65,6 @@ class InferenceWorker:
     def __init__(self, settings: Settings, pipeline: Pipeline) -> None:
         self.settings = settings
         self.pipeline = pipeline
-        self.stats = WorkerStats()
         self.metrics = WorkerMetrics(pipeline, settings.worker_id, settings.drift_window, settings.drift_threshold)
         self._last_report = time.monotonic()
         self._datadir = tempfile.TemporaryDirectory(prefix="workers-faust-")
@@ -197,14 +184,8 @@ class InferenceWorker:
             slots.release()
 
     def account(self, records: list[InputRecord], result: Any, processing_s: float = 0.0) -> None:
-        """A batch's outputs were acknowledged: count it (stats, metrics, one log line at most)."""
+        """A batch's outputs were acknowledged: count it (metrics, one log line at most)."""
         self.metrics.record_batch(result, len(records), processing_s, time.time())
-        stats = self.stats
-        stats.consumed += len(records)
-        stats.predictions += result.predictions
-        stats.batches += 1
-        for reason, count in result.dead_letters.items():
-            stats.dead_letters[reason] = stats.dead_letters.get(reason, 0) + count
         if result.dead_letters:
             log.info(
                 "dead-lettered",
@@ -221,14 +202,13 @@ class InferenceWorker:
         if now - self._last_report < 10:
             return
         self._last_report = now
-        s = self.stats
+        status = self.metrics.status()
         log.info(
             "progress",
-            consumed=s.consumed,
-            predictions=s.predictions,
-            dead_letters=s.dead_letters,
-            batches=s.batches,
-            events_per_s=round(s.consumed / max(1e-9, now - s.started), 1),
+            consumed=status["consumed"],
+            predictions=status["predictions"],
+            dead_letters=status["dead_letters"],
+            events_per_s=status["events_per_s"],
         )
 
     def die(self, exc: BaseException) -> None:

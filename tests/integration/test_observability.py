@@ -2,55 +2,22 @@
 from __future__ import annotations
 
 import json
-import socket
 import time
-import urllib.error
-import urllib.request
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.workers_harness import collect, pipeline_settings, worker_env
-from workers.demo import produce_mix, start_worker, stop_worker
+from tests.integration.workers_harness import collect, get, metrics, pipeline_settings, start_observed_worker
+from workers.demo import produce_mix, stop_worker
 from workers.topics import PipelineTopics
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def get(port: int, path: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-    except OSError:
-        return 0, b""
-
-
-def metrics(port: int) -> dict[str, float]:
-    """{'name{label=value,...}': value} for every sample."""
-    _, body = get(port, "/metrics")
-    samples = {}
-    for family in text_string_to_metric_families(body.decode()):
-        for s in family.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()) if k != "pipeline")
-            samples[f"{s.name}{{{labels}}}"] = s.value
-    return samples
 
 
 def test_metrics_health_and_counts_after_a_known_stream(kafka_bootstrap, unique_name, tmp_path):
     settings = pipeline_settings(kafka_bootstrap, unique_name("p") + "-")
     topics = PipelineTopics.for_pipeline("fraud", settings.topic_prefix)
     sent = produce_mix(settings, topics, 600, bad_fraction=0.1, old_fraction=0.1, seed=3)
-    port = free_port()
-    env = {**worker_env(settings), "WORKERS_METRICS_PORT": str(port)}
-    worker = start_worker(settings, tmp_path / "worker.log", env)
+    worker, port = start_observed_worker(settings, tmp_path / "worker.log")
     try:
         statuses = []
         deadline = time.monotonic() + 60
@@ -101,9 +68,7 @@ def test_shifted_feature_raises_its_drift_gauge_and_logs_an_alert(kafka_bootstra
     settings = pipeline_settings(kafka_bootstrap, unique_name("p") + "-")
     topics = PipelineTopics.for_pipeline("fraud", settings.topic_prefix)
     sent = produce_mix(settings, topics, 1500, 0.0, 0.0, seed=8, shift=shift)
-    port = free_port()
-    env = {**worker_env(settings), "WORKERS_METRICS_PORT": str(port), "WORKERS_DRIFT_WINDOW": "1000"}
-    worker = start_worker(settings, tmp_path / "worker.log", env)
+    worker, port = start_observed_worker(settings, tmp_path / "worker.log", {"WORKERS_DRIFT_WINDOW": "1000"})
     try:
         collect(settings, len(sent), worker=worker)
         time.sleep(0.5)
@@ -124,9 +89,7 @@ def test_shifted_feature_raises_its_drift_gauge_and_logs_an_alert(kafka_bootstra
 
 def test_agent_engine_reports_ready_once_partitions_are_assigned(kafka_bootstrap, unique_name, tmp_path):
     settings = pipeline_settings(kafka_bootstrap, unique_name("p") + "-")
-    port = free_port()
-    env = {**worker_env(settings), "WORKERS_METRICS_PORT": str(port), "WORKERS_ENGINE": "agent"}
-    worker = start_worker(settings, tmp_path / "worker.log", env)
+    worker, port = start_observed_worker(settings, tmp_path / "worker.log", {"WORKERS_ENGINE": "agent"})
     try:
         codes = []
         deadline = time.monotonic() + 60

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_observability import free_port, get, metrics
-from tests.integration.workers_harness import collect, pipeline_settings, worker_env
-from workers.demo import produce_mix, start_worker, stop_worker
+from tests.integration.workers_harness import collect, get, metrics, pipeline_settings, start_observed_worker
+from workers.demo import produce_mix, stop_worker
 from workers.topics import PipelineTopics
 
 pytestmark = pytest.mark.integration
@@ -67,9 +66,7 @@ def test_status_page_shows_the_same_numbers_as_the_metrics(kafka_bootstrap, uniq
     settings = pipeline_settings(kafka_bootstrap, unique_name("p") + "-")
     topics = PipelineTopics.for_pipeline("fraud", settings.topic_prefix)
     sent = produce_mix(settings, topics, 800, bad_fraction=0.1, old_fraction=0.0, seed=5)
-    port = free_port()
-    env = {**worker_env(settings), "WORKERS_METRICS_PORT": str(port)}
-    worker = start_worker(settings, tmp_path / "worker.log", env)
+    worker, port = start_observed_worker(settings, tmp_path / "worker.log")
     try:
         collect(settings, len(sent), worker=worker)
         time.sleep(0.5)

@@ -16,7 +16,6 @@ from workers.core.pipeline import Pipeline
 from workers.demo import start_worker, stop_worker
 from workers.producer import BAD_KINDS, EventProducer
 from workers.reference import fraud
-from workers.settings import Settings
 from workers.topics import PipelineTopics
 
 pytestmark = pytest.mark.integration
@@ -120,8 +119,3 @@ def test_a_new_pipeline_streams_with_no_code_change(kafka_bootstrap, unique_name
     for p in out.predictions:
         assert p["score"] == pytest.approx(expected[p["event_id"]], abs=1e-9)
         assert p["model_name"] == "sensor" and p["label"] is None
-
-
-def test_settings_reach_the_worker_process_from_the_environment():
-    settings = Settings.from_env({"WORKERS_BATCH_SIZE": "7", "KAFKA_BOOTSTRAP_SERVERS": "h:1"})
-    assert settings.batch_size == 7 and settings.bootstrap_servers == "h:1"

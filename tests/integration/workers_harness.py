@@ -1,10 +1,16 @@
 """Start real worker processes and account for every event they were given."""
 from __future__ import annotations
 
+import socket
+import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from workers.core.codec import SchemaStore, SingleObjectCodec
 from workers.core.deadletter import headers_dict
@@ -61,5 +67,38 @@ def collect(settings: Settings, expected: int, timeout_s: float = 90, worker=Non
     return out
 
 
-def log_file(tmp_path: Path, name: str = "worker.log") -> Path:
-    return tmp_path / name
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(port: int, path: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except OSError:
+        return 0, b""
+
+
+def metrics(port: int) -> dict[str, float]:
+    """{'name{label=value,...}': value} for every sample."""
+    _, body = get(port, "/metrics")
+    samples = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for s in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()) if k != "pipeline")
+            samples[f"{s.name}{{{labels}}}"] = s.value
+    return samples
+
+
+def start_observed_worker(settings: Settings, log: Path, extra_env: dict[str, str] | None = None
+                          ) -> tuple[subprocess.Popen, int]:
+    """A worker process with its HTTP endpoints on a free port."""
+    from workers.demo import start_worker
+
+    port = free_port()
+    env = {**worker_env(settings), "WORKERS_METRICS_PORT": str(port), **(extra_env or {})}
+    return start_worker(settings, log, env), port

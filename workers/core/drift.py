@@ -89,11 +89,11 @@ class DriftMonitor:
             values["score"] = _psi(self.score.reference, self._score_total)
         return values
 
-    def changes(self) -> tuple[set[str], set[str]]:
-        """(newly drifted, newly recovered) since the last call, once the window is full enough."""
+    def changes(self, psi: dict[str, float]) -> tuple[set[str], set[str]]:
+        """(newly drifted, newly recovered) given this window's ``psi()``, once the window is full enough."""
         if self._events < min(self.window, 500):
             return set(), set()
-        now = {name for name, value in self.psi().items() if value > self.threshold}
+        now = {name for name, value in psi.items() if value > self.threshold}
         started, ended = now - self.drifted, self.drifted - now
         self.drifted = now
         return started, ended

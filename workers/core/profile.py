@@ -1,4 +1,4 @@
-"""Reference feature statistics (written into the manifest at training) and PSI against them."""
+"""Reference feature statistics, written into the manifest at training (drift compares against them)."""
 from __future__ import annotations
 
 from typing import Any
@@ -44,10 +44,3 @@ def score_profile(scores: np.ndarray) -> dict[str, Any]:
 def _fractions(bin_index: np.ndarray, size: int) -> list[float]:
     counts = np.bincount(bin_index, minlength=size)[:size]
     return [round(float(c), 6) for c in counts / max(1, counts.sum())]
-
-
-def psi(reference_fractions: list[float], actual_fractions: list[float]) -> float:
-    """Population stability index; > 0.2 is the usual 'shifted' threshold."""
-    ref = np.clip(np.asarray(reference_fractions, dtype=float), EPSILON, None)
-    act = np.clip(np.asarray(actual_fractions, dtype=float), EPSILON, None)
-    return float(np.sum((act - ref) * np.log(act / ref)))

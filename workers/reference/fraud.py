@@ -6,7 +6,6 @@ from home. The base rate is ~2-3%, as in real card portfolios.
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -76,7 +75,3 @@ def generate(
             }
         )
     return events, fraud.astype(np.int8)
-
-
-def fraud_rate(labels: np.ndarray) -> float:
-    return float(labels.mean()) if len(labels) else math.nan
