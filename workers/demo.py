@@ -37,16 +37,10 @@ def produce_mix(
     for name, factor in (shift or {}).items():
         for event in events:
             event[name] = event[name] * factor
-    sent = []
+    kinds = plan_kinds(count, bad_fraction, old_fraction, seed)
     with EventProducer(settings, manifest, store, topics.events) as producer:
-        for event, kind in paced(zip(events, plan_kinds(count, bad_fraction, old_fraction, seed), strict=True), rate):
-            if kind == "good":
-                sent.append(producer.send_event(event))
-            elif kind == "old_schema":
-                sent.append(producer.send_event(event, writer=old_schema))
-            else:
-                sent.append(producer.send_bad(kind, event, now_ms))
-    return sent
+        return [producer.send_kind(kind, event, old_schema, now_ms)
+                for event, kind in paced(zip(events, kinds, strict=True), rate)]
 
 
 def start_worker(settings: Settings, log_path: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen:

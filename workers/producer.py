@@ -130,6 +130,17 @@ class EventProducer:
         self.send_raw(value, key)
         return SentEvent(str(event[self.manifest.event_id_field]), key, value, kind)
 
+    def send_kind(self, kind: str, event: dict[str, Any], old_writer: StoredSchema | None = None,
+                  now_ms: int | None = None) -> SentEvent:
+        """``good``, ``old_schema`` (written with ``old_writer``) or one of BAD_KINDS."""
+        if kind == "good":
+            return self.send_event(event)
+        if kind == "old_schema":
+            if old_writer is None:
+                raise ValueError("kind 'old_schema' needs the older writer schema")
+            return self.send_event(event, writer=old_writer)
+        return self.send_bad(kind, event, now_ms)
+
     def _key(self, event: dict[str, Any]) -> bytes | None:
         key = event.get(self.manifest.key_field)
         return None if key is None else str(key).encode()

@@ -30,19 +30,12 @@ def test_every_event_is_a_prediction_or_a_dead_letter_with_its_reason(kafka_boot
     now = int(time.time() * 1000)
     events, _ = fraud.generate(1200, seed=11, start_ms=now - 5000, span_ms=5000)
     kinds = ["good"] * 7 + ["old_schema"]
-    sent = []
     # Bad inputs first and throughout: a poison record must not stall the good ones after it.
     plan = [*BAD_KINDS] + [kinds[i % len(kinds)] if i % 10 else list(BAD_KINDS)[i // 10 % len(BAD_KINDS)]
                           for i in range(len(events) - len(BAD_KINDS))]
     topics = PipelineTopics.for_pipeline("fraud", settings.topic_prefix)
     with EventProducer(settings, pipeline.manifest, store, topics.events) as producer:
-        for event, kind in zip(events, plan, strict=True):
-            if kind == "good":
-                sent.append(producer.send_event(event))
-            elif kind == "old_schema":
-                sent.append(producer.send_event(event, writer=old_schema))
-            else:
-                sent.append(producer.send_bad(kind, event, now))
+        sent = [producer.send_kind(kind, event, old_schema, now) for event, kind in zip(events, plan, strict=True)]
 
     worker = start_worker(settings, tmp_path / "worker.log", {**worker_env(settings), "WORKERS_ENGINE": engine})
     try:
