@@ -1,0 +1,39 @@
+"""Pure helpers of scripts/kafka-local (no broker)."""
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import uuid
+from types import ModuleType
+
+import pytest
+
+from tests.conftest import KAFKA_LOCAL
+
+
+def _load_script() -> ModuleType:
+    loader = importlib.machinery.SourceFileLoader("kafka_local_script", str(KAFKA_LOCAL))
+    spec = importlib.util.spec_from_loader("kafka_local_script", loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+def test_cluster_id_never_starts_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    script = _load_script()
+    # 0xF8 encodes to a leading '-' in base64url: the parser of StorageTool would read it as an option.
+    dashed, plain = uuid.UUID(bytes=b"\xf8" + b"\x01" * 15), uuid.UUID(bytes=b"\x10" * 16)
+    draws = iter([dashed, dashed, plain])
+    monkeypatch.setattr(script.uuid, "uuid4", lambda: next(draws))
+    cluster_id = script.new_cluster_id()
+    assert not cluster_id.startswith("-")
+    assert len(cluster_id) == 22
+    assert next(draws, None) is None  # both dashed draws were rejected
+
+
+def test_cluster_ids_are_random() -> None:
+    script = _load_script()
+    ids = {script.new_cluster_id() for _ in range(500)}
+    assert len(ids) == 500
+    assert not any(i.startswith("-") for i in ids)
