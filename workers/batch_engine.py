@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 log = get_logger("workers.batch_engine")
 
 COMMIT_INTERVAL_S = 0.2
+POLL_TIMEOUT_MS = 100  # an idle poll; getmany returns as soon as any record is there
 
 
 @dataclass
@@ -132,12 +133,13 @@ class BatchConsumer(mode.Service):
     async def _consume(self) -> None:
         consumer = self._consumer
         assert consumer is not None
-        timeout_ms = int(self.settings.batch_linger_s * 1000)
         while not self.should_stop:
             revocations = self._revocations
-            fetched = await consumer.getmany(timeout_ms=timeout_ms, max_records=self.settings.batch_size)
+            fetched = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=self.settings.batch_size)
             if not fetched:
                 continue
+            if self.settings.batch_linger_s:
+                fetched = await self._linger(fetched)
             async with self._batch_lock:
                 if self._stopping:
                     return  # not processed, not committed: the next owner reads it
@@ -145,6 +147,19 @@ class BatchConsumer(mode.Service):
                     self._give_back(fetched)
                     continue
                 await self._start_batch(fetched)
+
+    async def _linger(self, fetched: dict[TopicPartition, list[Any]]) -> dict[TopicPartition, list[Any]]:
+        """Wait ``batch_linger_s`` for more records: fewer, larger model calls at low rates."""
+        consumer = self._consumer
+        assert consumer is not None
+        count = sum(len(messages) for messages in fetched.values())
+        if count >= self.settings.batch_size:
+            return fetched
+        await asyncio.sleep(self.settings.batch_linger_s)
+        more = await consumer.getmany(timeout_ms=0, max_records=self.settings.batch_size - count)
+        for tp, messages in more.items():
+            fetched.setdefault(tp, []).extend(messages)  # same partition: still in offset order
+        return fetched
 
     def _give_back(self, fetched: dict[TopicPartition, list[Any]]) -> None:
         consumer = self._consumer

@@ -39,9 +39,10 @@ class Settings:
     replication_factor: int = 1
     max_lateness_s: float | None = None  # overrides the manifest's policy (e.g. before a replay)
     batch_size: int = 500
-    batch_linger_s: float = 0.05
+    batch_linger_s: float = 0.0  # once records arrive, wait this long for more before scoring (batch engine)
     engine: str = "batch"  # batch (driver batch fetch in the faust app) | agent (faust agent + take_events)
     max_batches_in_flight: int = 4  # scored batches awaiting broker acks; bounds memory
+    model_threads: int = 1  # native (OpenMP/BLAS) threads per model call; scale with processes instead
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     metrics_port: int = 0  # 0: no HTTP endpoint (/metrics, /healthz, /readyz, /status)
     drift_window: int = 5000  # events in the sliding window compared with the reference profile
@@ -76,6 +77,8 @@ class Settings:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.batch_linger_s < 0:
             raise ConfigError(f"batch_linger_s must be >= 0, got {self.batch_linger_s}")
+        if self.model_threads < 1:
+            raise ConfigError(f"model_threads must be >= 1, got {self.model_threads}")
         if self.max_batches_in_flight < 1:
             raise ConfigError(f"max_batches_in_flight must be >= 1, got {self.max_batches_in_flight}")
         if self.partitions < 1:

@@ -1,0 +1,27 @@
+"""The worker caps the model's native thread pools (WORKERS_MODEL_THREADS)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+# In a fresh interpreter: thread-pool limits are process-wide and would leak into other tests.
+PROBE = """
+import sys
+from threadpoolctl import threadpool_info
+from workers.core.pipeline import Pipeline
+from workers.settings import Settings
+from workers.worker import InferenceWorker
+
+settings = Settings(bootstrap_servers="127.0.0.1:1", model_threads=int(sys.argv[1]))
+InferenceWorker(settings, Pipeline.load("fraud", settings.schemas_dir, settings.models_dir))
+print(sorted({pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "openmp"}))
+"""
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_openmp_pools_follow_model_threads(threads: int) -> None:
+    out = subprocess.run([sys.executable, "-c", PROBE, str(threads)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"[{threads}]"
