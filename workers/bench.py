@@ -173,7 +173,8 @@ def _latency_consumer(bootstrap: str, topic: str, ready: Any, stop: Any, out: An
     out.put(asyncio.run(main()))
 
 
-def _latency_producer(bootstrap: str, topic: str, rate: float, seconds: float, seed: int, out: Any) -> None:
+def _latency_producer(bootstrap: str, topic: str, rate: float, seconds: float, seed: int, sending: Any, out: Any
+                      ) -> None:
     """Own process: offer ``rate`` events/s in 2 ms ticks, event time = the tick's send time.
 
     aiokafka batches per partition keep the generator's own cost per event small, so the
@@ -195,6 +196,7 @@ def _latency_producer(bootstrap: str, topic: str, rate: float, seconds: float, s
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
         await producer.start()
         partitions = sorted(await producer.partitions_for(topic))
+        sending.set()
         tick = 0.002
         start = time.monotonic()
         sent = 0
@@ -224,31 +226,47 @@ def _latency_producer(bootstrap: str, topic: str, rate: float, seconds: float, s
 def measure_latency(settings: Settings, topics: PipelineTopics, rate: float, seconds: float, seed: int
                     ) -> dict[str, float]:
     ctx = multiprocessing.get_context("spawn")
-    ready, stop, latencies_out, achieved_out = ctx.Event(), ctx.Event(), ctx.Queue(), ctx.Queue()
+    ready, stop, sending = ctx.Event(), ctx.Event(), ctx.Event()
+    latencies_out, achieved_out = ctx.Queue(), ctx.Queue()
     consumer = ctx.Process(target=_latency_consumer, args=(settings.bootstrap_servers, topics.predictions,
                                                            ready, stop, latencies_out))
     consumer.start()
     ready.wait(30)
     producer = ctx.Process(target=_latency_producer, args=(settings.bootstrap_servers, topics.events, rate,
-                                                           seconds + WARM_UP_MS / 1000, seed, achieved_out))
+                                                           seconds + WARM_UP_MS / 1000, seed, sending, achieved_out))
     producer.start()
+    sending.wait(60)
+    cpu_before = _cpu_jiffies()
     achieved = achieved_out.get(timeout=seconds + 60)
+    cpu_after = _cpu_jiffies()
     producer.join(10)
     time.sleep(1.0)  # the last predictions arrive
     stop.set()
     latencies = np.array(latencies_out.get(timeout=30))
     consumer.join(10)
+    point: dict[str, float] = {"offered_eps": rate, "achieved_eps": achieved, "received": len(latencies)}
+    if cpu_before and cpu_after and cpu_after[1] > cpu_before[1]:
+        # the whole machine: broker, generator and downstream consumer share it with the worker
+        point["machine_cpu_busy"] = (cpu_after[0] - cpu_before[0]) / (cpu_after[1] - cpu_before[1])
     if not len(latencies):
-        return {"offered_eps": rate, "achieved_eps": achieved, "received": 0}
+        return point
     return {
-        "offered_eps": rate,
-        "achieved_eps": achieved,
-        "received": len(latencies),
+        **point,
         "p50_ms": float(np.percentile(latencies, 50)),
         "p95_ms": float(np.percentile(latencies, 95)),
         "p99_ms": float(np.percentile(latencies, 99)),
         "max_ms": float(latencies.max()),
     }
+
+
+def _cpu_jiffies() -> tuple[int, int] | None:
+    """(busy, total) CPU time of the whole machine so far, from /proc/stat (Linux only)."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields[:8]) - idle, sum(fields[:8])
 
 
 def run(bootstrap: str, *, events: int, naive_events: int, partitions: int, latency_seconds: float,
@@ -349,10 +367,12 @@ def table(result: BenchResult) -> str:
     ]
     for name, value in result.ratios().items():
         lines.append(f"{name:<34}{value:>13.2f}x")
-    lines.append(f"{'load':>6} {'offered/s':>10} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+    lines.append(f"{'load':>6} {'offered/s':>10} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+                 f"{'machine cpu':>12}")
     for p in result.latency:
+        cpu = f"{p['machine_cpu_busy']:.0%}" if "machine_cpu_busy" in p else "-"
         lines.append(f"{p['fraction']:>6.0%} {p['offered_eps']:>10,.0f} {p.get('p50_ms', 0):>8.1f} "
-                     f"{p.get('p95_ms', 0):>8.1f} {p.get('p99_ms', 0):>8.1f} {p.get('max_ms', 0):>8.1f}")
+                     f"{p.get('p95_ms', 0):>8.1f} {p.get('p99_ms', 0):>8.1f} {p.get('max_ms', 0):>8.1f} {cpu:>12}")
     return "\n".join(lines)
 
 
