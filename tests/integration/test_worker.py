@@ -21,7 +21,15 @@ from workers.topics import PipelineTopics
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.parametrize("engine", ["batch", "agent"])
+ENGINES = {
+    "batch": {"WORKERS_ENGINE": "batch"},
+    "agent": {"WORKERS_ENGINE": "agent"},
+    # batches larger than the stream: every batch is completed by the linger's second fetch
+    "batch-linger": {"WORKERS_ENGINE": "batch", "WORKERS_BATCH_SIZE": "2000", "WORKERS_BATCH_LINGER_S": "0.05"},
+}
+
+
+@pytest.mark.parametrize("engine", list(ENGINES))
 def test_every_event_is_a_prediction_or_a_dead_letter_with_its_reason(kafka_bootstrap, unique_name, tmp_path, engine):
     settings = pipeline_settings(kafka_bootstrap, unique_name("p") + "-")
     pipeline = Pipeline.load("fraud", settings.schemas_dir, settings.models_dir)
@@ -37,7 +45,7 @@ def test_every_event_is_a_prediction_or_a_dead_letter_with_its_reason(kafka_boot
     with EventProducer(settings, pipeline.manifest, store, topics.events) as producer:
         sent = [producer.send_kind(kind, event, old_schema, now) for event, kind in zip(events, plan, strict=True)]
 
-    worker = start_worker(settings, tmp_path / "worker.log", {**worker_env(settings), "WORKERS_ENGINE": engine})
+    worker = start_worker(settings, tmp_path / "worker.log", {**worker_env(settings), **ENGINES[engine]})
     try:
         out = collect(settings, len(sent), worker=worker)
     finally:
