@@ -39,7 +39,7 @@ class Settings:
     replication_factor: int = 1
     max_lateness_s: float | None = None  # overrides the manifest's policy (e.g. before a replay)
     batch_size: int = 500
-    batch_linger_s: float = 0.0  # once records arrive, wait this long for more before scoring (batch engine)
+    batch_linger_s: float = 0.0  # once records arrive, wait this long for more before scoring
     engine: str = "batch"  # batch (driver batch fetch in the faust app) | agent (faust agent + take_events)
     max_batches_in_flight: int = 4  # scored batches awaiting broker acks; bounds memory
     model_threads: int = 1  # native (OpenMP/BLAS) threads per model call; scale with processes instead
