@@ -36,7 +36,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     pipeline = Pipeline.load(
         settings.pipeline, settings.schemas_dir, settings.models_dir, version=settings.model_version,
         topic_prefix=settings.topic_prefix, worker_id=settings.worker_id, max_lateness_s=settings.max_lateness_s,
-        input_topic=settings.input_topic,
+        input_topic=settings.input_topic, lean_scoring=settings.lean_scoring,
     )
     worker = InferenceWorker(settings, pipeline)
     state.metrics = worker.metrics

@@ -43,6 +43,7 @@ class Settings:
     engine: str = "batch"  # batch (driver batch fetch in the faust app) | agent (faust agent + take_events)
     max_batches_in_flight: int = 4  # scored batches awaiting broker acks; bounds memory
     model_threads: int = 1  # native (OpenMP/BLAS) threads per model call; scale with processes instead
+    lean_scoring: bool = True  # HistGradientBoosting: skip sklearn's per-call overhead (same bits, checked at load)
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     metrics_port: int = 0  # 0: no HTTP endpoint (/metrics, /healthz, /readyz, /status)
     drift_window: int = 5000  # events in the sliding window compared with the reference profile

@@ -246,6 +246,8 @@ class InferenceWorker:
             group=self.settings.group_id,
             worker_id=self.settings.worker_id,
             batch_size=self.settings.batch_size,
+            scoring=self.pipeline.scorer.path,
+            scoring_reason=self.pipeline.scorer.path_reason,
         )
         # Everything alive now (model, libraries, app) lives as long as the process. Frozen,
         # it is no longer traversed by full collections, which took 50-60 ms each under load

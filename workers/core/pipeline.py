@@ -53,7 +53,8 @@ class _Accepted:
 
 class Pipeline:
     def __init__(
-        self, loaded: LoadedModel, schemas: SchemaStore, topics: PipelineTopics, worker_id: str = "local"
+        self, loaded: LoadedModel, schemas: SchemaStore, topics: PipelineTopics, worker_id: str = "local",
+        *, lean_scoring: bool = True,
     ) -> None:
         self.model = loaded
         self.manifest = loaded.manifest
@@ -63,7 +64,7 @@ class Pipeline:
         self.input_codec = SingleObjectCodec(schemas, loaded.input_schema)
         self.prediction_codec = SingleObjectCodec(schemas, loaded.prediction_schema)
         self.features = FeatureBuilder(self.manifest.features)
-        self.scorer = Scorer(self.manifest, loaded.model)
+        self.scorer = Scorer(self.manifest, loaded.model, lean=lean_scoring)
         self._n_features = len(self.manifest.features)
 
     @classmethod
@@ -78,6 +79,7 @@ class Pipeline:
         worker_id: str = "local",
         max_lateness_s: float | None = None,
         input_topic: str | None = None,
+        lean_scoring: bool = True,
     ) -> Pipeline:
         """Load and verify the model, check it against its schema: every start-up error is here."""
         schemas = SchemaStore(schemas_dir)
@@ -88,7 +90,7 @@ class Pipeline:
         topics = PipelineTopics.for_pipeline(pipeline, topic_prefix)
         if input_topic:
             topics = dataclasses.replace(topics, events=input_topic)
-        return cls(loaded, schemas, topics, worker_id)
+        return cls(loaded, schemas, topics, worker_id, lean_scoring=lean_scoring)
 
     def process(self, batch: list[InputRecord], now_ms: int | None = None) -> BatchResult:
         now = int(time.time() * 1000) if now_ms is None else now_ms
