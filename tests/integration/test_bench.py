@@ -21,6 +21,8 @@ def test_quick_benchmark_reports_every_measure(kafka_bootstrap, tmp_path):
     assert result.backlog_peak_rss_mb > 50 and result.steady_rss_mb > 50
     assert len(result.latency) == 1 and result.latency[0]["received"] > 0
     assert 0 < result.latency[0]["p50_ms"] <= result.latency[0]["p99_ms"] <= result.latency[0]["max_ms"]
+    # the worker's share (to its producer) is part of the end-to-end latency, never more
+    assert 0 <= result.latency[0]["worker_p50_ms"] <= result.latency[0]["p50_ms"] + 1
     report = json.loads((tmp_path / "bench.json").read_text())
     assert set(report["ratios"]) == {"worker / ceiling", "worker / naive", "worker / agent engine",
                                      "two workers / one"}
