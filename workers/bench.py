@@ -30,6 +30,7 @@ import numpy as np
 from workers.core.codec import SchemaStore
 from workers.core.pipeline import Pipeline
 from workers.core.records import InputRecord
+from workers.core.scoring import Scorer
 from workers.demo import start_worker, stop_worker
 from workers.drills import rss_mb
 from workers.reference import fraud
@@ -51,13 +52,17 @@ class BenchResult:
     backlog_peak_rss_mb: float = 0.0
     steady_rss_mb: float = 0.0
     latency: list[dict[str, float]] = field(default_factory=list)
+    model_call_ms: dict[str, float] = field(default_factory=dict)  # scoring path -> ms per call
 
     def ratios(self) -> dict[str, float]:
+        lean = self.model_call_ms.get("lean-hgb")
+        public = self.model_call_ms.get("public")
         return {
             "worker / ceiling": self.worker_eps / self.ceiling_eps if self.ceiling_eps else 0.0,
             "worker / naive": self.worker_eps / self.naive_eps if self.naive_eps else 0.0,
             "worker / agent engine": self.worker_eps / self.agent_engine_eps if self.agent_engine_eps else 0.0,
             "two workers / one": self.two_workers_eps / self.worker_eps if self.worker_eps else 0.0,
+            **({"model call, public / lean": public / lean} if lean and public else {}),
         }
 
 
@@ -116,6 +121,30 @@ def measure_ceiling(pipeline: Pipeline, payloads: list[bytes], keys: list[bytes]
     for i in range(0, len(records), batch_size):
         pipeline.process(records[i : i + batch_size])
     return len(records) / (time.perf_counter() - start)
+
+
+MODEL_CALL_ROWS = 40  # about one micro-batch at half the backlog rate
+
+
+def measure_model_call(pipeline: Pipeline, payloads: list[bytes], keys: list[bytes], threads: int,
+                       rows: int = MODEL_CALL_ROWS, repeats: int = 300) -> dict[str, float]:
+    """ms per scoring call on ``rows`` rows, with the model's public method and the scorer's own path."""
+    from threadpoolctl import threadpool_limits
+
+    records = [InputRecord(payloads[i], keys[i], "bench", 0, i, None, []) for i in range(rows)]
+    matrix = pipeline.process(records).matrix
+    assert matrix is not None
+    public = Scorer(pipeline.manifest, pipeline.model.model, lean=False)
+    scorers = {"public": public, pipeline.scorer.path: pipeline.scorer}
+    timings = {}
+    with threadpool_limits(threads):  # as in the worker (WORKERS_MODEL_THREADS)
+        for path, scorer in scorers.items():
+            scorer.score(matrix)
+            start = time.perf_counter()
+            for _ in range(repeats):
+                scorer.score(matrix)
+            timings[path] = (time.perf_counter() - start) / repeats * 1000
+    return timings
 
 
 def _prefill(settings: Settings, topic: str, payloads: list[bytes], keys: list[bytes]) -> None:
@@ -296,6 +325,9 @@ def run(bootstrap: str, *, events: int, naive_events: int, partitions: int, late
     keys = [e["account_id"].encode() for e in generated]
     result.ceiling_eps = measure_ceiling(pipeline, payloads, keys, base.batch_size)
     print(f"ceiling (in-process core): {result.ceiling_eps:,.0f} events/s", flush=True)
+    result.model_call_ms = measure_model_call(pipeline, payloads, keys, base.model_threads)
+    calls = ", ".join(f"{path} {ms:.2f} ms" for path, ms in result.model_call_ms.items())
+    print(f"model call, {MODEL_CALL_ROWS} rows: {calls}", flush=True)
 
     create_topics(base, [backlog], partitions=partitions)
     _prefill(base, backlog, payloads, keys)
@@ -378,6 +410,8 @@ def table(result: BenchResult) -> str:
         f"{'naive one-event agent':<34}{result.naive_eps:>12,.0f}/s",
         f"{'worker peak RSS under backlog':<34}{result.backlog_peak_rss_mb:>11,.0f} MB",
         f"{'worker RSS at steady load':<34}{result.steady_rss_mb:>11,.0f} MB",
+        *(f"{f'model call, {MODEL_CALL_ROWS} rows ({path})':<34}{ms:>11.2f} ms"
+          for path, ms in result.model_call_ms.items()),
     ]
     for name, value in result.ratios().items():
         lines.append(f"{name:<34}{value:>13.2f}x")

@@ -25,7 +25,8 @@ def test_quick_benchmark_reports_every_measure(kafka_bootstrap, tmp_path):
     assert 0 <= result.latency[0]["worker_p50_ms"] <= result.latency[0]["p50_ms"] + 1
     report = json.loads((tmp_path / "bench.json").read_text())
     assert set(report["ratios"]) == {"worker / ceiling", "worker / naive", "worker / agent engine",
-                                     "two workers / one"}
+                                     "two workers / one", "model call, public / lean"}
+    assert set(report["model_call_ms"]) == {"public", "lean-hgb"} and min(report["model_call_ms"].values()) > 0
     assert result.two_workers_eps > 0
     assert (tmp_path / "bench.png").stat().st_size > 10_000
     assert "worker / naive" in bench.table(result)
