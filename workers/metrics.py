@@ -75,7 +75,7 @@ class WorkerMetrics:
                            ["pipeline"], registry=r).labels(name)
         info = Info("workers_model", "The model this worker serves", registry=r)
         info.info({"pipeline": name, "version": pipeline.manifest.version, "sha256": pipeline.manifest.artifact_sha256,
-                   "worker_id": worker_id})
+                   "worker_id": worker_id, "scoring": pipeline.scorer.path})
         self.drift_monitor = DriftMonitor(pipeline.manifest, drift_window, drift_threshold)
         self.dead_letter_counts: dict[str, int] = {}
         self.assigned_partitions: set[int] = set()
@@ -147,7 +147,8 @@ class WorkerMetrics:
         manifest = self.pipeline.manifest
         return {
             "pipeline": self.pipeline.name,
-            "model": {"version": manifest.version, "sha256": manifest.artifact_sha256},
+            "model": {"version": manifest.version, "sha256": manifest.artifact_sha256,
+                      "scoring": self.pipeline.scorer.path},
             "ready": self.is_ready(),
             "uptime_s": round(now - self.started, 1),
             "consumed": consumed,

@@ -48,9 +48,11 @@ def test_metrics_health_and_counts_after_a_known_stream(kafka_bootstrap, unique_
         assert m["workers_ready{}"] == 1
         info = [k for k in m if k.startswith("workers_model_info")]
         assert len(info) == 1 and "version=1.0.0" in info[0] and "sha256=7fb2d334fed126ea" in info[0]
+        assert "scoring=lean-hgb" in info[0]
         assert all(v == 0 for k, v in m.items() if k.startswith("workers_consumer_lag_records"))
         status = json.loads(get(port, "/status.json")[1])
         assert status["predictions"] == good and status["dead_letters"] == dict(sorted(expected.items()))
+        assert status["model"]["scoring"] == "lean-hgb"
     finally:
         stop_worker(worker)
     log_lines = [json.loads(line) for line in (tmp_path / "worker.log").read_text().splitlines()
