@@ -22,7 +22,6 @@ from workers.core.manifest import Manifest
 
 class Scorer:
     def __init__(self, manifest: Manifest, model: Any, *, lean: bool = True) -> None:
-        self._model = model
         self._classification = manifest.task == "binary_classification"
         self._predict = model.predict_proba if self._classification else model.predict
         self.path = "public"  # which method scores: "public" or "lean-hgb"
