@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Train the reference fraud model and write models/fraud/<version>/ (artifact + manifest).
 
-Reproducible: fixed seed, synthetic data from workers.reference.fraud, deterministic
+Reproducible: fixed seed, synthetic data from workers.dev.fraud_data, deterministic
 training (no early-stopping split). With the same numpy/scikit-learn versions the
 artifact is byte-identical; across versions, the holdout metrics match closely.
 
@@ -25,9 +25,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from workers.core.features import FeatureBuilder  # noqa: E402
-from workers.core.manifest import Manifest  # noqa: E402
+from workers.core.manifest import FeatureSpec  # noqa: E402
 from workers.core.profile import feature_profile, score_profile  # noqa: E402
-from workers.reference.fraud import CHANNELS, MERCHANT_CATEGORIES, generate  # noqa: E402
+from workers.dev.fraud_data import CHANNELS, MERCHANT_CATEGORIES, generate  # noqa: E402
 
 SEED = 20261125
 FEATURES = [
@@ -54,7 +54,7 @@ def matrix(events: list[dict], builder: FeatureBuilder) -> np.ndarray:
 def train(out_dir: Path, version: str, rows: int) -> Path:
     events, labels = generate(rows, SEED)
     holdout = rows // 5
-    manifest_features = tuple(Manifest.from_dict(_manifest_stub()).features)
+    manifest_features = tuple(FeatureSpec.model_validate(f) for f in FEATURES)
     builder = FeatureBuilder(manifest_features)
     x = matrix(events, builder)
     x_train, y_train, x_test, y_test = x[holdout:], labels[holdout:], x[:holdout], labels[:holdout]
@@ -73,7 +73,7 @@ def train(out_dir: Path, version: str, rows: int) -> Path:
         artifact_sha256=hashlib.sha256(artifact.read_bytes()).hexdigest(),
         parameters={**PARAMS, "categorical_features": categorical, "estimator": "HistGradientBoostingClassifier"},
         training={
-            "generator": "workers.reference.fraud.generate",
+            "generator": "workers.dev.fraud_data.generate",
             "seed": SEED,
             "rows": rows,
             "holdout_rows": holdout,

@@ -92,6 +92,6 @@ def unique_name(request: pytest.FixtureRequest):
 @pytest.fixture(scope="session")
 def fraud_pipeline():
     """The committed reference pipeline (schemas/ and models/fraud/), loaded and verified."""
-    from workers.core.pipeline import Pipeline
+    from tests.factories import load_test_pipeline
 
-    return Pipeline.load("fraud", REPO / "schemas", REPO / "models")
+    return load_test_pipeline()

@@ -89,3 +89,12 @@ def make_sensor_pipeline(root: Path, version: str = "3") -> tuple[Path, Path]:
     }
     (target / "manifest.json").write_text(json.dumps(manifest))
     return schemas, models
+
+
+def load_test_pipeline(name: str = "fraud", schemas: Path = REPO / "schemas", models: Path = REPO / "models",
+                       **settings: object):
+    """A pipeline loaded the way a worker loads it, from the given directories."""
+    from workers.pipelines import load_pipeline
+    from workers.settings import Settings
+
+    return load_pipeline(Settings(pipeline=name, schemas_dir=schemas, models_dir=models, **settings))

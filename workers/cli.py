@@ -1,31 +1,50 @@
-"""``workers`` command line: one subcommand per job, all reading the same Settings."""
+"""``workers`` command line: one subcommand per job, all reading the same Settings.
+
+Every failure ends as one line on stderr, ``workers: error: ...``, with exit code 2 for
+configuration and usage errors and 70 for runtime failures (``workers.errors``).
+"""
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 from workers import __version__
-from workers.errors import WorkersError
-from workers.settings import Settings
-from workers.topics import PipelineTopics, create_topics
+from workers.errors import EXIT_CONFIG, EXIT_RUNTIME, ConfigError, WorkersError
+from workers.settings import DEFAULT_BOOTSTRAP, PREFIX, Settings
+
+INTERRUPTED = 130
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as the same one line as every other error (exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"workers: error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(EXIT_CONFIG)
+
+
+def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
     return Settings.from_env(
         bootstrap_servers=getattr(args, "bootstrap_servers", None),
         pipeline=getattr(args, "pipeline", None),
         topic_prefix=getattr(args, "topic_prefix", None),
         model_version=getattr(args, "model_version", None),
         partitions=getattr(args, "partitions", None),
+        **extra,
     )
 
 
+# ---------------------------------------------------------------- commands
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
-    from workers import logs
-    from workers.core.pipeline import Pipeline
-    from workers.http import HttpState, serve
-    from workers.worker import InferenceWorker
+    from workers.kafka.worker import InferenceWorker
+    from workers.ops import logs
+    from workers.ops.http import HttpState, serve
+    from workers.ops.monitor import WorkerMonitor
+    from workers.pipelines import load_pipeline
 
     settings = _settings(args)
     logs.configure(settings.log_level, settings.log_format)
@@ -33,48 +52,44 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if settings.metrics_port:
         serve(state, settings.metrics_port)  # /healthz now; /readyz 503 until verified and assigned
     # Load, verify and check the model before touching Kafka: a bad artifact fails here.
-    pipeline = Pipeline.load(
-        settings.pipeline, settings.schemas_dir, settings.models_dir, version=settings.model_version,
-        topic_prefix=settings.topic_prefix, worker_id=settings.worker_id, max_lateness_s=settings.max_lateness_s,
-        input_topic=settings.input_topic, lean_scoring=settings.lean_scoring,
-    )
-    worker = InferenceWorker(settings, pipeline)
-    state.metrics = worker.metrics
+    pipeline = load_pipeline(settings)
+    monitor = WorkerMonitor(pipeline, settings.worker_id, settings.drift_window, settings.drift_threshold)
+    worker = InferenceWorker(settings, pipeline, monitor)
+    state.monitor = monitor
     worker.run()
     return 0
 
 
 def _cmd_produce(args: argparse.Namespace) -> int:
-    from workers.demo import produce_mix
-    from workers.topics import PipelineTopics
+    from workers.dev.demo import produce_mix
 
     settings = _settings(args)
     if settings.pipeline != "fraud":
-        raise WorkersError("the CLI generates events for the reference pipeline 'fraud' only; "
-                           "use workers.producer.EventProducer for other pipelines")
-    topics = PipelineTopics.for_pipeline(settings.pipeline, settings.topic_prefix)
+        raise ConfigError("`workers produce` generates events for the reference pipeline 'fraud' only; "
+                          "use workers.kafka.producer.EventProducer for other pipelines")
     shift = {}
     for item in args.shift or ():
         name, _, factor = item.partition("=")
         try:
             shift[name] = float(factor)
         except ValueError:
-            raise WorkersError(f"--shift expects FEATURE=FACTOR, got {item!r}") from None
-    sent = produce_mix(settings, topics, args.count, args.bad_fraction, args.old_schema_fraction,
+            raise ConfigError(f"--shift expects FEATURE=FACTOR, got {item!r}") from None
+    sent = produce_mix(settings, args.count, args.bad_fraction, args.old_schema_fraction,
                        seed=args.seed, rate=args.rate, shift=shift)
     kinds: dict[str, int] = {}
     for s in sent:
         kinds[s.kind] = kinds.get(s.kind, 0) + 1
-    print(f"sent {len(sent)} events to {topics.events}: " + ", ".join(f"{k}={v}" for k, v in sorted(kinds.items())))
+    print(f"sent {len(sent)} events to {settings.topics.events}: "
+          + ", ".join(f"{k}={v}" for k, v in sorted(kinds.items())))
     return 0
 
 
 def _cmd_tail(args: argparse.Namespace) -> int:
-    from workers.tail import consume, describe, human, prediction_codec, to_json
-    from workers.topics import PipelineTopics
+    from workers.kafka.consumer import consume
+    from workers.tail import describe, human, prediction_codec, to_json
 
     settings = _settings(args)
-    topics = PipelineTopics.for_pipeline(settings.pipeline, settings.topic_prefix)
+    topics = settings.topics
     names = {"predictions": [topics.predictions], "dlq": [topics.dlq],
              "both": [topics.predictions, topics.dlq]}[args.what]
     codec = prediction_codec(settings)
@@ -92,17 +107,20 @@ def _parse_time(text: str | None) -> int | None:
         return None
     if text.isdigit():
         return int(text)  # epoch millis
-    moment = datetime.fromisoformat(text)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"{text!r} is neither ISO 8601 (2026-11-25T10:00) nor epoch millis") from None
     return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() * 1000)
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
+    from workers.core.deadletter import ERROR_MESSAGE, FAILED_AT, REASON
     from workers.core.replay import ReplaySelection
-    from workers.replay import replay
-    from workers.topics import PipelineTopics
+    from workers.kafka.replay import replay
 
     settings = _settings(args)
-    topics = PipelineTopics.for_pipeline(settings.pipeline, settings.topic_prefix)
+    topics = settings.topics
     selection = ReplaySelection(
         reasons=frozenset(args.reason or ()),
         since_ms=_parse_time(args.since),
@@ -113,8 +131,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
     def show(origin: str, headers: dict[str, str]) -> None:
         if args.dry_run:
-            print(f"{origin} reason={headers.get('dlq.reason')} -> {headers['target']} "
-                  f"(failed at {headers.get('dlq.failed.at')}: {headers.get('dlq.error.message', '')[:80]})")
+            print(f"{origin} reason={headers.get(REASON)} -> {headers['target']} "
+                  f"(failed at {headers.get(FAILED_AT)}: {headers.get(ERROR_MESSAGE, '')[:80]})")
 
     report = replay(settings, topics.dlq, topics.events, selection, dry_run=args.dry_run, rate=args.rate,
                     limit=args.limit, on_record=show)
@@ -124,20 +142,57 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_drills(args: argparse.Namespace) -> int:
-    from workers.drills import run_report
+def _cmd_topics_create(args: argparse.Namespace) -> int:
+    from workers.kafka.admin import create_topics
 
     settings = _settings(args)
-    results = run_report(settings.bootstrap_servers, args.quick, args.broker_port)
-    failed = [r.name for r in results if r.lost or "!" in r.notes]
-    print(f"\n{len(results)} drills; lost events in: {failed or 'none'}")
+    names = settings.topics.all()
+    created = create_topics(settings, names, partitions=args.partitions)
+    for name in names:
+        print(f"{name}: {'created' if name in created else 'exists'}")
+    return 0
+
+
+def _cmd_schemas_check(args: argparse.Namespace) -> int:
+    from workers.pipelines import load_manifest
+    from workers.schema_compat import check_both_ways
+
+    settings = _settings(args)
+    if args.against:
+        deployed = Path(args.against)
+    else:
+        manifest, store = load_manifest(settings)
+        deployed = store.root / manifest.input_schema
+    reads_new, new_reads_old = check_both_ways(deployed, Path(args.schema))
+    print(f"deployed model's input schema reads the new version's events: {reads_new.describe()}")
+    print(f"the new version reads events written with the deployed schema: {new_reads_old.describe()}")
+    # What a running worker needs: its reader schema must read what producers will write.
+    return 0 if reads_new.compatible else 1
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    import time
+
+    from workers.dev.demo import run_demo
+
+    settings = _settings(args)
+    if not settings.topic_prefix:  # a fresh set of topics per run keeps the summary exact
+        settings = settings.model_copy(update={"topic_prefix": f"demo-{time.strftime('%Y%m%d-%H%M%S')}-"})
+    return run_demo(settings, args.count, args.bad_fraction, args.old_schema_fraction, args.rate)
+
+
+def _cmd_drills(args: argparse.Namespace) -> int:
+    from workers.dev.drills import run_report
+
+    settings = _settings(args)
+    results = run_report(settings, args.quick, args.broker_port)
+    failed = [r.name for r in results if not r.passed]
+    print(f"\n{len(results)} drills; failed: {failed or 'none'}")
     return 1 if failed else 0
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from workers import bench
+    from workers.dev import bench
 
     settings = _settings(args)
     sizes: dict[str, Any]
@@ -146,100 +201,153 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     else:
         sizes = {"events": args.events, "naive_events": 10_000, "latency_seconds": 10.0,
                  "load_fractions": [0.1, 0.25, 0.5, 0.75]}
-    result = bench.run(settings.bootstrap_servers, partitions=args.partitions or 4, out_dir=Path(args.out), **sizes)
+    result = bench.run(settings, partitions=args.partitions or 4, out_dir=Path(args.out), **sizes)
     print("\n" + bench.table(result))
     print(f"\nwrote {Path(args.out) / 'bench.json'} and {Path(args.out) / 'bench.png'}")
     return 0
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    import dataclasses
-    import time
-
-    from workers.demo import run_demo
-
-    settings = _settings(args)
-    if not settings.topic_prefix:  # a fresh set of topics per run keeps the summary exact
-        settings = dataclasses.replace(settings, topic_prefix=f"demo-{time.strftime('%Y%m%d-%H%M%S')}-")
-    return run_demo(settings, args.count, args.bad_fraction, args.old_schema_fraction, args.rate)
+# ---------------------------------------------------------------- arguments
 
 
-def _cmd_topics_create(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    topics = PipelineTopics.for_pipeline(settings.pipeline, settings.topic_prefix)
-    created = create_topics(settings, topics.all(), partitions=args.partitions)
-    for name in topics.all():
-        print(f"{name}: {'created' if name in created else 'exists'}")
-    return 0
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return value
+
+
+def _connection_options() -> _Parser:
+    """A fresh parent parser per subcommand: argparse shares parents' actions, so one
+    subcommand's ``set_defaults`` would otherwise change another's defaults."""
+    common = _Parser(add_help=False)
+    common.add_argument("--bootstrap-servers", metavar="HOST:PORT[,...]",
+                        help=f"Kafka brokers (default: ${PREFIX}BOOTSTRAP_SERVERS, $KAFKA_BOOTSTRAP_SERVERS "
+                             f"or {DEFAULT_BOOTSTRAP}, where scripts/kafka-local listens)")
+    common.add_argument("--pipeline", help=f"pipeline name: models/<pipeline>/ (default: ${PREFIX}PIPELINE or fraud)")
+    common.add_argument("--topic-prefix", metavar="PREFIX",
+                        help=f"prepended to every topic name (default: ${PREFIX}TOPIC_PREFIX or none)")
+    return common
+
+
+def _model_options() -> _Parser:
+    model = _Parser(add_help=False)
+    model.add_argument("--model-version",
+                       help=f"default: ${PREFIX}MODEL_VERSION or the newest under models/<pipeline>/")
+    return model
+
+
+def _mix_options(count: int, bad: float, old: float) -> _Parser:
+    mix = _Parser(add_help=False)
+    mix.add_argument("--count", type=_non_negative_int, default=count, help=f"events to send (default: {count})")
+    mix.add_argument("--rate", type=_positive_float, help="events per second (default: as fast as possible)")
+    mix.add_argument("--bad-fraction", type=_fraction, default=bad,
+                     help=f"share of bad inputs, cycling through every kind (corrupt, missing, late, ...) "
+                          f"(default: {bad})")
+    mix.add_argument("--old-schema-fraction", type=_fraction, default=old,
+                     help=f"share of events written with the previous schema version (default: {old})")
+    return mix
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="workers", description="Kafka inference workers")
+    parser = _Parser(
+        prog="workers", description="Kafka inference workers for scikit-learn models",
+        epilog=f"Every setting is also read from {PREFIX}* environment variables (README, Configuration); "
+               "options given here take precedence. Errors end as one line, exit code 2 (configuration) or "
+               "70 (runtime).")
     parser.add_argument("--version", action="version", version=f"workers {__version__}")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--bootstrap-servers", help="default: $WORKERS_BOOTSTRAP_SERVERS or 127.0.0.1:19092")
-    common.add_argument("--pipeline", help="pipeline name (default: $WORKERS_PIPELINE or fraud)")
-    common.add_argument("--topic-prefix", help="prefix for every topic name")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    topics = sub.add_parser("topics", help="manage a pipeline's topics").add_subparsers(dest="action", required=True)
-    create = topics.add_parser("create", parents=[common], help="create the pipeline's topics (idempotent)")
-    create.add_argument("--partitions", type=int, help="default: $WORKERS_PARTITIONS or 4")
+    topics = sub.add_parser("topics", help="manage a pipeline's topics").add_subparsers(
+        dest="action", required=True, parser_class=_Parser)
+    create = topics.add_parser("create", parents=[_connection_options()],
+                               help="create <prefix><pipeline>.events, .predictions and .dlq (idempotent)")
+    create.add_argument("--partitions", type=_positive_int, help=f"default: ${PREFIX}PARTITIONS or 4")
     create.set_defaults(func=_cmd_topics_create)
 
-    model = argparse.ArgumentParser(add_help=False)
-    model.add_argument("--model-version", help="default: the newest under models/<pipeline>/")
-
-    run = sub.add_parser("run", parents=[common, model], help="run an inference worker (until SIGTERM)")
+    run = sub.add_parser("run", parents=[_connection_options(), _model_options()],
+                         help="run an inference worker (until SIGTERM)",
+                         epilog=f"HTTP endpoints (/metrics, /healthz, /readyz, /status) on ${PREFIX}METRICS_PORT "
+                                "(default: none); engine, batch size and the rest: README, Configuration.")
     run.set_defaults(func=_cmd_run)
 
-    mix = argparse.ArgumentParser(add_help=False)
-    mix.add_argument("--count", type=int, default=10_000)
-    mix.add_argument("--rate", type=float, help="events per second (default: as fast as possible)")
-    mix.add_argument("--bad-fraction", type=float, default=0.0,
-                     help="share of bad inputs, cycling through every kind (corrupt, missing, late, ...)")
-    mix.add_argument("--old-schema-fraction", type=float, default=0.0,
-                     help="share of events written with the previous schema version")
-
-    produce = sub.add_parser("produce", parents=[common, mix], help="emit realistic events")
-    produce.add_argument("--seed", type=int, default=1)
+    produce = sub.add_parser("produce", parents=[_connection_options(), _mix_options(10_000, 0.0, 0.0)],
+                             help="emit realistic events (reference pipeline), bad inputs optionally mixed in")
+    produce.add_argument("--seed", type=int, default=1, help="seed of the synthetic events (default: 1)")
     produce.add_argument("--shift", action="append", metavar="FEATURE=FACTOR",
                          help="multiply a numeric feature to simulate drift (repeatable), e.g. amount=5")
     produce.set_defaults(func=_cmd_produce)
 
-    tail = sub.add_parser("tail", parents=[common, model], help="watch predictions and/or dead letters")
+    tail = sub.add_parser("tail", parents=[_connection_options(), _model_options()],
+                          help="watch predictions and/or dead letters")
     tail.add_argument("what", nargs="?", choices=["predictions", "dlq", "both"], default="both")
     tail.add_argument("--json", action="store_true", help="JSON lines instead of human-readable lines")
     tail.add_argument("--latest", action="store_true", help="only records that arrive from now on")
-    tail.add_argument("--max", type=int, help="stop after this many records")
-    tail.add_argument("--idle-timeout", type=float, help="stop after this many seconds without a record")
+    tail.add_argument("--max", type=_positive_int, help="stop after this many records")
+    tail.add_argument("--idle-timeout", type=_positive_float, help="stop after this many seconds without a record")
     tail.set_defaults(func=_cmd_tail)
 
-    rp = sub.add_parser("replay", parents=[common], help="re-publish dead letters to the input topic")
+    rp = sub.add_parser("replay", parents=[_connection_options()], help="re-publish dead letters to the input topic")
     rp.add_argument("--reason", action="append", help="only this reason (repeatable); default: all")
     rp.add_argument("--since", help="failed at or after (ISO 8601 or epoch millis)")
     rp.add_argument("--until", help="failed at or before (ISO 8601 or epoch millis)")
-    rp.add_argument("--from-offset", type=int, help="first dead-letter offset (every partition)")
-    rp.add_argument("--to-offset", type=int, help="last dead-letter offset (every partition)")
-    rp.add_argument("--rate", type=float, help="records per second (default: as fast as possible)")
-    rp.add_argument("--limit", type=int, help="at most this many records")
+    rp.add_argument("--from-offset", type=_non_negative_int, help="first dead-letter offset (every partition)")
+    rp.add_argument("--to-offset", type=_non_negative_int, help="last dead-letter offset (every partition)")
+    rp.add_argument("--rate", type=_positive_float, help="records per second (default: as fast as possible)")
+    rp.add_argument("--limit", type=_positive_int, help="at most this many records")
     rp.add_argument("--dry-run", action="store_true", help="list what would be replayed; publish nothing")
     rp.set_defaults(func=_cmd_replay)
 
-    drills = sub.add_parser("drills", parents=[common], help="fault drills on real worker processes, as a table")
+    schemas = sub.add_parser("schemas", help="schema evolution checks").add_subparsers(
+        dest="action", required=True, parser_class=_Parser)
+    check = schemas.add_parser(
+        "check", parents=[_connection_options(), _model_options()],
+        help="can the deployed model read events written with a new schema version (and the other way)?",
+        epilog="exit 0 when the deployed input schema reads the new version's events, 1 when it cannot")
+    check.add_argument("schema", help="the new schema version (.avsc)")
+    check.add_argument("--against", help="compare with this .avsc instead of the deployed model's input schema")
+    check.set_defaults(func=_cmd_schemas_check)
+
+    demo = sub.add_parser("demo", parents=[_connection_options(), _mix_options(20_000, 0.03, 0.05)],
+                          help="the whole job end to end on fresh topics (dev tool)")
+    demo.set_defaults(func=_cmd_demo)
+
+    drills = sub.add_parser("drills", parents=[_connection_options()],
+                            help="fault drills on real worker processes, as a table (dev tool)")
     drills.add_argument("--quick", action="store_true", help="smaller streams (CI-sized)")
-    drills.add_argument("--broker-port", help="port of a scripts/kafka-local broker to restart mid-stream")
+    drills.add_argument("--broker-port", type=_positive_int,
+                        help="port of a scripts/kafka-local broker to restart mid-stream (default: no restart drill)")
     drills.set_defaults(func=_cmd_drills)
 
-    bench = sub.add_parser("bench", parents=[common], help="throughput and latency on the real broker")
+    bench = sub.add_parser("bench", parents=[_connection_options()],
+                           help="throughput and latency on the real broker (dev tool)")
     bench.add_argument("--quick", action="store_true", help="a small run (CI smoke)")
-    bench.add_argument("--events", type=int, default=200_000, help="backlog size (default 200000)")
-    bench.add_argument("--partitions", type=int, help="backlog partitions (default 4)")
-    bench.add_argument("--out", default="bench-results", help="directory for bench.json and bench.png")
+    bench.add_argument("--events", type=_positive_int, default=200_000, help="backlog size (default: 200000)")
+    bench.add_argument("--partitions", type=_positive_int, help="backlog partitions (default: 4)")
+    bench.add_argument("--out", default="bench-results",
+                       help="directory for bench.json and bench.png (default: bench-results)")
     bench.set_defaults(func=_cmd_bench)
-
-    demo = sub.add_parser("demo", parents=[common, mix], help="the whole job end to end on fresh topics")
-    demo.set_defaults(func=_cmd_demo, count=20_000, bad_fraction=0.03, old_schema_fraction=0.05)
     return parser
 
 
@@ -249,9 +357,14 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except WorkersError as exc:
         print(f"workers: error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     except KeyboardInterrupt:
-        return 130
+        return INTERRUPTED
+    except Exception as exc:  # a client library's error, or a bug: one line, never a traceback
+        from workers.kafka.clients import describe_client_error
+
+        print(f"workers: error: {describe_client_error(exc)}", file=sys.stderr)
+        return EXIT_RUNTIME
 
 
 if __name__ == "__main__":

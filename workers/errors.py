@@ -1,25 +1,47 @@
-"""One error hierarchy for the whole project: catch ``WorkersError`` to catch ours."""
+"""One error hierarchy for the whole project: catch ``WorkersError`` to catch ours.
+
+Every user-facing failure ends as one line, ``workers: error: ...``, and an exit code:
+``EXIT_CONFIG`` (2) when the user can fix it by changing settings, files or arguments,
+``EXIT_RUNTIME`` (70, EX_SOFTWARE) when the run itself failed (a broker that cannot be
+reached, an output that cannot be delivered). A worker that exits with 70 has committed
+nothing past what was delivered.
+"""
 from __future__ import annotations
+
+EXIT_CONFIG = 2
+EXIT_RUNTIME = 70
 
 
 class WorkersError(Exception):
     """Root of every error this project raises on purpose."""
 
+    exit_code = EXIT_RUNTIME
+
 
 class ConfigError(WorkersError):
-    """Settings, a manifest or a pipeline definition is wrong; fix it and restart."""
+    """Settings, a manifest, a command's arguments or a pipeline definition is wrong; fix it and restart."""
+
+    exit_code = EXIT_CONFIG
 
 
-class SchemaError(WorkersError):
+class SchemaError(ConfigError):
     """An Avro schema in ``schemas/`` cannot be parsed or resolved."""
 
 
-class ModelIntegrityError(WorkersError):
+class ModelIntegrityError(ConfigError):
     """A model artifact does not match the sha256 its manifest declares: refused before loading."""
 
 
-class ModelMismatchError(WorkersError):
-    """The model, its manifest and the input schema disagree (features, order, types)."""
+class ModelMismatchError(ConfigError):
+    """The model, its manifest and the input schema disagree (features, order, types, classes)."""
+
+
+class KafkaUnavailableError(WorkersError):
+    """The brokers could not be reached, or refused the client (network, TLS, authentication)."""
+
+
+class DeliveryError(WorkersError):
+    """An output could not be delivered; the worker stops without committing past it."""
 
 
 class RecordError(WorkersError):

@@ -1,22 +1,30 @@
 """One settings object, read once at start-up from ``WORKERS_*`` environment variables.
 
-Every environment variable the project reads is named in ``Settings.from_env``; nothing
-else in the code reads the environment. Secrets are masked when settings are printed.
+Every environment variable the project reads is a field here (pydantic-settings, prefix
+``WORKERS_``; the bootstrap servers also fall back to ``KAFKA_BOOTSTRAP_SERVERS``).
+Nothing else in the code reads the environment. The password is a ``SecretStr``: it is
+never shown by ``repr``, logs or the status page.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import socket
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from workers.core.config_errors import one_line
+from workers.core.topics import PipelineTopics
 from workers.errors import ConfigError
 
 PREFIX = "WORKERS_"
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BOOTSTRAP = "127.0.0.1:19092"  # scripts/kafka-local's default port
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 
 def _default_dir(name: str) -> Path:
@@ -25,109 +33,112 @@ def _default_dir(name: str) -> Path:
     return beside if beside.is_dir() else Path.cwd() / name
 
 
-@dataclass(frozen=True)
-class Settings:
-    bootstrap_servers: str = DEFAULT_BOOTSTRAP
-    pipeline: str = "fraud"
-    schemas_dir: Path = field(default_factory=lambda: _default_dir("schemas"))
-    models_dir: Path = field(default_factory=lambda: _default_dir("models"))
-    model_version: str | None = None  # None: the newest version in models/<pipeline>/
-    topic_prefix: str = ""  # prepended to every pipeline topic (tests, multi-tenant clusters)
-    input_topic: str | None = None  # overrides "<prefix><pipeline>.events" (benchmarks share one backlog)
-    consumer_group: str | None = None  # None: "<prefix><pipeline>-worker"
-    partitions: int = 4
-    replication_factor: int = 1
-    max_lateness_s: float | None = None  # overrides the manifest's policy (e.g. before a replay)
-    batch_size: int = 500
-    batch_linger_s: float = 0.0  # once records arrive, wait this long for more before scoring
-    engine: str = "batch"  # batch (driver batch fetch in the faust app) | agent (faust agent + take_events)
-    max_batches_in_flight: int = 4  # scored batches awaiting broker acks; bounds memory
-    model_threads: int = 1  # native (OpenMP/BLAS) threads per model call; scale with processes instead
-    lean_scoring: bool = True  # HistGradientBoosting: skip sklearn's per-call overhead (same bits, checked at load)
-    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
-    metrics_port: int = 0  # 0: no HTTP endpoint (/metrics, /healthz, /readyz, /status)
-    drift_window: int = 5000  # events in the sliding window compared with the reference profile
-    drift_threshold: float = 0.2  # PSI above which a feature counts as drifted
-    log_level: str = "INFO"
-    log_format: str = "json"  # json | console
-    security_protocol: str = "PLAINTEXT"
-    sasl_mechanism: str | None = None
+def _default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=PREFIX, frozen=True, extra="forbid", validate_default=True,
+                                      populate_by_name=True)
+
+    bootstrap_servers: str = Field(
+        DEFAULT_BOOTSTRAP, min_length=1,
+        validation_alias=AliasChoices("WORKERS_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"),
+        description="Kafka bootstrap servers, comma-separated (also read from KAFKA_BOOTSTRAP_SERVERS)")
+    pipeline: str = Field("fraud", min_length=1, description="pipeline name: models/<pipeline>/")
+    schemas_dir: Path = Field(default_factory=lambda: _default_dir("schemas"), description="the Avro schemas")
+    models_dir: Path = Field(default_factory=lambda: _default_dir("models"), description="the model versions")
+    model_version: str | None = Field(None, description="model version to serve (default: the newest)")
+    topic_prefix: str = Field("", description="prepended to every pipeline topic (tests, multi-tenant clusters)")
+    input_topic: str | None = Field(None, description="overrides <prefix><pipeline>.events")
+    consumer_group: str | None = Field(None, description="default: <prefix><pipeline>-worker")
+    partitions: int = Field(4, ge=1, description="partitions of topics created by `workers topics create`")
+    replication_factor: int = Field(1, ge=1, description="replication factor of created topics")
+    max_lateness_s: float | None = Field(
+        None, ge=0, description="overrides the manifest's lateness limit (e.g. before a replay)")
+    batch_size: int = Field(500, ge=1, description="records per scored micro-batch, at most")
+    batch_linger_s: float = Field(0.0, ge=0, description="once records arrive, wait this long for more")
+    engine: Literal["batch", "agent"] = Field(
+        "batch", description="batch: the driver's batch fetch; agent: a faust agent with take_events")
+    max_batches_in_flight: int = Field(4, ge=1, description="scored batches awaiting broker acks (bounds memory)")
+    model_threads: int = Field(1, ge=1, description="native (OpenMP/BLAS) threads per model call")
+    lean_scoring: bool = Field(True, description="HistGradientBoosting: lean path, same bits, checked at load")
+    worker_id: str = Field(default_factory=_default_worker_id, description="default: <hostname>-<pid>")
+    metrics_port: int = Field(0, ge=0, le=65535, description="HTTP port of /metrics, /healthz, /readyz, /status; "
+                                                           "0: no endpoint")
+    drift_window: int = Field(5000, ge=1, description="scored events compared with the reference profile")
+    drift_threshold: float = Field(0.2, gt=0, description="PSI above which a feature counts as drifted")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["json", "console"] = "json"
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism | None = None
     sasl_username: str | None = None
-    sasl_password: str | None = field(default=None, repr=False)
-    ssl_cafile: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = Field(None, description="CA bundle that signed the brokers' certificates "
+                                                      "(default: the system's trusted CAs)")
+    ssl_certfile: Path | None = Field(None, description="client certificate (mutual TLS)")
+    ssl_keyfile: Path | None = Field(None, description="client certificate's private key (mutual TLS)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upper_case_choices(cls, values: Any) -> Any:
+        if isinstance(values, dict):
+            for name in ("log_level", "security_protocol", "sasl_mechanism"):
+                if isinstance(values.get(name), str):
+                    values[name] = values[name].upper()
+        return values
+
+    @model_validator(mode="after")
+    def _consistent_security(self) -> Settings:
+        """A combination that would connect differently than asked is refused at start-up."""
+        sasl = self.security_protocol.startswith("SASL_")
+        tls = self.security_protocol.endswith("SSL")
+        protocol = f"{PREFIX}SECURITY_PROTOCOL={self.security_protocol}"
+        if sasl and not self.sasl_mechanism:
+            raise ValueError(f"{protocol} needs {PREFIX}SASL_MECHANISM (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)")
+        if sasl and (not self.sasl_username or self.sasl_password is None):
+            raise ValueError(f"{protocol} needs {PREFIX}SASL_USERNAME and {PREFIX}SASL_PASSWORD")
+        if not sasl and (self.sasl_mechanism or self.sasl_username or self.sasl_password is not None):
+            raise ValueError(f"SASL settings are given but {protocol}; use SASL_PLAINTEXT or SASL_SSL")
+        tls_files = {"SSL_CAFILE": self.ssl_cafile, "SSL_CERTFILE": self.ssl_certfile,
+                     "SSL_KEYFILE": self.ssl_keyfile}
+        given = [name for name, path in tls_files.items() if path is not None]
+        if given and not tls:
+            raise ValueError(f"{', '.join(PREFIX + name for name in given)} given but {protocol}; use SSL or SASL_SSL")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError(f"mutual TLS needs both {PREFIX}SSL_CERTFILE and {PREFIX}SSL_KEYFILE")
+        for name in given:
+            if not Path(tls_files[name]).is_file():  # type: ignore[arg-type]
+                raise ValueError(f"{PREFIX}{name}={tls_files[name]} is not a readable file")
+        return self
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
-        env = os.environ if environ is None else environ
-        values: dict[str, object] = {}
-        bootstrap = env.get(PREFIX + "BOOTSTRAP_SERVERS") or env.get("KAFKA_BOOTSTRAP_SERVERS")
-        if bootstrap:
-            values["bootstrap_servers"] = bootstrap
-        for f in dataclasses.fields(cls):
-            raw = env.get(PREFIX + f.name.upper())
-            if raw is None or f.name == "bootstrap_servers":
-                continue
-            values[f.name] = _convert(f.name, f.type, raw)
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        settings = cls(**values)  # type: ignore[arg-type]
-        settings.check()
-        return settings
+    def from_env(cls, **overrides: Any) -> Settings:
+        """The environment, with explicit values (command-line options) taking precedence.
 
-    def check(self) -> None:
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.batch_linger_s < 0:
-            raise ConfigError(f"batch_linger_s must be >= 0, got {self.batch_linger_s}")
-        if self.model_threads < 1:
-            raise ConfigError(f"model_threads must be >= 1, got {self.model_threads}")
-        if self.max_batches_in_flight < 1:
-            raise ConfigError(f"max_batches_in_flight must be >= 1, got {self.max_batches_in_flight}")
-        if self.partitions < 1:
-            raise ConfigError(f"partitions must be >= 1, got {self.partitions}")
-        if self.engine not in ("batch", "agent"):
-            raise ConfigError(f"engine must be 'batch' or 'agent', got {self.engine!r}")
-        if self.log_format not in ("json", "console"):
-            raise ConfigError(f"log_format must be 'json' or 'console', got {self.log_format!r}")
+        ``None`` means "not given". Any invalid value is a ``ConfigError`` naming the variable.
+        """
+        try:
+            return cls(**{k: v for k, v in overrides.items() if v is not None})
+        except ValidationError as exc:
+            raise ConfigError(one_line(exc, env_prefix=PREFIX)) from None
 
     @property
     def group_id(self) -> str:
         return self.consumer_group or f"{self.topic_prefix}{self.pipeline}-worker"
 
-    def kafka_client_options(self) -> dict[str, object]:
-        """Connection options in kafka-python's spelling (aiokafka shares most names)."""
-        options: dict[str, object] = {
-            "bootstrap_servers": self.bootstrap_servers.split(","),
-            "security_protocol": self.security_protocol,
-        }
-        if self.sasl_mechanism:
-            options.update(
-                sasl_mechanism=self.sasl_mechanism,
-                sasl_plain_username=self.sasl_username,
-                sasl_plain_password=self.sasl_password,
-            )
-        if self.ssl_cafile:
-            options["ssl_cafile"] = self.ssl_cafile
-        return options
+    @property
+    def bootstrap_list(self) -> list[str]:
+        return [server.strip() for server in self.bootstrap_servers.split(",") if server.strip()]
 
-    def masked(self) -> dict[str, object]:
+    @property
+    def topics(self) -> PipelineTopics:
+        topics = PipelineTopics.for_pipeline(self.pipeline, self.topic_prefix)
+        return topics.with_events(self.input_topic) if self.input_topic else topics
+
+    def masked(self) -> dict[str, Any]:
         """A printable view with secrets hidden."""
-        shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        if shown["sasl_password"]:
+        shown = self.model_dump(mode="json")
+        if self.sasl_password is not None:
             shown["sasl_password"] = "***"
-        return {k: str(v) if isinstance(v, Path) else v for k, v in shown.items()}
-
-
-def _convert(name: str, annotation: object, raw: str) -> object:
-    kind = str(annotation)
-    try:
-        if kind.startswith("int"):
-            return int(raw)
-        if kind.startswith("float"):
-            return float(raw)
-        if kind.startswith("Path"):
-            return Path(raw)
-        if kind.startswith("bool"):
-            return raw.strip().lower() in ("1", "true", "yes", "on")
-    except ValueError as exc:
-        raise ConfigError(f"{PREFIX}{name.upper()}={raw!r}: {exc}") from exc
-    return raw or None
+        return shown

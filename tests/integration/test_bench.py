@@ -9,13 +9,15 @@ import json
 
 import pytest
 
-from workers import bench
+from workers.dev import bench
+from workers.settings import Settings
 
 pytestmark = pytest.mark.integration
 
 
 def test_quick_benchmark_reports_every_measure(kafka_bootstrap, tmp_path):
-    result = bench.run(kafka_bootstrap, events=6000, naive_events=300, partitions=2, latency_seconds=2.0,
+    result = bench.run(Settings(bootstrap_servers=kafka_bootstrap), events=6000, naive_events=300, partitions=2,
+                       latency_seconds=2.0,
                        load_fractions=[0.1], out_dir=tmp_path)
     assert result.ceiling_eps > 0 and result.worker_eps > 0 and result.agent_engine_eps > 0 and result.naive_eps > 0
     assert result.backlog_peak_rss_mb > 50 and result.steady_rss_mb > 50

@@ -7,8 +7,8 @@ from collections import defaultdict
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
+from workers.kafka.admin import create_topics
 from workers.settings import Settings
-from workers.topics import create_topics
 
 pytestmark = pytest.mark.integration
 

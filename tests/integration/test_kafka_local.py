@@ -11,8 +11,8 @@ import time
 import pytest
 
 from tests.conftest import KAFKA_LOCAL
+from workers.kafka.admin import create_topics
 from workers.settings import Settings
-from workers.topics import create_topics
 
 pytestmark = pytest.mark.integration
 

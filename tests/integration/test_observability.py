@@ -7,16 +7,15 @@ import time
 import pytest
 
 from tests.integration.workers_harness import collect, get, metrics, pipeline_settings, start_observed_worker
-from workers.demo import produce_mix, stop_worker
-from workers.topics import PipelineTopics
+from workers.dev.demo import produce_mix
+from workers.dev.processes import stop_worker
 
 pytestmark = pytest.mark.integration
 
 
 def test_metrics_health_and_counts_after_a_known_stream(kafka_bootstrap, unique_name, tmp_path):
     settings = pipeline_settings(kafka_bootstrap, unique_name("p") + "-")
-    topics = PipelineTopics.for_pipeline("fraud", settings.topic_prefix)
-    sent = produce_mix(settings, topics, 600, bad_fraction=0.1, old_fraction=0.1, seed=3)
+    sent = produce_mix(settings, 600, bad_fraction=0.1, old_fraction=0.1, seed=3)
     worker, port = start_observed_worker(settings, tmp_path / "worker.log")
     try:
         statuses = []
@@ -68,8 +67,7 @@ def test_metrics_health_and_counts_after_a_known_stream(kafka_bootstrap, unique_
 def test_shifted_feature_raises_its_drift_gauge_and_logs_an_alert(kafka_bootstrap, unique_name, tmp_path,
                                                                  shift, drifts):
     settings = pipeline_settings(kafka_bootstrap, unique_name("p") + "-")
-    topics = PipelineTopics.for_pipeline("fraud", settings.topic_prefix)
-    sent = produce_mix(settings, topics, 1500, 0.0, 0.0, seed=8, shift=shift)
+    sent = produce_mix(settings, 1500, 0.0, 0.0, seed=8, shift=shift)
     worker, port = start_observed_worker(settings, tmp_path / "worker.log", {"WORKERS_DRIFT_WINDOW": "1000"})
     try:
         collect(settings, len(sent), worker=worker)

@@ -10,13 +10,14 @@ import pytest
 
 from tests.integration.workers_harness import collect, pipeline_settings, worker_env
 from workers.core.codec import SchemaStore
-from workers.core.pipeline import Pipeline
 from workers.core.replay import REPLAY_COUNT, REPLAY_ORIGIN, ReplaySelection
-from workers.demo import start_worker, stop_worker
-from workers.producer import EventProducer
-from workers.reference import fraud
-from workers.replay import replay
-from workers.topics import PipelineTopics
+from workers.core.topics import PipelineTopics
+from workers.dev import fraud_data as fraud
+from workers.dev.bad_inputs import send_kind
+from workers.dev.processes import start_worker, stop_worker
+from workers.kafka.producer import EventProducer
+from workers.kafka.replay import replay
+from workers.pipelines import load_pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -24,13 +25,13 @@ pytestmark = pytest.mark.integration
 def test_replay_after_raising_the_lateness_limit(kafka_bootstrap, unique_name, tmp_path):
     settings = pipeline_settings(kafka_bootstrap, unique_name("p") + "-")
     topics = PipelineTopics.for_pipeline("fraud", settings.topic_prefix)
-    pipeline = Pipeline.load("fraud", settings.schemas_dir, settings.models_dir)
+    pipeline = load_pipeline(settings)
     now = int(time.time() * 1000)
     events, _ = fraud.generate(40, seed=4, start_ms=now - 1000)
     with EventProducer(settings, pipeline.manifest, SchemaStore(settings.schemas_dir), topics.events) as producer:
         good = [producer.send_event(e) for e in events[:20]]
-        late = [producer.send_bad("late", e, now) for e in events[20:30]]
-        corrupt = [producer.send_bad("garbage", e, now) for e in events[30:]]
+        late = [send_kind(producer, "late", e, now_ms=now) for e in events[20:30]]
+        corrupt = [send_kind(producer, "garbage", e, now_ms=now) for e in events[30:]]
 
     worker = start_worker(settings, tmp_path / "w1.log", worker_env(settings))
     try:

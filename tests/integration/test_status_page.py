@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.integration.workers_harness import collect, get, metrics, pipeline_settings, start_observed_worker
-from workers.demo import produce_mix, stop_worker
-from workers.topics import PipelineTopics
+from workers.dev.demo import produce_mix
+from workers.dev.processes import stop_worker
 
 pytestmark = pytest.mark.integration
 
@@ -64,8 +64,7 @@ class CellReader(HTMLParser):
 def test_status_page_shows_the_same_numbers_as_the_metrics(kafka_bootstrap, unique_name, tmp_path):
     browser = chromium()
     settings = pipeline_settings(kafka_bootstrap, unique_name("p") + "-")
-    topics = PipelineTopics.for_pipeline("fraud", settings.topic_prefix)
-    sent = produce_mix(settings, topics, 800, bad_fraction=0.1, old_fraction=0.0, seed=5)
+    sent = produce_mix(settings, 800, bad_fraction=0.1, old_fraction=0.0, seed=5)
     worker, port = start_observed_worker(settings, tmp_path / "worker.log")
     try:
         collect(settings, len(sent), worker=worker)

@@ -8,15 +8,16 @@ import time
 import numpy as np
 import pytest
 
-from tests.factories import make_sensor_pipeline, sensor_rows
+from tests.factories import load_test_pipeline, make_sensor_pipeline, sensor_rows
 from tests.integration.workers_harness import collect, pipeline_settings, worker_env
 from workers.core.codec import SchemaStore
 from workers.core.deadletter import headers_dict
-from workers.core.pipeline import Pipeline
-from workers.demo import start_worker, stop_worker
-from workers.producer import BAD_KINDS, EventProducer
-from workers.reference import fraud
-from workers.topics import PipelineTopics
+from workers.core.topics import PipelineTopics
+from workers.dev import fraud_data as fraud
+from workers.dev.bad_inputs import BAD_KINDS, send_kind
+from workers.dev.processes import start_worker, stop_worker
+from workers.kafka.producer import EventProducer
+from workers.pipelines import load_pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +33,7 @@ ENGINES = {
 @pytest.mark.parametrize("engine", list(ENGINES))
 def test_every_event_is_a_prediction_or_a_dead_letter_with_its_reason(kafka_bootstrap, unique_name, tmp_path, engine):
     settings = pipeline_settings(kafka_bootstrap, unique_name("p") + "-")
-    pipeline = Pipeline.load("fraud", settings.schemas_dir, settings.models_dir)
+    pipeline = load_pipeline(settings)
     store = SchemaStore(settings.schemas_dir)
     old_schema = store.get("fraud/transaction.v1.avsc")
     now = int(time.time() * 1000)
@@ -43,7 +44,7 @@ def test_every_event_is_a_prediction_or_a_dead_letter_with_its_reason(kafka_boot
                           for i in range(len(events) - len(BAD_KINDS))]
     topics = PipelineTopics.for_pipeline("fraud", settings.topic_prefix)
     with EventProducer(settings, pipeline.manifest, store, topics.events) as producer:
-        sent = [producer.send_kind(kind, event, old_schema, now) for event, kind in zip(events, plan, strict=True)]
+        sent = [send_kind(producer, kind, event, old_schema, now) for event, kind in zip(events, plan, strict=True)]
 
     worker = start_worker(settings, tmp_path / "worker.log", {**worker_env(settings), **ENGINES[engine]})
     try:
@@ -102,7 +103,7 @@ def test_a_new_pipeline_streams_with_no_code_change(kafka_bootstrap, unique_name
     schemas, models = make_sensor_pipeline(tmp_path)
     settings = pipeline_settings(kafka_bootstrap, unique_name("p") + "-", pipeline="sensor",
                                  schemas_dir=schemas, models_dir=models)
-    pipeline = Pipeline.load("sensor", schemas, models)
+    pipeline = load_test_pipeline("sensor", schemas, models)
     rows, _ = sensor_rows(300, seed=21)
     rows[5]["temperature_c"] = float("nan")
     topics = PipelineTopics.for_pipeline("sensor", settings.topic_prefix)

@@ -14,9 +14,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from workers.core.codec import SchemaStore, SingleObjectCodec
 from workers.core.deadletter import headers_dict
+from workers.core.topics import PipelineTopics
+from workers.kafka.admin import create_topics
+from workers.kafka.consumer import Consumed, consume
 from workers.settings import Settings
-from workers.tail import Consumed, consume
-from workers.topics import PipelineTopics, create_topics
 
 
 @dataclass
@@ -97,7 +98,7 @@ def metrics(port: int) -> dict[str, float]:
 def start_observed_worker(settings: Settings, log: Path, extra_env: dict[str, str] | None = None
                           ) -> tuple[subprocess.Popen, int]:
     """A worker process with its HTTP endpoints on a free port."""
-    from workers.demo import start_worker
+    from workers.dev.processes import start_worker
 
     port = free_port()
     env = {**worker_env(settings), "WORKERS_METRICS_PORT": str(port), **(extra_env or {})}

@@ -1,5 +1,4 @@
 """docker-compose.yml is checked without a Docker engine: YAML, names, ports, env, commands."""
-import dataclasses
 import re
 
 import pytest
@@ -56,10 +55,13 @@ def test_worker_services_reach_the_broker_on_an_internal_listener(name):
 
 @pytest.mark.parametrize("name", WORKER_SERVICES)
 def test_worker_service_env_names_are_settings_the_code_reads(name):
-    fields = {f.name.upper() for f in dataclasses.fields(Settings)}
+    fields = {name.upper() for name in Settings.model_fields}
     for key in _env(SERVICES[name]):
         assert key.startswith(PREFIX) and key[len(PREFIX):] in fields, key
-    Settings.from_env(_env(SERVICES[name]))  # and their values parse
+    with pytest.MonkeyPatch.context() as env:  # and their values parse
+        for key, value in _env(SERVICES[name]).items():
+            env.setenv(key, value)
+        Settings.from_env()
 
 
 @pytest.mark.parametrize("name", WORKER_SERVICES)
@@ -87,11 +89,10 @@ def test_prometheus_scrapes_the_workers_metrics_port():
 def test_grafana_dashboard_queries_metrics_the_worker_exports():
     import json
 
-    from workers.core.pipeline import Pipeline
-    from workers.metrics import WorkerMetrics
+    from tests.factories import load_test_pipeline
+    from workers.ops.monitor import WorkerMonitor
 
-    pipeline = Pipeline.load("fraud", REPO / "schemas", REPO / "models")
-    exported = {f.name for f in WorkerMetrics(pipeline, "test").registry.collect()}
+    exported = {f.name for f in WorkerMonitor(load_test_pipeline(), "test").metrics.registry.collect()}
     exported |= {n + suffix for n in exported for suffix in ("_total", "_bucket", "_info")}
     dashboard = json.loads((REPO / "monitoring" / "grafana" / "dashboards" / "workers.json").read_text())
     used = {m for p in dashboard["panels"] for t in p["targets"] for m in re.findall(r"workers_[a-z_]+", t["expr"])}

@@ -4,7 +4,7 @@ Wire format (Avro spec, "Single-object encoding"): ``C3 01`` + the 8-byte CRC-64
 fingerprint of the writer schema's parsing canonical form (little-endian) + the Avro
 binary body. The fingerprint picks the writer schema; fastavro resolves it to the
 reader schema, so events written with an older schema version are read with the
-current one. fastavro is on the hot path (~10x the ``avro`` package, DESIGN.md), and
+current one. fastavro is on the hot path (~10x the ``avro`` package, docs/design.md), and
 its fingerprints follow the spec for logical types where ``avro`` 1.12 does not.
 """
 from __future__ import annotations

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from workers.core.manifest import Manifest
+from workers.core.manifest import Manifest, ReferenceProfile
 from workers.core.profile import EPSILON
 
 
@@ -39,20 +38,19 @@ def _psi(reference: np.ndarray, counts: np.ndarray) -> float:
 
 class DriftMonitor:
     def __init__(self, manifest: Manifest, window: int = 5000, threshold: float = 0.2) -> None:
-        profile: dict[str, Any] = manifest.raw.get("reference_profile") or {}
-        features = profile.get("features", {})
+        profile = manifest.reference_profile or ReferenceProfile()
         self.threshold = threshold
         self.window = window
         self.features: list[tuple[int, _Binning]] = []
         for i, spec in enumerate(manifest.features):
-            ref = features.get(spec.name)
-            if not ref or "bin_fractions" not in ref:
+            ref = profile.features.get(spec.name)
+            if ref is None:
                 continue
-            edges = np.asarray(ref["bin_edges"], dtype=float) if "bin_edges" in ref else None
-            self.features.append((i, _Binning(spec.name, edges, np.asarray(ref["bin_fractions"], dtype=float))))
-        score = profile.get("score")
-        self.score = (_Binning("score", np.asarray(score["bin_edges"], dtype=float),
-                               np.asarray(score["bin_fractions"], dtype=float)) if score else None)
+            edges = np.asarray(ref.bin_edges, dtype=float) if ref.bin_edges is not None else None
+            self.features.append((i, _Binning(spec.name, edges, np.asarray(ref.bin_fractions, dtype=float))))
+        score = profile.score
+        self.score = (_Binning("score", np.asarray(score.bin_edges, dtype=float),
+                               np.asarray(score.bin_fractions, dtype=float)) if score else None)
         self._batches: deque[tuple[int, list[np.ndarray], np.ndarray | None]] = deque()
         self._events = 0
         self._totals = [np.zeros(len(b.reference), dtype=np.int64) for _, b in self.features]
@@ -90,8 +88,8 @@ class DriftMonitor:
         return values
 
     def changes(self, psi: dict[str, float]) -> tuple[set[str], set[str]]:
-        """(newly drifted, newly recovered) given this window's ``psi()``, once the window is full enough."""
-        if self._events < min(self.window, 500):
+        """(newly drifted, newly recovered) given this window's ``psi()``; nothing until the window is full."""
+        if self._events < self.window:
             return set(), set()
         now = {name for name, value in psi.items() if value > self.threshold}
         started, ended = now - self.drifted, self.drifted - now

@@ -6,6 +6,7 @@ category. A failing record raises ``RecordError`` with its dead-letter reason.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from workers.core.manifest import FeatureSpec
@@ -20,7 +21,7 @@ class FeatureBuilder:
 
     __slots__ = ("_plan", "names")
 
-    def __init__(self, features: tuple[FeatureSpec, ...]) -> None:
+    def __init__(self, features: Sequence[FeatureSpec]) -> None:
         self.names = [f.name for f in features]
         # (name, kind, min, max, category codes, impute value or None)
         self._plan = [
@@ -40,7 +41,7 @@ class FeatureBuilder:
         append = out.append
         isfinite = math.isfinite
         for name, kind, lo, hi, codes, impute in self._plan:
-            value = record.get(name)
+            value: Any = record.get(name)
             if value is None:
                 if impute is None:
                     raise RecordError(MISSING_FIELD, f"required feature {name!r} is missing or null")

@@ -1,92 +1,156 @@
 """A model version's ``manifest.json``: what the model expects and how inputs are policed.
 
-A new pipeline is a schema plus a model directory with this manifest; no code.
+A new pipeline is a schema plus a model directory with this manifest; no code. The
+pydantic model below is the manifest's one definition: validation, the JSON Schema in
+``docs/manifest.schema.json`` and ``docs/manifest.md`` all come from it.
 """
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from workers.core.config_errors import one_line
 from workers.errors import ConfigError
 
-FEATURE_KINDS = ("numeric", "boolean", "categorical")
-MISSING_POLICIES = ("reject", "impute")
-LATE_ACTIONS = ("dead_letter", "score")
-TASKS = ("binary_classification", "regression")
+
+class Task(StrEnum):
+    BINARY_CLASSIFICATION = "binary_classification"
+    REGRESSION = "regression"
 
 
-@dataclass(frozen=True)
-class FeatureSpec:
-    name: str
-    kind: str = "numeric"
-    minimum: float = -math.inf
-    maximum: float = math.inf
-    categories: tuple[str, ...] = ()
-    missing: str = "reject"
-    impute_value: Any = None
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
+
+class FeatureSpec(_Strict):
+    """One model input, in the model's column order."""
+
+    name: str = Field(min_length=1, description="the input schema's field that feeds this column")
+    kind: Literal["numeric", "boolean", "categorical"] = Field(
+        "numeric", description="numeric: the value as a float; boolean: 1.0 / 0.0; "
+                               "categorical: the value's index in `categories` (0, 1, ...)")
+    min: float | None = Field(None, description="smallest accepted value (numeric); absent: unbounded")
+    max: float | None = Field(None, description="largest accepted value (numeric); absent: unbounded")
+    categories: list[str] = Field(
+        default_factory=list, description="categorical: the known values, in the order of their codes; "
+                                          "any other value is dead-lettered `invalid_value`")
+    missing: Literal["reject", "impute"] = Field(
+        "reject", description="a null value: `reject` (dead letter `missing_field`) or `impute` "
+                              "(`impute_value` is used and the prediction is flagged `imputed`)")
+    impute_value: float | bool | str | None = Field(
+        None, description="the value used for a null when `missing` is `impute`, before encoding")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FeatureSpec:
+        if self.kind == "categorical" and not self.categories:
+            raise ValueError(f"categorical feature {self.name!r} needs its categories")
+        if self.kind != "categorical" and self.categories:
+            raise ValueError(f"feature {self.name!r} is {self.kind}: categories apply to categorical features")
+        if self.missing == "impute" and self.impute_value is None:
+            raise ValueError(f"feature {self.name!r}: missing=impute needs an impute_value")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"feature {self.name!r}: min {self.min} is above max {self.max}")
+        return self
+
+    @property
+    def minimum(self) -> float:
+        return -math.inf if self.min is None else self.min
+
+    @property
+    def maximum(self) -> float:
+        return math.inf if self.max is None else self.max
+
+
+class Policies(_Strict):
+    """How event time is judged (against the worker's clock)."""
+
+    max_lateness_s: float | None = Field(
+        None, ge=0, description="an event older than this is `late`; null: no limit "
+                                "(WORKERS_MAX_LATENESS_S overrides it)")
+    late_action: Literal["dead_letter", "score"] = Field(
+        "dead_letter", description="a late event: dead-lettered `late`, or scored and flagged `late`")
+    max_future_s: float = Field(
+        300.0, ge=0, description="an event time further ahead of the worker's clock is `future_timestamp`")
+
+
+class FeatureProfile(_Strict):
+    """Reference distribution of one feature (from the training data)."""
+
+    mean: float | None = None
+    std: float | None = None
+    min: float | None = None
+    max: float | None = None
+    bin_edges: list[float] | None = Field(
+        None, description="numeric: inner edges of the bins (a value v is in bin i when "
+                          "edges[i-1] <= v < edges[i]); absent for categorical/boolean (bin = code)")
+    bin_fractions: list[float] = Field(description="share of the reference rows in each bin")
+
+
+class ScoreProfile(_Strict):
+    """Reference distribution of the model's scores."""
+
+    bin_edges: list[float]
+    bin_fractions: list[float]
+    mean: float | None = None
+
+
+class ReferenceProfile(_Strict):
+    """What drift is measured against (PSI per feature and for the score)."""
+
+    features: dict[str, FeatureProfile] = Field(default_factory=dict)
+    score: ScoreProfile | None = None
+
+
+class Manifest(_Strict):
+    """``models/<pipeline>/<version>/manifest.json``."""
+
+    name: str = Field(min_length=1, description="the pipeline's name (models/<name>/)")
+    version: str = Field(min_length=1, description="this model version (its directory's name)")
+    task: Task = Field(description="binary_classification (score = probability of `positive_class`) "
+                                   "or regression (score = the prediction)")
+    artifact: str = Field(min_length=1, description="the joblib file, relative to the version directory")
+    artifact_sha256: str = Field(pattern=r"^[0-9a-f]{64}$",
+                                 description="sha256 of the artifact; checked before it is loaded")
+    input_schema: str = Field(description="the Avro schema events are read as, relative to the schemas dir")
+    prediction_schema: str = Field(description="the predictions' Avro schema, relative to the schemas dir "
+                                               "(a custom schemas dir needs its own copy of prediction.v1.avsc)")
+    features: list[FeatureSpec] = Field(min_length=1, description="the model's inputs, in column order")
+    key_field: str = Field(description="the input field that is the entity key (predictions are keyed by it)")
+    event_id_field: str = Field("event_id", description="the input field with the event's unique id")
+    event_time_field: str = Field("event_time", description="the input field with the event time "
+                                                            "(epoch millis or timestamp-millis)")
+    policies: Policies = Field(default_factory=Policies)
+    threshold: float = Field(0.5, ge=0, le=1, description="binary_classification: label[1] from this score up")
+    labels: tuple[str, str] = Field(("negative", "positive"),
+                                    description="binary_classification: [below threshold, at/above threshold]")
+    positive_class: int | str | bool | None = Field(
+        None, description="binary_classification: the class value (an element of the model's classes_, "
+                          "not a label) whose probability is the score; default: the second class")
+    reference_profile: ReferenceProfile | None = Field(None, description="reference distributions for drift")
+    owner: str | None = Field(None, description="who answers for this model")
+    description: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict, description="training hyper-parameters (lineage)")
+    training: dict[str, Any] = Field(default_factory=dict, description="training data and environment (lineage)")
+    metrics: dict[str, float] = Field(default_factory=dict, description="holdout metrics (lineage)")
+
+    @field_validator("features")
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> FeatureSpec:
-        kind = raw.get("kind", "numeric")
-        if kind not in FEATURE_KINDS:
-            raise ConfigError(f"feature {raw.get('name')!r}: kind must be one of {FEATURE_KINDS}, got {kind!r}")
-        missing = raw.get("missing", "reject")
-        if missing not in MISSING_POLICIES:
-            raise ConfigError(f"feature {raw['name']!r}: missing must be one of {MISSING_POLICIES}")
-        if missing == "impute" and raw.get("impute_value") is None:
-            raise ConfigError(f"feature {raw['name']!r}: missing=impute needs an impute_value")
-        if kind == "categorical" and not raw.get("categories"):
-            raise ConfigError(f"feature {raw['name']!r}: a categorical feature needs its categories")
-        return cls(
-            name=raw["name"],
-            kind=kind,
-            minimum=float(raw.get("min", -math.inf)),
-            maximum=float(raw.get("max", math.inf)),
-            categories=tuple(raw.get("categories", ())),
-            missing=missing,
-            impute_value=raw.get("impute_value"),
-        )
+    def _unique_names(cls, features: list[FeatureSpec]) -> list[FeatureSpec]:
+        names = [f.name for f in features]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate feature names {duplicates}")
+        return features
 
-
-@dataclass(frozen=True)
-class Policies:
-    max_lateness_s: float | None = None  # None: no lateness limit
-    late_action: str = "dead_letter"  # or "score" (scored and flagged "late")
-    max_future_s: float = 300.0
-
+    @field_validator("version", mode="before")
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> Policies:
-        late_action = raw.get("late_action", "dead_letter")
-        if late_action not in LATE_ACTIONS:
-            raise ConfigError(f"policies.late_action must be one of {LATE_ACTIONS}, got {late_action!r}")
-        lateness = raw.get("max_lateness_s")
-        return cls(
-            max_lateness_s=None if lateness is None else float(lateness),
-            late_action=late_action,
-            max_future_s=float(raw.get("max_future_s", 300.0)),
-        )
-
-
-@dataclass(frozen=True)
-class Manifest:
-    name: str
-    version: str
-    task: str
-    artifact: str
-    artifact_sha256: str
-    input_schema: str
-    prediction_schema: str
-    features: tuple[FeatureSpec, ...]
-    event_id_field: str = "event_id"
-    key_field: str = "key"
-    event_time_field: str = "event_time"
-    policies: Policies = field(default_factory=Policies)
-    threshold: float = 0.5
-    labels: tuple[str, str] = ("negative", "positive")
-    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    def _version_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int | float) else value
 
     @classmethod
     def load(cls, path: Path) -> Manifest:
@@ -97,37 +161,28 @@ class Manifest:
         return cls.from_dict(raw, source=str(path))
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], source: str = "manifest") -> Manifest:
-        missing = [k for k in ("name", "version", "task", "artifact", "artifact_sha256", "input_schema",
-                               "prediction_schema", "features") if k not in raw]
-        if missing:
-            raise ConfigError(f"{source}: missing keys {missing}")
-        if raw["task"] not in TASKS:
-            raise ConfigError(f"{source}: task must be one of {TASKS}, got {raw['task']!r}")
-        features = tuple(FeatureSpec.from_dict(f) for f in raw["features"])
-        if not features:
-            raise ConfigError(f"{source}: no features")
-        names = [f.name for f in features]
-        if len(set(names)) != len(names):
-            raise ConfigError(f"{source}: duplicate feature names")
-        return cls(
-            name=raw["name"],
-            version=str(raw["version"]),
-            task=raw["task"],
-            artifact=raw["artifact"],
-            artifact_sha256=raw["artifact_sha256"],
-            input_schema=raw["input_schema"],
-            prediction_schema=raw["prediction_schema"],
-            features=features,
-            event_id_field=raw.get("event_id_field", "event_id"),
-            key_field=raw.get("key_field", "key"),
-            event_time_field=raw.get("event_time_field", "event_time"),
-            policies=Policies.from_dict(raw.get("policies", {})),
-            threshold=float(raw.get("threshold", 0.5)),
-            labels=tuple(raw.get("labels", ("negative", "positive"))),
-            raw=raw,
-        )
+    def from_dict(cls, raw: Any, source: str = "manifest") -> Manifest:
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            raise ConfigError(one_line(exc, source=source)) from None
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.task is Task.BINARY_CLASSIFICATION
 
     @property
     def feature_names(self) -> list[str]:
         return [f.name for f in self.features]
+
+
+def json_schema() -> dict[str, Any]:
+    """The manifest's JSON Schema (written to docs/manifest.schema.json)."""
+    schema = Manifest.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "Model manifest (models/<pipeline>/<version>/manifest.json)"
+    return schema
+
+
+if __name__ == "__main__":  # python -m workers.core.manifest > docs/manifest.schema.json
+    print(json.dumps(json_schema(), indent=2))

@@ -2,29 +2,30 @@
 
 ``Pipeline.process`` is the whole per-batch job (decode, validate, build features, score,
 encode, dead-letter) as a pure function of the consumed records and the clock. The
-Kafka worker, the batch runner and the tests all call it the same way.
+Kafka worker, the batch runner and the tests all call it the same way. It is handed what
+it needs (a loaded, verified model, the schemas, topic names, policies); turning settings
+into those is the caller's job (``workers.pipelines.load_pipeline``).
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from workers.core.codec import SchemaStore, SingleObjectCodec
 from workers.core.deadletter import dead_letter
 from workers.core.features import FeatureBuilder
+from workers.core.manifest import Policies
 from workers.core.reasons import INFERENCE_ERROR
 from workers.core.records import InputRecord, OutputRecord
-from workers.core.registry import LoadedModel, ModelRegistry
+from workers.core.registry import LoadedModel
 from workers.core.replay import REPLAY_COUNT, REPLAY_HEADERS
 from workers.core.scoring import Scorer
+from workers.core.topics import PipelineTopics
 from workers.core.validation import check_event_time, event_time_ms
 from workers.errors import RecordError
-from workers.topics import PipelineTopics
 
 EVENT_ID_HEADER = "workers.event_id"
 REPLAYED_FLAG = "replayed"
@@ -53,11 +54,12 @@ class _Accepted:
 
 class Pipeline:
     def __init__(
-        self, loaded: LoadedModel, schemas: SchemaStore, topics: PipelineTopics, worker_id: str = "local",
-        *, lean_scoring: bool = True,
+        self, loaded: LoadedModel, schemas: SchemaStore, topics: PipelineTopics, *, worker_id: str = "local",
+        policies: Policies | None = None, lean_scoring: bool = True,
     ) -> None:
         self.model = loaded
         self.manifest = loaded.manifest
+        self.policies = policies or loaded.manifest.policies  # the manifest's, unless the operator overrides them
         self.topics = topics
         self.worker_id = worker_id
         self.name = self.manifest.name
@@ -66,31 +68,6 @@ class Pipeline:
         self.features = FeatureBuilder(self.manifest.features)
         self.scorer = Scorer(self.manifest, loaded.model, lean=lean_scoring)
         self._n_features = len(self.manifest.features)
-
-    @classmethod
-    def load(
-        cls,
-        pipeline: str,
-        schemas_dir: Path,
-        models_dir: Path,
-        *,
-        version: str | None = None,
-        topic_prefix: str = "",
-        worker_id: str = "local",
-        max_lateness_s: float | None = None,
-        input_topic: str | None = None,
-        lean_scoring: bool = True,
-    ) -> Pipeline:
-        """Load and verify the model, check it against its schema: every start-up error is here."""
-        schemas = SchemaStore(schemas_dir)
-        loaded = ModelRegistry(models_dir, schemas).load(pipeline, version)
-        if max_lateness_s is not None:  # an operator's override of the manifest's policy
-            policies = dataclasses.replace(loaded.manifest.policies, max_lateness_s=max_lateness_s)
-            loaded = dataclasses.replace(loaded, manifest=dataclasses.replace(loaded.manifest, policies=policies))
-        topics = PipelineTopics.for_pipeline(pipeline, topic_prefix)
-        if input_topic:
-            topics = dataclasses.replace(topics, events=input_topic)
-        return cls(loaded, schemas, topics, worker_id, lean_scoring=lean_scoring)
 
     def process(self, batch: list[InputRecord], now_ms: int | None = None) -> BatchResult:
         now = int(time.time() * 1000) if now_ms is None else now_ms
@@ -105,7 +82,7 @@ class Pipeline:
             try:
                 event, writer = self.input_codec.decode(record.value)
                 event_ms = event_time_ms(event.get(manifest.event_time_field))
-                check_event_time(event_ms, now, manifest.policies, flags)
+                check_event_time(event_ms, now, self.policies, flags)
                 row = self.features.row(event, flags)
             except RecordError as exc:
                 outputs[i] = self._dead_letter(record, exc.reason, exc, now)
@@ -137,7 +114,7 @@ class Pipeline:
         manifest = self.manifest
         event = item.event
         label = None
-        if manifest.task == "binary_classification":
+        if manifest.is_classifier:
             label = manifest.labels[1] if score >= manifest.threshold else manifest.labels[0]
         event_id = str(event.get(manifest.event_id_field))
         key = event.get(manifest.key_field)

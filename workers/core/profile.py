@@ -1,6 +1,7 @@
 """Reference feature statistics, written into the manifest at training (drift compares against them)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -11,7 +12,7 @@ BINS = 10
 EPSILON = 1e-4  # keeps PSI finite when a bin is empty on one side
 
 
-def feature_profile(x: np.ndarray, features: tuple[FeatureSpec, ...]) -> dict[str, dict[str, Any]]:
+def feature_profile(x: np.ndarray, features: Sequence[FeatureSpec]) -> dict[str, dict[str, Any]]:
     profile: dict[str, dict[str, Any]] = {}
     for i, spec in enumerate(features):
         column = x[:, i]

@@ -16,6 +16,7 @@ import joblib
 
 from workers.core.codec import SchemaStore, StoredSchema
 from workers.core.manifest import Manifest
+from workers.core.scoring import positive_column
 from workers.errors import ConfigError, ModelIntegrityError, ModelMismatchError
 
 NUMERIC_AVRO = {"int", "long", "float", "double"}
@@ -101,12 +102,13 @@ def check_model(manifest: Manifest, model: Any) -> None:
     fitted_names = getattr(model, "feature_names_in_", None)
     if fitted_names is not None and list(fitted_names) != names:
         raise ModelMismatchError(f"model features {list(fitted_names)} differ from the manifest's {names}")
-    if manifest.task == "binary_classification":
+    if manifest.is_classifier:
         if not hasattr(model, "predict_proba"):
             raise ModelMismatchError("binary_classification needs a model with predict_proba")
         classes = getattr(model, "classes_", None)
         if classes is not None and len(classes) != 2:
             raise ModelMismatchError(f"binary_classification needs 2 classes, model has {len(classes)}")
+        positive_column(manifest, model)  # raises if positive_class is not one of the classes
     elif not hasattr(model, "predict"):
         raise ModelMismatchError("regression needs a model with predict")
 

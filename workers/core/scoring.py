@@ -1,6 +1,6 @@
 """Micro-batch scoring: one vectorized call per batch, failing rows isolated by bisection.
 
-A ``predict_proba`` call costs a fixed ~0.35-1.1 ms whatever the rows (DESIGN.md), so a
+A ``predict_proba`` call costs a fixed ~0.35-1.1 ms whatever the rows (docs/design.md), so a
 batch is scored in one call. If the call raises, the batch is split in halves until the
 failing rows are found: k bad rows in n cost O(k log n) calls, and the good rows are
 still scored.
@@ -18,11 +18,12 @@ import sklearn
 
 from workers.core import lean_hgb
 from workers.core.manifest import Manifest
+from workers.errors import ModelMismatchError
 
 
 class Scorer:
     def __init__(self, manifest: Manifest, model: Any, *, lean: bool = True) -> None:
-        self._classification = manifest.task == "binary_classification"
+        self._classification = manifest.is_classifier
         self._predict = model.predict_proba if self._classification else model.predict
         self.path = "public"  # which method scores: "public" or "lean-hgb"
         self.path_reason = "lean scoring off" if not lean else ""
@@ -30,11 +31,7 @@ class Scorer:
             fast, self.path_reason = lean_hgb.build(model, self._classification)
             if fast is not None:
                 self._predict, self.path = fast, "lean-hgb"
-        self._positive_column = 1
-        classes = getattr(model, "classes_", None)
-        positive = manifest.raw.get("positive_class")
-        if self._classification and classes is not None and positive is not None:
-            self._positive_column = [str(c) for c in classes].index(str(positive))
+        self._positive_column = positive_column(manifest, model) if self._classification else 0
 
     def _score(self, matrix: np.ndarray) -> np.ndarray:
         # assume_finite: the feature builder already rejected NaN/inf, skip sklearn's re-check.
@@ -68,3 +65,16 @@ class Scorer:
             middle = (start + stop) // 2
             self._score_range(matrix, start, middle, scores, failures)
             self._score_range(matrix, middle, stop, scores, failures)
+
+
+def positive_column(manifest: Manifest, model: Any) -> int:
+    """The ``predict_proba`` column of the manifest's ``positive_class`` (default: the second class)."""
+    classes = getattr(model, "classes_", None)
+    if manifest.positive_class is None or classes is None:
+        return 1
+    for i, value in enumerate(classes):
+        if str(value) == str(manifest.positive_class):  # numpy scalars and JSON values compare as text
+            return i
+    raise ModelMismatchError(
+        f"positive_class {manifest.positive_class!r} is not one of the model's classes "
+        f"{[c.item() if hasattr(c, 'item') else c for c in classes]}; name the class value, not a label")

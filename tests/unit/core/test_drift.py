@@ -1,7 +1,7 @@
 import numpy as np
 
 from workers.core.drift import DriftMonitor
-from workers.reference import fraud
+from workers.dev import fraud_data as fraud
 
 
 def _matrix(fraud_pipeline, n, seed, amount_factor=1.0):
@@ -38,3 +38,14 @@ def test_too_few_events_are_not_judged(fraud_pipeline):
     monitor = DriftMonitor(fraud_pipeline.manifest, window=5000)
     monitor.update(_matrix(fraud_pipeline, 100, 8, amount_factor=8.0), None)
     assert monitor.changes(monitor.psi()) == (set(), set())
+
+
+def test_no_alert_before_the_window_is_full(fraud_pipeline):
+    """The README's window is what is judged: a shift is not reported from a partial window."""
+    monitor = DriftMonitor(fraud_pipeline.manifest, window=5000)
+    for _ in range(9):  # 4,500 shifted events: drifted by far, but the window is not full yet
+        monitor.update(_matrix(fraud_pipeline, 500, 9, amount_factor=8.0), None)
+        assert monitor.changes(monitor.psi()) == (set(), set())
+    monitor.update(_matrix(fraud_pipeline, 500, 9, amount_factor=8.0), None)
+    assert monitor.window_events == 5000
+    assert monitor.changes(monitor.psi()) == ({"amount"}, set())

@@ -5,13 +5,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.factories import make_sensor_pipeline, sensor_rows
+from tests.factories import load_test_pipeline, make_sensor_pipeline, sensor_rows
 from workers.core import deadletter, reasons
-from workers.core.pipeline import EVENT_ID_HEADER, Pipeline
+from workers.core.pipeline import EVENT_ID_HEADER
 from workers.core.records import InputRecord
 from workers.core.replay import REPLAY_COUNT, REPLAY_ORIGIN
-from workers.producer import BAD_KINDS, corrupt_variant
-from workers.reference import fraud
+from workers.dev import fraud_data as fraud
+from workers.dev.bad_inputs import BAD_KINDS, corrupt_variant
 
 NOW = int(time.time() * 1000)
 
@@ -113,7 +113,7 @@ def test_inference_error_isolates_the_record(fraud_pipeline, monkeypatch):
 
 def test_a_new_pipeline_is_files_only(tmp_path):
     schemas, models = make_sensor_pipeline(tmp_path)
-    pipeline = Pipeline.load("sensor", schemas, models)
+    pipeline = load_test_pipeline("sensor", schemas, models)
     rows, _ = sensor_rows(10, seed=8)
     rows[3]["vibration_mm_s"] = None
     records = [_record(pipeline.input_codec.encode(r), i) for i, r in enumerate(rows)]

@@ -51,7 +51,7 @@ def _edit_manifest(models, edit) -> None:
         # v1 has no device_trust_score
         (lambda m: m.update(input_schema="fraud/transaction.v1.avsc"), "device_trust_score"),
         # merchant_category is a string in the schema
-        (lambda m: m["features"][1].update(kind="numeric"), "merchant_category"),
+        (lambda m: m["features"][1].update(kind="numeric", categories=[]), "merchant_category"),
     ],
     ids=["feature-count", "feature-not-in-schema", "feature-kind-vs-avro-type"],
 )

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 
 from workers.core.deadletter import ORIGINAL_TOPIC, REASON
 from workers.core.replay import ReplaySelection, replay_headers
-from workers.producer import paced
+from workers.errors import ConfigError
+from workers.kafka import clients
+from workers.kafka.producer import paced
 from workers.settings import Settings
 
 
@@ -37,16 +39,18 @@ def replay(
     limit: int | None = None,
     on_record: Callable[[str, dict[str, str]], None] | None = None,
 ) -> ReplayReport:
-    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka import TopicPartition
 
     report = ReplayReport()
-    consumer = KafkaConsumer(client_id="workers-replay", enable_auto_commit=False, **settings.kafka_client_options())
-    producer = None if dry_run else KafkaProducer(
-        acks="all", linger_ms=10, client_id="workers-replay", **settings.kafka_client_options())
+    consumer = clients.consumer(settings, client_id="workers-replay", enable_auto_commit=False)
+    producer = None
     try:
         partitions = [TopicPartition(dlq_topic, p) for p in sorted(consumer.partitions_for_topic(dlq_topic) or ())]
         if not partitions:
-            raise ValueError(f"dead-letter topic {dlq_topic!r} does not exist")
+            raise ConfigError(f"dead-letter topic {dlq_topic!r} does not exist on {settings.bootstrap_servers} "
+                              "(check --pipeline and --topic-prefix)")
+        if not dry_run:
+            producer = clients.producer(settings, acks="all", linger_ms=10, client_id="workers-replay")
         consumer.assign(partitions)
         consumer.seek_to_beginning(*partitions)
         end = consumer.end_offsets(partitions)

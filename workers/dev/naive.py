@@ -1,6 +1,6 @@
 """The baseline a prototype would write: a faust agent scoring one event per model call.
 
-Only the benchmark runs it (``python -m workers.naive``), to show what micro-batching
+Only the benchmark runs it (``python -m workers.dev.naive``), to show what micro-batching
 buys. It decodes with fastavro, calls ``predict_proba`` on a single row, and sends each
 prediction without waiting for it: simple, and slow.
 """
@@ -11,18 +11,18 @@ import tempfile
 import faust
 import numpy as np
 
-from workers.core.pipeline import Pipeline
 from workers.errors import RecordError
+from workers.kafka.connection import faust_options
+from workers.pipelines import load_pipeline
 from workers.settings import Settings
 
 
 def main() -> None:
     settings = Settings.from_env()
-    pipeline = Pipeline.load(settings.pipeline, settings.schemas_dir, settings.models_dir,
-                             topic_prefix=settings.topic_prefix, input_topic=settings.input_topic)
+    pipeline = load_pipeline(settings)
     app = faust.App(
         settings.group_id + "-naive",
-        broker=f"kafka://{settings.bootstrap_servers}",
+        **faust_options(settings),
         value_serializer="raw",
         consumer_auto_offset_reset="earliest",
         topic_allow_declare=False,

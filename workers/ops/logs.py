@@ -19,6 +19,24 @@ _SHARED: list[Any] = [
 ]
 
 
+class ExpectedClientNoise(logging.Filter):
+    """Lower the level of client log lines that are part of normal operation.
+
+    aiokafka logs ``Group Coordinator Request failed: [Error 15] GroupCoordinatorNotAvailableError``
+    at error level on every fresh start, while a new consumer group forms, and retries by
+    itself: it is expected, not an error. Lowered to INFO, it falls under the aiokafka
+    logger's WARNING level and is dropped; any other coordinator error stays an error.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("aiokafka") and record.levelno >= logging.ERROR and \
+                record.msg == "Group Coordinator Request failed: %s" and isinstance(record.args, tuple) and \
+                record.args and type(record.args[0]).__name__ == "GroupCoordinatorNotAvailableError":
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            return logging.getLogger(record.name).isEnabledFor(logging.INFO)
+        return True
+
+
 def logging_config(level: str = "INFO", fmt: str = "json") -> dict[str, Any]:
     """A dictConfig that renders stdlib records (faust, aiokafka, kafka-python) like ours."""
     renderer = (
@@ -38,8 +56,10 @@ def logging_config(level: str = "INFO", fmt: str = "json") -> dict[str, Any]:
                 "foreign_pre_chain": _SHARED,
             }
         },
+        "filters": {"expected_client_noise": {"()": ExpectedClientNoise}},
         "handlers": {
-            "default": {"class": "logging.StreamHandler", "formatter": "structlog", "stream": sys.stderr}
+            "default": {"class": "logging.StreamHandler", "formatter": "structlog", "stream": sys.stderr,
+                        "filters": ["expected_client_noise"]}
         },
         "root": {"handlers": ["default"], "level": level.upper()},
         "loggers": {

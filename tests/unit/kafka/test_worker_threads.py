@@ -12,12 +12,12 @@ PROBE = """
 import sys
 from sklearn.utils._openmp_helpers import _openmp_effective_n_threads  # what the lean scorer passes to the trees
 from threadpoolctl import threadpool_info
-from workers.core.pipeline import Pipeline
+from workers.kafka.worker import InferenceWorker
+from workers.pipelines import load_pipeline
 from workers.settings import Settings
-from workers.worker import InferenceWorker
 
 settings = Settings(bootstrap_servers="127.0.0.1:1", model_threads=int(sys.argv[1]))
-InferenceWorker(settings, Pipeline.load("fraud", settings.schemas_dir, settings.models_dir))
+InferenceWorker(settings, load_pipeline(settings))
 print(sorted({pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "openmp"}))
 print(_openmp_effective_n_threads())
 """

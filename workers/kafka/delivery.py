@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from workers.core.records import OutputRecord
-from workers.logs import get_logger
+from workers.ops.logs import get_logger
 
 log = get_logger("workers.delivery")
 

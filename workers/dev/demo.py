@@ -2,79 +2,51 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
-from workers.core.codec import SchemaStore
-from workers.core.registry import ModelRegistry
-from workers.producer import EventProducer, SentEvent, plan_kinds
-from workers.reference import fraud
+from workers.core.deadletter import REASON
+from workers.dev import fraud_data
+from workers.dev.bad_inputs import GOOD, OLD_SCHEMA, SentEvent, plan_kinds, send_kind
+from workers.dev.processes import start_worker, stop_worker
+from workers.kafka.admin import create_topics
+from workers.kafka.consumer import consume
+from workers.kafka.producer import EventProducer, paced
+from workers.pipelines import load_manifest
 from workers.settings import Settings
-from workers.tail import consume, describe, human, prediction_codec
-from workers.topics import PipelineTopics, create_topics
+from workers.tail import describe, human, prediction_codec
 
 
 def produce_mix(
-    settings: Settings, topics: PipelineTopics, count: int, bad_fraction: float, old_fraction: float,
+    settings: Settings, count: int, bad_fraction: float, old_fraction: float,
     seed: int = 1, rate: float | None = None, shift: dict[str, float] | None = None,
 ) -> list[SentEvent]:
     """Reference fraud events now-ish, with old-schema events and every bad kind mixed in.
 
     ``shift`` multiplies numeric features (e.g. {"amount": 5}) to simulate input drift.
     """
-    from workers.producer import paced
-
-    store = SchemaStore(settings.schemas_dir)
-    manifest = ModelRegistry(settings.models_dir, store).manifest(settings.pipeline)
-    old_schema = store.get("fraud/transaction.v1.avsc")
+    manifest, store = load_manifest(settings)
+    old_schema = store.get(fraud_data.OLD_SCHEMA)
     now_ms = int(time.time() * 1000)
-    events, _ = fraud.generate(count, seed, start_ms=now_ms - 60_000, span_ms=60_000)
+    events, _ = fraud_data.generate(count, seed, start_ms=now_ms - 60_000, span_ms=60_000)
     for name, factor in (shift or {}).items():
         for event in events:
             event[name] = event[name] * factor
     kinds = plan_kinds(count, bad_fraction, old_fraction, seed)
-    with EventProducer(settings, manifest, store, topics.events) as producer:
-        return [producer.send_kind(kind, event, old_schema, now_ms)
+    with EventProducer(settings, manifest, store, settings.topics.events) as producer:
+        return [send_kind(producer, kind, event, old_schema, now_ms)
                 for event, kind in paced(zip(events, kinds, strict=True), rate)]
 
 
-def start_worker(settings: Settings, log_path: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "WORKERS_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-        "WORKERS_PIPELINE": settings.pipeline,
-        "WORKERS_TOPIC_PREFIX": settings.topic_prefix,
-        **(extra_env or {}),
-    }
-    with open(log_path, "ab") as log:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(
-            [sys.executable, "-m", "workers.cli", "run"], env=env, stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-
-
-def stop_worker(proc: subprocess.Popen, timeout: float = 30) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            return proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    return proc.wait()
-
-
 def run_demo(settings: Settings, count: int, bad_fraction: float, old_fraction: float, rate: float | None) -> int:
-    topics = PipelineTopics.for_pipeline(settings.pipeline, settings.topic_prefix)
+    topics = settings.topics
     create_topics(settings, topics.all())
     print(f"topics: {topics.events} -> {topics.predictions} / {topics.dlq} ({settings.partitions} partitions)")
 
     started = time.monotonic()
-    sent = produce_mix(settings, topics, count, bad_fraction, old_fraction, rate=rate)
+    sent = produce_mix(settings, count, bad_fraction, old_fraction, rate=rate)
     produce_s = time.monotonic() - started
     kinds = Counter(s.kind for s in sent)
     print(f"produced {len(sent)} events in {produce_s:.1f}s ({len(sent) / produce_s:,.0f}/s): "
@@ -95,8 +67,8 @@ def run_demo(settings: Settings, count: int, bad_fraction: float, old_fraction: 
             first_ts = record.timestamp_ms if first_ts is None else min(first_ts, record.timestamp_ms)
             last_ts = record.timestamp_ms if last_ts is None else max(last_ts, record.timestamp_ms)
             if "dead_letter" in d:
-                dead[d["dead_letter"]["dlq.reason"]] += 1
-                if dead[d["dead_letter"]["dlq.reason"]] == 1:
+                dead[d["dead_letter"][REASON]] += 1
+                if dead[d["dead_letter"][REASON]] == 1:
                     samples.append(human(d))
             else:
                 predictions += 1
@@ -113,7 +85,7 @@ def run_demo(settings: Settings, count: int, bad_fraction: float, old_fraction: 
     span_s = max(1e-3, ((last_ts or 0) - (first_ts or 0)) / 1000)
     print("\nsummary")
     print(f"  events sent        {len(sent)}")
-    print(f"  predictions        {predictions}   (expected {kinds['good'] + kinds['old_schema']})")
+    print(f"  predictions        {predictions}   (expected {kinds[GOOD] + kinds[OLD_SCHEMA]})")
     print(f"  dead letters       {sum(dead.values())}   (expected {sum(expected.values())})")
     for reason in sorted(set(dead) | set(expected)):
         print(f"    {reason:<18} {dead[reason]:>6}   (expected {expected[reason]})")
@@ -121,6 +93,6 @@ def run_demo(settings: Settings, count: int, bad_fraction: float, old_fraction: 
     print(f"  worker throughput  {(predictions + sum(dead.values())) / span_s:,.0f} events/s "
           f"(first to last output, {span_s:.2f}s, backlog drained by 1 worker process)")
     print(f"  worker exit code   {code} (SIGTERM: clean shutdown)")
-    ok = predictions == kinds["good"] + kinds["old_schema"] and dead == expected
+    ok = predictions == kinds[GOOD] + kinds[OLD_SCHEMA] and dead == expected
     print("\nOK: every event accounted for" if ok else "\nMISMATCH: see above and " + str(log_path))
     return 0 if ok else 1

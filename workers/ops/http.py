@@ -1,7 +1,7 @@
 """The worker's HTTP endpoints: /metrics, /healthz, /readyz, /status (a live page), /status.json.
 
-A plain threaded stdlib server: it only reads the metrics registry, so it needs nothing
-from the event loop and keeps answering while a batch is being scored.
+A plain threaded stdlib server: it only reads the monitor and the metrics registry, so it
+needs nothing from the event loop and keeps answering while a batch is being scored.
 """
 from __future__ import annotations
 
@@ -12,15 +12,15 @@ from pathlib import Path
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from workers.metrics import WorkerMetrics
+from workers.ops.monitor import WorkerMonitor
 
 STATUS_PAGE = (Path(__file__).parent / "status.html").read_bytes()
 
 
 class HttpState:
-    """What the endpoints read; ``metrics`` is None until the model is loaded and verified."""
+    """What the endpoints read; ``monitor`` is None until the model is loaded and verified."""
 
-    metrics: WorkerMetrics | None = None
+    monitor: WorkerMonitor | None = None
 
 
 def serve(state: HttpState, port: int, host: str = "0.0.0.0") -> ThreadingHTTPServer:
@@ -29,21 +29,21 @@ def serve(state: HttpState, port: int, host: str = "0.0.0.0") -> ThreadingHTTPSe
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             path = self.path.split("?")[0]
-            metrics = state.metrics
+            monitor = state.monitor
             if path == "/healthz":
                 self._send(200, b"ok\n", "text/plain")
-            elif metrics is None:
+            elif monitor is None:
                 body = json.dumps({"ready": False, "model_verified": False, "partitions": []}).encode()
                 self._send(503, body, "application/json")
             elif path == "/metrics":
-                self._send(200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST)
+                self._send(200, generate_latest(monitor.metrics.registry), CONTENT_TYPE_LATEST)
             elif path == "/readyz":
-                ready = metrics.is_ready()
-                body = json.dumps({"ready": ready, "model_verified": metrics.model_verified,
-                                   "partitions": sorted(metrics.assigned_partitions)}).encode()
+                ready = monitor.is_ready()
+                body = json.dumps({"ready": ready, "model_verified": monitor.model_verified,
+                                   "partitions": sorted(monitor.assigned_partitions)}).encode()
                 self._send(200 if ready else 503, body, "application/json")
             elif path == "/status.json":
-                self._send(200, json.dumps(metrics.status()).encode(), "application/json")
+                self._send(200, json.dumps(monitor.status()).encode(), "application/json")
             elif path in ("/", "/status"):
                 self._send(200, STATUS_PAGE, "text/html; charset=utf-8")
             else:

@@ -21,16 +21,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workers.core.codec import SchemaStore
-from workers.core.registry import ModelRegistry, file_sha256
-from workers.demo import start_worker, stop_worker
-from workers.producer import EventProducer
-from workers.reference import fraud
+from workers.core.deadletter import REASON
+from workers.core.registry import file_sha256
+from workers.dev import fraud_data
+from workers.dev.bad_inputs import BAD_KINDS, corrupt_variant
+from workers.dev.processes import rss_mb, start_worker, stop_worker
+from workers.kafka.admin import create_topics
+from workers.kafka.consumer import consume, end_offsets_total
+from workers.kafka.producer import EventProducer
+from workers.pipelines import load_manifest
 from workers.settings import Settings
-from workers.tail import consume
-from workers.topics import PipelineTopics, create_topics
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]  # the checkout: scripts/kafka-local
 
 
 @dataclass
@@ -45,12 +47,18 @@ class DrillResult:
     peak_rss_mb: float | None = None
     reasons: dict[str, int] = field(default_factory=dict)
     notes: str = ""
+    problems: list[str] = field(default_factory=list)  # anything besides lost events that fails the drill
+
+    @property
+    def passed(self) -> bool:
+        return self.lost == 0 and not self.problems
 
     def row(self) -> str:
         recovery = "-" if self.recovery_s is None else f"{self.recovery_s:.1f}"
         rss = "-" if self.peak_rss_mb is None else f"{self.peak_rss_mb:.0f}"
         return (f"{self.name:<16} {self.sent:>7} {self.predictions:>8} {self.dead_letters:>6} {self.lost:>5} "
-                f"{self.duplicated:>6} {recovery:>9} {rss:>8}  {self.notes}")
+                f"{self.duplicated:>6} {recovery:>9} {rss:>8}  {self.notes}"
+                + "".join(f"; FAILED: {p}" for p in self.problems))
 
 
 HEADER = (f"{'drill':<16} {'sent':>7} {'predict':>8} {'dlq':>6} {'lost':>5} {'dupes':>6} "
@@ -60,13 +68,14 @@ HEADER = (f"{'drill':<16} {'sent':>7} {'predict':>8} {'dlq':>6} {'lost':>5} {'du
 class Drill:
     """One drill's topics, producer, workers and the final account."""
 
-    def __init__(self, bootstrap: str, name: str, workdir: Path, *, partitions: int = 4,
+    def __init__(self, base: Settings, name: str, workdir: Path, *, partitions: int = 4,
                  models_dir: Path | None = None, extra_env: dict[str, str] | None = None) -> None:
         self.name = name
         prefix = f"drill-{name}-{os.getpid()}-{int(time.time() * 1000) % 10_000_000}-"
-        self.settings = Settings(bootstrap_servers=bootstrap, topic_prefix=prefix, partitions=partitions,
-                                 models_dir=models_dir or REPO / "models", schemas_dir=REPO / "schemas")
-        self.topics = PipelineTopics.for_pipeline("fraud", prefix)
+        self.settings = base.model_copy(update={
+            "pipeline": "fraud", "topic_prefix": prefix, "partitions": partitions, "input_topic": None,
+            "models_dir": models_dir or base.models_dir})
+        self.topics = self.settings.topics
         create_topics(self.settings, self.topics.all())
         self.workdir = workdir
         self.extra_env = extra_env or {}
@@ -75,12 +84,11 @@ class Drill:
         self.expected_reason: dict[bytes, str] = {}
         self._producer_done = threading.Event()
         self._producer_error: BaseException | None = None
-        self.store = SchemaStore(self.settings.schemas_dir)
-        self.manifest = ModelRegistry(self.settings.models_dir, self.store).manifest("fraud")
+        self.manifest, self.store = load_manifest(self.settings)
 
     # -- producing
     def events(self, count: int, seed: int) -> list[dict]:
-        events, _ = fraud.generate(count, seed, start_ms=int(time.time() * 1000))
+        events, _ = fraud_data.generate(count, seed, start_ms=int(time.time() * 1000))
         for e in events:
             e["account_id"] = f"acct-{e['event_id'][:16]}"  # unique keys: each output names its event
         return events
@@ -97,10 +105,15 @@ class Drill:
                             if delay > 0:
                                 time.sleep(delay)
                         kind = bad(i) if bad else None
-                        sent = producer.send_bad(kind, event) if kind else producer.send_event(event)
-                        self.sent_keys.append(sent.key or b"")
-                        if sent.expected_reason:
-                            self.expected_reason[sent.key or b""] = sent.expected_reason
+                        key = producer.key_of(event) or b""
+                        if kind:
+                            value = corrupt_variant(kind, event, producer.codec, self.manifest, os.urandom(64),
+                                                    int(time.time() * 1000))
+                            producer.send_raw(value, key)
+                            self.expected_reason[key] = BAD_KINDS[kind]
+                        else:
+                            producer.send_event(event)
+                        self.sent_keys.append(key)
             except BaseException as exc:  # reported by wait_produced
                 self._producer_error = exc
             finally:
@@ -142,7 +155,7 @@ class Drill:
             key = record.key or b""
             if record.topic == self.topics.dlq:
                 letters[key] += 1
-                reasons[dict(record.headers).get("dlq.reason", b"?").decode()] += 1
+                reasons[dict(record.headers).get(REASON, b"?").decode()] += 1
             else:
                 predictions[key] += 1
             last_output_ms = record.timestamp_ms
@@ -163,33 +176,13 @@ class Drill:
         result.reasons = dict(reasons)
         wrong = [k for k, r in self.expected_reason.items() if predictions[k]]
         if wrong:
-            result.notes += f" {len(wrong)} bad inputs were scored!"
+            result.problems.append(f"{len(wrong)} bad inputs were scored")
         return result
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process in MB (0 once it is gone)."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except FileNotFoundError:
-        pass
-    return 0.0
 
 
 def _output_count(drill: Drill) -> int:
     """Predictions + dead letters written so far (end offsets of both topics)."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(**drill.settings.kafka_client_options())
-    try:
-        parts = [TopicPartition(t, p) for t in (drill.topics.predictions, drill.topics.dlq)
-                 for p in consumer.partitions_for_topic(t) or ()]
-        return sum(consumer.end_offsets(parts).values())
-    finally:
-        consumer.close()
+    return end_offsets_total(drill.settings, [drill.topics.predictions, drill.topics.dlq])
 
 
 def _wait_for_outputs(drill: Drill, at_least: int, timeout_s: float = 90) -> float:
@@ -203,8 +196,8 @@ def _wait_for_outputs(drill: Drill, at_least: int, timeout_s: float = 90) -> flo
 # ---------------------------------------------------------------- the drills
 
 
-def drill_kill9(bootstrap: str, workdir: Path, count: int = 20_000, kills: int = 3, seconds: float = 30) -> DrillResult:
-    drill = Drill(bootstrap, "kill9", workdir)
+def drill_kill9(base: Settings, workdir: Path, count: int = 20_000, kills: int = 3, seconds: float = 30) -> DrillResult:
+    drill = Drill(base, "kill9", workdir)
     result = DrillResult(f"kill -9 x{kills}")
     drill.produce(drill.events(count, 1), rate=count / seconds, background=True)  # kills land mid-stream
     worker = drill.start_worker()
@@ -224,8 +217,8 @@ def drill_kill9(bootstrap: str, workdir: Path, count: int = 20_000, kills: int =
     return result
 
 
-def drill_rebalance(bootstrap: str, workdir: Path, count: int = 20_000, seconds: float = 20) -> DrillResult:
-    drill = Drill(bootstrap, "rebalance", workdir, partitions=6)
+def drill_rebalance(base: Settings, workdir: Path, count: int = 20_000, seconds: float = 20) -> DrillResult:
+    drill = Drill(base, "rebalance", workdir, partitions=6)
     result = DrillResult("rebalance")
     drill.produce(drill.events(count, 2), rate=count / seconds, background=True)
     first = drill.start_worker()
@@ -243,9 +236,9 @@ def drill_rebalance(bootstrap: str, workdir: Path, count: int = 20_000, seconds:
     return result
 
 
-def drill_broker_restart(bootstrap: str, workdir: Path, restart: Callable[[], None], count: int = 12_000,
+def drill_broker_restart(base: Settings, workdir: Path, restart: Callable[[], None], count: int = 12_000,
                          seconds: float = 20) -> DrillResult:
-    drill = Drill(bootstrap, "broker", workdir)
+    drill = Drill(base, "broker", workdir)
     result = DrillResult("broker restart")
     drill.start_worker()
     _wait_for_outputs(drill, 0)
@@ -262,46 +255,47 @@ def drill_broker_restart(bootstrap: str, workdir: Path, restart: Callable[[], No
     return result
 
 
-def drill_corrupt_flood(bootstrap: str, workdir: Path, corrupt: int = 20_000, good: int = 2_000) -> DrillResult:
-    drill = Drill(bootstrap, "flood", workdir)
+def drill_corrupt_flood(base: Settings, workdir: Path, corrupt: int = 20_000, good: int = 2_000) -> DrillResult:
+    drill = Drill(base, "flood", workdir)
     result = DrillResult("corrupt flood")
     kinds = ["garbage", "truncated", "trailing", "unknown_schema", "empty"]
     drill.produce(drill.events(corrupt + good, 4), bad=lambda i: kinds[i % len(kinds)] if i < corrupt else None)
     worker = drill.start_worker()
     drill.account(result)
-    result.notes = f"{corrupt} corrupt then {good} good; worker alive: {worker.poll() is None}" + result.notes
+    result.notes = f"{corrupt} corrupt then {good} good" + result.notes
+    if worker.poll() is not None:
+        result.problems.append(f"the worker exited with code {worker.returncode}")
     drill.stop_all()
     return result
 
 
-def faulty_models_dir(workdir: Path, poison_amounts: set[float], delay_s: float) -> Path:
-    """A copy of the fraud model wrapped in FaultyModel, with a manifest to match."""
+def faulty_models_dir(source: Path, workdir: Path, poison_amounts: set[float], delay_s: float) -> Path:
+    """A copy of the fraud model version in ``source`` wrapped in FaultyModel, with a manifest to match."""
     import joblib
 
-    from workers.testing import FaultyModel
+    from workers.dev.faults import FaultyModel
 
     models = workdir / "faulty-models"
-    source = REPO / "models" / "fraud" / "1.0.0"
     target = models / "fraud" / "1.0.0-faulty"
     shutil.rmtree(models, ignore_errors=True)
     target.mkdir(parents=True)
-    base = joblib.load(source / "model.joblib")
-    joblib.dump(FaultyModel(base, column=0, poison_values=poison_amounts, delay_s=delay_s), target / "model.joblib")
+    model = joblib.load(source / "model.joblib")
+    joblib.dump(FaultyModel(model, column=0, poison_values=poison_amounts, delay_s=delay_s), target / "model.joblib")
     manifest = json.loads((source / "manifest.json").read_text())
     manifest.update(version="1.0.0-faulty", artifact_sha256=file_sha256(target / "model.joblib"))
     (target / "manifest.json").write_text(json.dumps(manifest))
     return models
 
 
-def drill_faulty_model(bootstrap: str, workdir: Path, count: int = 20_000, poison_every: int = 500,
+def drill_faulty_model(base: Settings, workdir: Path, count: int = 20_000, poison_every: int = 500,
                        delay_s: float = 0.02) -> DrillResult:
     events_seed = 5
-    probe = Drill(bootstrap, "faulty", workdir)
+    probe = Drill(base, "faulty", workdir)
     events = probe.events(count, events_seed)
     poison = {events[i]["amount"] for i in range(0, count, poison_every)}
     poisoned_keys = {e["account_id"].encode() for e in events if e["amount"] in poison}
-    models = faulty_models_dir(workdir, poison, delay_s)
-    drill = Drill(bootstrap, "faulty", workdir, models_dir=models)
+    models = faulty_models_dir(base.models_dir / "fraud" / "1.0.0", workdir, poison, delay_s)
+    drill = Drill(base, "faulty", workdir, models_dir=models)
     result = DrillResult("raising+slow model")
     drill.produce(events)  # a backlog: the worker must not buffer it all in memory
     worker = drill.start_worker()
@@ -327,14 +321,15 @@ def drill_faulty_model(bootstrap: str, workdir: Path, count: int = 20_000, poiso
     result.reasons = dict(reasons)
     result.peak_rss_mb = peak
     wrong = set(letters) ^ poisoned_keys
-    result.notes = (f"{len(poisoned_keys)} poisoned rows, {delay_s * 1000:.0f} ms/call; "
-                    f"dead letters = poisoned rows: {not wrong}")
+    result.notes = f"{len(poisoned_keys)} poisoned rows, {delay_s * 1000:.0f} ms/call"
+    if wrong:
+        result.problems.append(f"{len(wrong)} keys differ between the dead letters and the poisoned rows")
     return result
 
 
-def drill_sigterm(bootstrap: str, workdir: Path, count: int = 20_000, seconds: float = 20, stops: int = 2
+def drill_sigterm(base: Settings, workdir: Path, count: int = 20_000, seconds: float = 20, stops: int = 2
                   ) -> DrillResult:
-    drill = Drill(bootstrap, "sigterm", workdir)
+    drill = Drill(base, "sigterm", workdir)
     result = DrillResult(f"SIGTERM x{stops}")
     drill.produce(drill.events(count, 6), rate=count / seconds, background=True)
     worker = drill.start_worker()
@@ -346,7 +341,7 @@ def drill_sigterm(bootstrap: str, workdir: Path, count: int = 20_000, seconds: f
         code = stop_worker(worker)
         shutdowns.append(time.monotonic() - started)
         if code != 0:
-            result.notes += f" exit code {code}!"
+            result.problems.append(f"a worker exited with code {code} on SIGTERM")
         worker = drill.start_worker()
     drill.wait_produced()
     drill.account(result)
@@ -356,31 +351,31 @@ def drill_sigterm(bootstrap: str, workdir: Path, count: int = 20_000, seconds: f
     return result
 
 
-def local_broker_restart(port: str) -> Callable[[], None]:
+def local_broker_restart(port: int | str) -> Callable[[], None]:
     script = REPO / "scripts" / "kafka-local"
 
     def restart() -> None:
-        subprocess.run([sys.executable, str(script), "stop", "--port", port], check=True, capture_output=True)
+        subprocess.run([sys.executable, str(script), "stop", "--port", str(port)], check=True, capture_output=True)
         time.sleep(2)
-        subprocess.run([sys.executable, str(script), "start", "--port", port], check=True, capture_output=True)
+        subprocess.run([sys.executable, str(script), "start", "--port", str(port)], check=True, capture_output=True)
 
     return restart
 
 
-def run_report(bootstrap: str, quick: bool, broker_port: str | None) -> list[DrillResult]:
+def run_report(base: Settings, quick: bool, broker_port: int | None) -> list[DrillResult]:
     scale = 0.3 if quick else 1.0
     n = int(20_000 * scale)
     with tempfile.TemporaryDirectory(prefix="workers-drills-") as tmp:
         workdir = Path(tmp)
         drills: list[Callable[[], DrillResult]] = [
-            lambda: drill_kill9(bootstrap, workdir, count=n),
-            lambda: drill_rebalance(bootstrap, workdir, count=n),
-            lambda: drill_corrupt_flood(bootstrap, workdir, corrupt=n, good=n // 10),
-            lambda: drill_faulty_model(bootstrap, workdir, count=n),
-            lambda: drill_sigterm(bootstrap, workdir, count=n),
+            lambda: drill_kill9(base, workdir, count=n),
+            lambda: drill_rebalance(base, workdir, count=n),
+            lambda: drill_corrupt_flood(base, workdir, corrupt=n, good=n // 10),
+            lambda: drill_faulty_model(base, workdir, count=n),
+            lambda: drill_sigterm(base, workdir, count=n),
         ]
         if broker_port:
-            drills.insert(2, lambda: drill_broker_restart(bootstrap, workdir, local_broker_restart(broker_port),
+            drills.insert(2, lambda: drill_broker_restart(base, workdir, local_broker_restart(broker_port),
                                                           count=int(12_000 * scale)))
         print(HEADER, flush=True)
         results = []

@@ -3,7 +3,7 @@
 * ceiling: the core (decode, validate, score, encode) on pre-encoded events, in-process;
 * worker backlog: one worker process drains a pre-filled topic (batch engine, then the
   faust-agent engine on the same backlog, each with its own consumer group and outputs);
-* naive: a one-event-per-call faust agent (workers/naive.py) on the same backlog;
+* naive: a one-event-per-call faust agent (workers/dev/naive.py) on the same backlog;
 * latency: a producer at fixed fractions of the measured backlog rate, end-to-end from
   the event's produce time to the prediction's arrival at a downstream consumer;
 * RSS of the worker under the backlog and at steady load.
@@ -27,15 +27,17 @@ from typing import Any
 
 import numpy as np
 
-from workers.core.codec import SchemaStore
+from workers.core.codec import SingleObjectCodec
 from workers.core.pipeline import Pipeline
 from workers.core.records import InputRecord
 from workers.core.scoring import Scorer
-from workers.demo import start_worker, stop_worker
-from workers.drills import rss_mb
-from workers.reference import fraud
+from workers.core.topics import PipelineTopics
+from workers.dev import fraud_data
+from workers.dev.processes import rss_mb, start_worker, stop_worker
+from workers.kafka import clients
+from workers.kafka.admin import create_topics
+from workers.pipelines import load_manifest, load_pipeline
 from workers.settings import Settings
-from workers.topics import PipelineTopics, create_topics
 
 
 @dataclass
@@ -91,9 +93,9 @@ def _output_count(consumer: Any, parts: list[Any]) -> int:
 def _time_outputs(settings: Settings, topic: str, expected: int, proc: subprocess.Popen, timeout_s: float
                   ) -> tuple[float, int]:
     """Seconds from the first to the ``expected``-th output on ``topic`` (and the count reached)."""
-    from kafka import KafkaConsumer, TopicPartition
+    from kafka import TopicPartition
 
-    consumer = KafkaConsumer(**settings.kafka_client_options())
+    consumer = clients.consumer(settings)
     try:
         parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         deadline = time.monotonic() + timeout_s
@@ -148,9 +150,7 @@ def measure_model_call(pipeline: Pipeline, payloads: list[bytes], keys: list[byt
 
 
 def _prefill(settings: Settings, topic: str, payloads: list[bytes], keys: list[bytes]) -> None:
-    from kafka import KafkaProducer
-
-    producer = KafkaProducer(acks="all", linger_ms=20, batch_size=512 * 1024, **settings.kafka_client_options())
+    producer = clients.producer(settings, acks="all", linger_ms=20, batch_size=512 * 1024)
     for value, key in zip(payloads, keys, strict=True):
         producer.send(topic, key=key, value=value)
     producer.flush()
@@ -160,7 +160,7 @@ def _prefill(settings: Settings, topic: str, payloads: list[bytes], keys: list[b
 WARM_UP_MS = 1000
 
 
-def _latency_consumer(bootstrap: str, topic: str, ready: Any, stop: Any, out: Any) -> None:
+def _latency_consumer(settings: Settings, topic: str, ready: Any, stop: Any, out: Any) -> None:
     """Own process: receive predictions; per prediction, arrival time minus event time (ms), and
     the prediction record's timestamp (set by the worker's producer) minus event time."""
     import asyncio
@@ -168,16 +168,14 @@ def _latency_consumer(bootstrap: str, topic: str, ready: Any, stop: Any, out: An
 
     from aiokafka import AIOKafkaConsumer
 
-    from workers.core.codec import SchemaStore, SingleObjectCodec
-    from workers.settings import Settings
+    from workers.kafka.connection import aiokafka_options
 
-    settings = Settings(bootstrap_servers=bootstrap)
-    store = SchemaStore(settings.schemas_dir)
-    codec = SingleObjectCodec(store, store.get("prediction.v1.avsc"))
+    manifest, store = load_manifest(settings)
+    codec = SingleObjectCodec(store, store.get(manifest.prediction_schema))
 
     async def main() -> tuple[list[float], list[float]]:
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="latest",
-                                    fetch_max_wait_ms=5)
+        consumer = AIOKafkaConsumer(topic, auto_offset_reset="latest", fetch_max_wait_ms=5,
+                                    **aiokafka_options(settings))
         await consumer.start()
         while not consumer.assignment():
             await asyncio.sleep(0.05)
@@ -208,8 +206,8 @@ def _latency_consumer(bootstrap: str, topic: str, ready: Any, stop: Any, out: An
     out.put(asyncio.run(main()))
 
 
-def _latency_producer(bootstrap: str, topic: str, rate: float, seconds: float, seed: int, sending: Any, out: Any
-                      ) -> None:
+def _latency_producer(settings: Settings, topic: str, rate: float, seconds: float, seed: int, sending: Any,
+                      out: Any) -> None:
     """Own process: offer ``rate`` events/s in 2 ms ticks, event time = the tick's send time.
 
     aiokafka batches per partition keep the generator's own cost per event small, so the
@@ -221,17 +219,16 @@ def _latency_producer(bootstrap: str, topic: str, rate: float, seconds: float, s
     from aiokafka import AIOKafkaProducer
     from aiokafka.partitioner import DefaultPartitioner
 
-    from workers.settings import Settings
+    from workers.kafka.connection import aiokafka_options
 
-    settings = Settings(bootstrap_servers=bootstrap)
     codec = codec_for(settings)
-    events, _ = fraud.generate(int(rate * seconds), seed)
+    events, _ = fraud_data.generate(int(rate * seconds), seed)
     partitioner = DefaultPartitioner()
     gc.collect()
     gc.freeze()  # the generated events are long-lived: keep full collections off the send loop
 
     async def main() -> float:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+        producer = AIOKafkaProducer(acks="all", linger_ms=0, **aiokafka_options(settings))
         await producer.start()
         partitions = sorted(await producer.partitions_for(topic))
         sending.set()
@@ -266,11 +263,10 @@ def measure_latency(settings: Settings, topics: PipelineTopics, rate: float, sec
     ctx = multiprocessing.get_context("spawn")
     ready, stop, sending = ctx.Event(), ctx.Event(), ctx.Event()
     latencies_out, achieved_out = ctx.Queue(), ctx.Queue()
-    consumer = ctx.Process(target=_latency_consumer, args=(settings.bootstrap_servers, topics.predictions,
-                                                           ready, stop, latencies_out))
+    consumer = ctx.Process(target=_latency_consumer, args=(settings, topics.predictions, ready, stop, latencies_out))
     consumer.start()
     ready.wait(30)
-    producer = ctx.Process(target=_latency_producer, args=(settings.bootstrap_servers, topics.events, rate,
+    producer = ctx.Process(target=_latency_producer, args=(settings, topics.events, rate,
                                                            seconds + WARM_UP_MS / 1000, seed, sending, achieved_out))
     producer.start()
     sending.wait(60)
@@ -312,15 +308,16 @@ def _cpu_jiffies() -> tuple[int, int] | None:
     return sum(fields[:8]) - idle, sum(fields[:8])
 
 
-def run(bootstrap: str, *, events: int, naive_events: int, partitions: int, latency_seconds: float,
+def run(base: Settings, *, events: int, naive_events: int, partitions: int, latency_seconds: float,
         load_fractions: list[float], out_dir: Path, seed: int = 7) -> BenchResult:
-    base = Settings.from_env(bootstrap_servers=bootstrap)
+    base = base.model_copy(update={"pipeline": "fraud", "topic_prefix": "", "input_topic": None})
+    bootstrap = base.bootstrap_servers
     result = BenchResult(events=events, partitions=partitions, batch_size=base.batch_size)
     run_id = f"bench-{os.getpid()}-{int(time.time()) % 100000}-"
     backlog = f"{run_id}backlog"
 
-    pipeline = Pipeline.load("fraud", base.schemas_dir, base.models_dir)
-    generated, _ = fraud.generate(events, seed, start_ms=int(time.time() * 1000))
+    pipeline = load_pipeline(base)
+    generated, _ = fraud_data.generate(events, seed, start_ms=int(time.time() * 1000))
     payloads = [pipeline.input_codec.encode(e) for e in generated]
     keys = [e["account_id"].encode() for e in generated]
     result.ceiling_eps = measure_ceiling(pipeline, payloads, keys, base.batch_size)
@@ -337,10 +334,10 @@ def run(bootstrap: str, *, events: int, naive_events: int, partitions: int, late
 
     def drain(name: str, env: dict[str, str], expected: int, module: str | None = None, processes: int = 1
               ) -> tuple[float, float]:
-        settings = Settings.from_env(bootstrap_servers=bootstrap, topic_prefix=f"{run_id}{name}-",
-                                     input_topic=backlog, partitions=partitions)
-        topics = PipelineTopics.for_pipeline("fraud", settings.topic_prefix)
-        create_topics(settings, topics.all())
+        settings = base.model_copy(update={"topic_prefix": f"{run_id}{name}-", "input_topic": backlog,
+                                           "partitions": partitions})
+        topics = settings.topics
+        create_topics(settings, [topics.predictions, topics.dlq])
         env = {"WORKERS_INPUT_TOPIC": backlog, "WORKERS_LOG_LEVEL": "WARNING", **env}
         if module:
             full_env = {**os.environ, "WORKERS_BOOTSTRAP_SERVERS": bootstrap,
@@ -369,12 +366,12 @@ def run(bootstrap: str, *, events: int, naive_events: int, partitions: int, late
     result.agent_engine_eps, _ = drain("agent", {"WORKERS_ENGINE": "agent"}, events)
     print(f"worker, faust agent engine: {result.agent_engine_eps:,.0f} events/s", flush=True)
     result.naive_events = naive_events
-    result.naive_eps, _ = drain("naive", {}, naive_events, module="workers.naive")
+    result.naive_eps, _ = drain("naive", {}, naive_events, module="workers.dev.naive")
     print(f"naive one-event agent: {result.naive_eps:,.0f} events/s (first {naive_events} events)", flush=True)
 
     # Latency at fixed offered loads, one worker on a fresh topic.
-    settings = Settings.from_env(bootstrap_servers=bootstrap, topic_prefix=f"{run_id}latency-", partitions=partitions)
-    topics = PipelineTopics.for_pipeline("fraud", settings.topic_prefix)
+    settings = base.model_copy(update={"topic_prefix": f"{run_id}latency-", "partitions": partitions})
+    topics = settings.topics
     create_topics(settings, topics.all())
     worker = start_worker(settings, logs / "latency.log", {"WORKERS_LOG_LEVEL": "WARNING"})
     watcher = _RssWatcher(worker.pid)
@@ -451,10 +448,6 @@ def plot(result: BenchResult, path: Path) -> None:
     plt.close(fig)
 
 
-def codec_for(settings: Settings) -> Any:
-    from workers.core.codec import SingleObjectCodec
-    from workers.core.registry import ModelRegistry
-
-    store = SchemaStore(settings.schemas_dir)
-    manifest = ModelRegistry(settings.models_dir, store).manifest(settings.pipeline)
+def codec_for(settings: Settings) -> SingleObjectCodec:
+    manifest, store = load_manifest(settings)
     return SingleObjectCodec(store, store.get(manifest.input_schema))

@@ -1,6 +1,7 @@
 """Models for fault drills: wrap a real model and make it fail or slow down on purpose.
 
 Lives in the package (not in tests/) because a worker process must be able to unpickle it.
+A dev tool: only the drills and the tests build models with it.
 """
 from __future__ import annotations
 

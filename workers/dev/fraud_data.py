@@ -10,6 +10,9 @@ from typing import Any
 
 import numpy as np
 
+SCHEMA = "fraud/transaction.v2.avsc"  # what generate() writes
+OLD_SCHEMA = "fraud/transaction.v1.avsc"  # the previous version (no device_trust_score)
+
 MERCHANT_CATEGORIES = ("grocery", "restaurants", "fuel", "retail", "electronics", "travel", "online_gaming", "jewelry")
 MERCHANT_WEIGHTS = (0.26, 0.18, 0.12, 0.20, 0.08, 0.07, 0.05, 0.04)
 RISKY_CATEGORIES = {"electronics", "online_gaming", "jewelry"}

@@ -1,4 +1,4 @@
-"""The default engine: the Kafka driver's batch fetch inside the faust app.
+"""The default ``batch`` engine: the Kafka driver's batch fetch inside the faust app.
 
 faust's per-event stream machinery caps an agent at a few thousand events/s here, while
 the same core behind aiokafka's ``getmany`` runs at the in-process ceiling (README,
@@ -21,7 +21,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import mode
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -30,11 +30,11 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from workers.core.pipeline import BatchResult
 from workers.core.records import InputRecord, OutputRecord
-from workers.delivery import Sent, await_delivery
-from workers.logs import get_logger
-
-if TYPE_CHECKING:
-    from workers.worker import InferenceWorker
+from workers.errors import DeliveryError
+from workers.kafka.connection import aiokafka_options
+from workers.kafka.delivery import Sent, await_delivery
+from workers.kafka.engine import EngineContext
+from workers.ops.logs import get_logger
 
 log = get_logger("workers.batch_engine")
 
@@ -62,14 +62,15 @@ class _CommitOnRevoke(ConsumerRebalanceListener):
         self._on_assigned({tp.partition for tp in assigned})
 
 
-class BatchConsumer(mode.Service):
-    def __init__(self, worker: InferenceWorker, **kwargs: Any) -> None:
+class BatchEngine(mode.Service):
+    def __init__(self, context: EngineContext, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.worker = worker
-        self.settings = worker.settings
-        self.pipeline = worker.pipeline
+        self.context = context
+        self.config = context.config
+        self.pipeline = context.pipeline
+        self.accounting = context.accounting
         self._in_flight: deque[_InFlight] = deque()
-        self._slots = asyncio.Semaphore(self.settings.max_batches_in_flight)
+        self._slots = asyncio.Semaphore(self.config.max_batches_in_flight)
         self._confirming: set[asyncio.Future] = set()
         self._commit_lock = asyncio.Lock()  # commits go out in batch order, never backwards
         self._to_commit: dict[TopicPartition, int] = {}
@@ -87,35 +88,29 @@ class BatchConsumer(mode.Service):
         self._partition_cache: dict[tuple[str, bytes], int] = {}
         self._producer: AIOKafkaProducer | None = None
 
-    def _connection(self) -> dict[str, Any]:
-        s = self.settings
-        options: dict[str, Any] = {"bootstrap_servers": s.bootstrap_servers, "security_protocol": s.security_protocol}
-        if s.sasl_mechanism:
-            options.update(sasl_mechanism=s.sasl_mechanism, sasl_plain_username=s.sasl_username,
-                           sasl_plain_password=s.sasl_password)
-        if "SSL" in s.security_protocol:
-            import ssl
-
-            options["ssl_context"] = ssl.create_default_context(cafile=s.ssl_cafile)
-        return options
+    def install(self, app: Any) -> None:
+        """Started and stopped with the app; faust's own consumer has nothing to read (ours does)."""
+        app.producer_only = True
+        app.add_dependency(self)
 
     async def on_start(self) -> None:
-        s = self.settings
+        c = self.config
+        connection = aiokafka_options(self.context.connection)
         self._producer = AIOKafkaProducer(
-            client_id=f"workers-{s.worker_id}", acks="all", enable_idempotence=True,
+            client_id=c.client_id, acks="all", enable_idempotence=True,
             # linger 0: a scored batch is complete when it is handed over; lingering would hold
             # it until the event loop is free again, i.e. after the next batch is scored (p50 -4 ms)
             linger_ms=0,
-            max_batch_size=256 * 1024, **self._connection(),
+            max_batch_size=256 * 1024, **connection,
         )
         self._consumer = AIOKafkaConsumer(
-            client_id=f"workers-{s.worker_id}", group_id=s.group_id, enable_auto_commit=False,
-            auto_offset_reset="earliest", max_poll_records=s.batch_size,
+            client_id=c.client_id, group_id=c.group_id, enable_auto_commit=False,
+            auto_offset_reset="earliest", max_poll_records=c.batch_size,
             max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_bytes=16 * 1024 * 1024,
-            **self._connection(),
+            **connection,
         )
         await self._producer.start()
-        listener = _CommitOnRevoke(self._revoke, self.worker.metrics.set_assignment)
+        listener = _CommitOnRevoke(self._revoke, self.accounting.partitions_assigned)
         self._consumer.subscribe([self.pipeline.topics.events], listener=listener)
         await self._consumer.start()
 
@@ -138,10 +133,10 @@ class BatchConsumer(mode.Service):
         assert consumer is not None
         while not self.should_stop:
             revocations = self._revocations
-            fetched = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=self.settings.batch_size)
+            fetched = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=self.config.batch_size)
             if not fetched:
                 continue
-            if self.settings.batch_linger_s:
+            if self.config.batch_linger_s:
                 fetched = await self._linger(fetched)
             async with self._batch_lock:
                 if self._stopping:
@@ -156,10 +151,10 @@ class BatchConsumer(mode.Service):
         consumer = self._consumer
         assert consumer is not None
         count = sum(len(messages) for messages in fetched.values())
-        if count >= self.settings.batch_size:
+        if count >= self.config.batch_size:
             return fetched
-        await asyncio.sleep(self.settings.batch_linger_s)
-        more = await consumer.getmany(timeout_ms=0, max_records=self.settings.batch_size - count)
+        await asyncio.sleep(self.config.batch_linger_s)
+        more = await consumer.getmany(timeout_ms=0, max_records=self.config.batch_size - count)
         for tp, messages in more.items():
             fetched.setdefault(tp, []).extend(messages)  # same partition: still in offset order
         return fetched
@@ -184,7 +179,7 @@ class BatchConsumer(mode.Service):
         try:
             result = self.pipeline.process(records)
         except Exception as exc:  # a bug in the core: never commit what was not handled
-            self.worker.die(exc)
+            self.context.fail(exc)
         result.processing_s = time.perf_counter() - started
         self._update_lag(fetched)
         await self._slots.acquire()
@@ -203,7 +198,7 @@ class BatchConsumer(mode.Service):
             highwater = consumer.highwater(tp)
             if highwater is not None:
                 lags[tp.partition] = max(0, highwater - (messages[-1].offset + 1))
-        self.worker.metrics.set_lag(lags)
+        self.accounting.lag_observed(lags)
 
     async def _send(self, outputs: list[OutputRecord]) -> Sent:
         """Group outputs by topic partition into producer batches: one future per batch.
@@ -229,7 +224,8 @@ class BatchConsumer(mode.Service):
                     sent.append((await producer.send_batch(batch, topic, partition=partition), members))
                     batch, members = producer.create_batch(), []
                     if batch.append(key=o.key, value=o.value, timestamp=None, headers=o.headers) is None:
-                        raise ValueError(f"a {len(o.value or b'')}-byte record does not fit in a producer batch")
+                        raise DeliveryError(f"a {len(o.value or b'')}-byte record for {topic}[{partition}] does not "
+                                            "fit in a producer batch")
                 members.append(o)
             sent.append((await producer.send_batch(batch, topic, partition=partition), members))
         return sent
@@ -250,10 +246,10 @@ class BatchConsumer(mode.Service):
         try:
             await await_delivery(futures, self._send)
             entry.done.set_result(None)
-            self.worker.account(records, result, result.processing_s)
+            self.accounting.batch_delivered(records, result)
             await self._commit_delivered()
         except Exception as exc:
-            self.worker.die(exc)
+            self.context.fail(exc)
         finally:
             self._slots.release()
 
@@ -273,7 +269,7 @@ class BatchConsumer(mode.Service):
             now = time.monotonic()
             if not self._to_commit or self._consumer is None:
                 return
-            due = self._uncommitted >= self.settings.batch_size or now - self._last_commit >= COMMIT_INTERVAL_S
+            due = self._uncommitted >= self.config.batch_size or now - self._last_commit >= COMMIT_INTERVAL_S
             if not (force or due):
                 return
             assigned = self._consumer.assignment()

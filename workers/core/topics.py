@@ -1,0 +1,24 @@
+"""A pipeline's topic names: one place that spells them."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PipelineTopics:
+    events: str  # the input: events produced by the upstream applications
+    predictions: str  # one prediction per scored event
+    dlq: str  # dead letters: the original bytes and why they were not scored
+
+    @classmethod
+    def for_pipeline(cls, pipeline: str, prefix: str = "") -> PipelineTopics:
+        base = f"{prefix}{pipeline}"
+        return cls(events=f"{base}.events", predictions=f"{base}.predictions", dlq=f"{base}.dlq")
+
+    def with_events(self, topic: str) -> PipelineTopics:
+        """The same outputs fed from another input topic (benchmarks share one backlog)."""
+        return dataclasses.replace(self, events=topic)
+
+    def all(self) -> list[str]:
+        return [self.events, self.predictions, self.dlq]

@@ -1,0 +1,49 @@
+"""Worker processes for the demo, the drills, the benchmark and the integration tests."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from workers.settings import Settings
+
+
+def start_worker(settings: Settings, log_path: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+    """``workers run`` in a child process with these settings' broker, pipeline and topic prefix."""
+    env = {
+        **os.environ,
+        "WORKERS_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "WORKERS_PIPELINE": settings.pipeline,
+        "WORKERS_TOPIC_PREFIX": settings.topic_prefix,
+        **(extra_env or {}),
+    }
+    with open(log_path, "ab") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "workers.cli", "run"], env=env, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+
+def stop_worker(proc: subprocess.Popen, timeout: float = 30) -> int:
+    """SIGTERM, then SIGKILL after ``timeout`` seconds; the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait()
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process in MB (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except FileNotFoundError:
+        pass
+    return 0.0

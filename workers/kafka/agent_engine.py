@@ -1,0 +1,111 @@
+"""The ``agent`` engine: a faust agent with ``stream.take_events`` (``WORKERS_ENGINE=agent``).
+
+Delivery is at-least-once. ``stream.take_events`` turns faust's automatic acks off and
+acks a batch's events only after the agent's body returns for that batch (faust
+``streams.py``), and faust commits only acked offsets. So the body publishes every
+prediction and dead letter, awaits the broker's acknowledgements, and only then returns.
+It must never raise: faust would ack the batch anyway. Records are decoded inside the
+agent (a raising topic codec silently stops a ``take`` agent, faust#586), and the agent
+runs with concurrency 1 (higher values can commit past in-flight messages, faust#606):
+scale with partitions and processes.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from workers.core.pipeline import BatchResult
+from workers.core.records import InputRecord, OutputRecord
+from workers.kafka.delivery import Sent, await_delivery
+from workers.kafka.engine import EngineContext
+
+TAKE_WITHIN_S = 0.05  # take_events needs a positive window; it returns early once a batch fills
+
+
+def _input_record(event: Any) -> InputRecord:
+    message = event.message
+    timestamp = message.timestamp
+    return InputRecord(
+        value=message.value,
+        key=message.key,
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        timestamp_ms=None if timestamp is None else int(timestamp * 1000),
+        headers=list(message.headers or ()),
+    )
+
+
+class AgentEngine:
+    def __init__(self, context: EngineContext) -> None:
+        self.context = context
+        self.pipeline = context.pipeline
+        self.config = context.config
+        self._app: Any = None
+
+    def install(self, app: Any) -> None:
+        self._app = app
+        topic = app.topic(
+            self.pipeline.topics.events,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            allow_empty=True,  # an empty payload is dead-lettered, not skipped
+        )
+        app.agent(topic, name=f"{self.pipeline.name}-scorer", concurrency=1)(self._agent)
+        accounting = self.context.accounting
+
+        @app.on_partitions_assigned.connect
+        async def on_assigned(app: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+            assigned = args[0] if args else kwargs.get("assigned", ())  # faust sends the TP set positionally
+            accounting.partitions_assigned({tp.partition for tp in assigned if tp.topic == topic.get_topic_name()})
+
+    async def _agent(self, stream: Any) -> None:
+        # Each batch is scored and its outputs handed to the producer at once; delivery is
+        # confirmed in the background while the next batch is taken (pipelining), with at
+        # most ``max_batches_in_flight`` unconfirmed batches (backpressure). take_events acks
+        # a batch when this body moves on, so every message gets one extra reference here,
+        # released only once the broker acknowledged all of the batch's outputs: until then
+        # its offset cannot be committed.
+        slots = asyncio.Semaphore(self.config.max_batches_in_flight)
+        in_flight: set[asyncio.Future] = set()
+        try:
+            within = self.config.batch_linger_s or TAKE_WITHIN_S
+            async for events in stream.take_events(self.config.batch_size, within=within):
+                for event in events:
+                    event.message.incref()
+                records = [_input_record(e) for e in events]
+                started = time.perf_counter()
+                try:
+                    result = self.pipeline.process(records)
+                except Exception as exc:  # a bug in the core: never ack what was not handled
+                    self.context.fail(exc)
+                result.processing_s = time.perf_counter() - started
+                await slots.acquire()
+                futures = await self._send(result.outputs)
+                task = asyncio.ensure_future(self._confirm(events, records, result, futures, slots))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+        finally:
+            # SIGTERM cancels the agent: let the batches in hand be delivered (and acked)
+            # before faust's final commit.
+            if in_flight:
+                await asyncio.wait(in_flight)
+
+    async def _send(self, outputs: list[OutputRecord]) -> Sent:
+        producer = self._app.producer
+        return [(await producer.send(o.topic, o.key, o.value, None, None, o.headers), [o]) for o in outputs]
+
+    async def _confirm(self, events: list[Any], records: list[InputRecord], result: BatchResult, futures: Sent,
+                       slots: asyncio.Semaphore) -> None:
+        try:
+            await await_delivery(futures, self._send)
+            for event in events:
+                event.ack()  # the last reference: the offset may now be committed
+            self.context.accounting.batch_delivered(records, result)
+        except Exception as exc:
+            self.context.fail(exc)
+        finally:
+            slots.release()

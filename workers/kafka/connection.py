@@ -1,0 +1,83 @@
+"""The one place that turns Settings into connection options, for every Kafka client we use.
+
+faust (the app), aiokafka (the batch engine's consumer and producer, the benchmark's
+harness) and kafka-python (producer, downstream consumer, admin, replay) each spell the
+same connection differently. They all get it from here, built from one ``Connection``,
+so that no client can connect with another protocol, mechanism or identity than the rest.
+Settings already refused inconsistent combinations (``Settings._consistent_security``).
+"""
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from typing import Any
+
+from workers.settings import Settings
+
+
+@dataclass(frozen=True)
+class Connection:
+    bootstrap: list[str]
+    security_protocol: str
+    sasl_mechanism: str | None = None
+    username: str | None = None
+    password: str | None = None
+    ssl_context: ssl.SSLContext | None = None
+
+    def __repr__(self) -> str:  # never the password
+        return (f"Connection(bootstrap={self.bootstrap}, security_protocol={self.security_protocol}, "
+                f"sasl_mechanism={self.sasl_mechanism}, username={self.username})")
+
+
+def connection(settings: Settings) -> Connection:
+    context = None
+    if settings.security_protocol.endswith("SSL"):
+        # The system's trusted CAs unless a CA bundle is given; hostname checks stay on.
+        context = ssl.create_default_context(cafile=str(settings.ssl_cafile) if settings.ssl_cafile else None)
+        if settings.ssl_certfile and settings.ssl_keyfile:
+            context.load_cert_chain(str(settings.ssl_certfile), str(settings.ssl_keyfile))
+    password = settings.sasl_password.get_secret_value() if settings.sasl_password is not None else None
+    return Connection(
+        bootstrap=settings.bootstrap_list,
+        security_protocol=settings.security_protocol,
+        sasl_mechanism=settings.sasl_mechanism,
+        username=settings.sasl_username,
+        password=password,
+        ssl_context=context,
+    )
+
+
+def _common(conn: Connection) -> dict[str, Any]:
+    """The spelling aiokafka and kafka-python share."""
+    options: dict[str, Any] = {"bootstrap_servers": list(conn.bootstrap), "security_protocol": conn.security_protocol}
+    if conn.sasl_mechanism:
+        options.update(sasl_mechanism=conn.sasl_mechanism, sasl_plain_username=conn.username,
+                       sasl_plain_password=conn.password)
+    if conn.ssl_context is not None:
+        options["ssl_context"] = conn.ssl_context
+    return options
+
+
+def kafka_python_options(settings: Settings | Connection) -> dict[str, Any]:
+    """For ``kafka.KafkaProducer``, ``KafkaConsumer`` and ``KafkaAdminClient``."""
+    return _common(settings if isinstance(settings, Connection) else connection(settings))
+
+
+def aiokafka_options(settings: Settings | Connection) -> dict[str, Any]:
+    """For ``aiokafka.AIOKafkaConsumer`` and ``AIOKafkaProducer``."""
+    return _common(settings if isinstance(settings, Connection) else connection(settings))
+
+
+def faust_options(settings: Settings | Connection) -> dict[str, Any]:
+    """``broker`` and ``broker_credentials`` for ``faust.App``."""
+    import faust
+
+    conn = settings if isinstance(settings, Connection) else connection(settings)
+    credentials: Any = None
+    if conn.sasl_mechanism:
+        # faust derives the protocol from the credentials: SASL_SSL when an SSL context is given.
+        credentials = faust.SASLCredentials(username=conn.username, password=conn.password,
+                                            mechanism=conn.sasl_mechanism, ssl_context=conn.ssl_context)
+    elif conn.ssl_context is not None:
+        credentials = faust.SSLCredentials(conn.ssl_context)
+    return {"broker": [f"kafka://{server}" for server in conn.bootstrap], "broker_credentials": credentials}

@@ -1,0 +1,69 @@
+"""Downstream consumers: read predictions or dead letters as an application would (kafka-python)."""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from workers.core.records import Headers
+from workers.kafka import clients
+from workers.settings import Settings
+
+
+@dataclass(slots=True)
+class Consumed:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+    timestamp_ms: int
+
+
+def consume(
+    settings: Settings,
+    topics: list[str],
+    *,
+    group_id: str | None = None,
+    from_beginning: bool = True,
+    idle_timeout_s: float | None = None,
+    max_records: int | None = None,
+) -> Iterator[Consumed]:
+    """Yield records until ``max_records`` or ``idle_timeout_s`` without a new record."""
+    consumer = clients.consumer(
+        settings,
+        *topics,
+        group_id=group_id,
+        auto_offset_reset="earliest" if from_beginning else "latest",
+        enable_auto_commit=group_id is not None,
+        client_id="workers-tail",
+    )
+    seen = 0
+    last = time.monotonic()
+    try:
+        while max_records is None or seen < max_records:
+            batches = consumer.poll(timeout_ms=200)
+            if not batches:
+                if idle_timeout_s is not None and time.monotonic() - last > idle_timeout_s:
+                    return
+                continue
+            last = time.monotonic()
+            for _tp, messages in batches.items():
+                for m in messages:
+                    yield Consumed(m.topic, m.partition, m.offset, m.key, m.value, list(m.headers or []), m.timestamp)
+                    seen += 1
+    finally:
+        consumer.close()
+
+
+def end_offsets_total(settings: Settings, topics: list[str]) -> int:
+    """Records written so far to ``topics`` (the sum of their partitions' end offsets)."""
+    from kafka import TopicPartition
+
+    consumer = clients.consumer(settings)
+    try:
+        parts = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()]
+        return sum(consumer.end_offsets(parts).values())
+    finally:
+        consumer.close()

@@ -1,0 +1,49 @@
+"""What a consuming engine is handed, the same for both engines (``batch`` and ``agent``).
+
+An engine reads raw records, runs ``Pipeline.process`` on micro-batches, publishes the
+outputs and commits an offset only after its outputs were acknowledged. It reports to
+``Accounting`` (delivered batches, assignment, lag) and, on an error it cannot handle,
+calls ``fail``, which ends the process without committing anything past what was
+delivered. ``install(app)`` wires it into the faust app that hosts its lifecycle.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NoReturn, Protocol
+
+from workers.core.pipeline import BatchResult, Pipeline
+from workers.core.records import InputRecord
+from workers.kafka.connection import Connection
+
+
+class Accounting(Protocol):
+    def batch_delivered(self, records: list[InputRecord], result: BatchResult) -> None: ...
+
+    def partitions_assigned(self, partitions: set[int]) -> None: ...
+
+    def lag_observed(self, lags: dict[int, int]) -> None: ...
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    group_id: str
+    client_id: str
+    batch_size: int
+    batch_linger_s: float
+    max_batches_in_flight: int
+
+
+@dataclass(frozen=True)
+class EngineContext:
+    pipeline: Pipeline
+    config: EngineConfig
+    connection: Connection
+    accounting: Accounting
+    fail: Callable[[BaseException], NoReturn]
+
+
+class Engine(Protocol):
+    """Built as ``EngineClass(context)``; ``install`` registers it with the faust app."""
+
+    def install(self, app: Any) -> None: ...

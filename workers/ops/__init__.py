@@ -1,0 +1,1 @@
+"""Operations: logs, metrics, the worker's monitor (accounting, drift alerts, status) and its HTTP endpoints."""

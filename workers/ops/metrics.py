@@ -1,0 +1,110 @@
+"""Prometheus metrics of one worker: an observer, updated once per batch by the monitor.
+
+Names follow Prometheus conventions: ``_total`` counters, base units (``_seconds``),
+bounded label values (pipeline, reason from the closed set, partition numbers, feature
+names from the manifest). Histograms of per-event values (latency, score) are kept as
+numpy bucket counts and exposed through a collector (``prometheus_client``'s public
+``HistogramMetricFamily``): one vectorized update per batch instead of one ``observe``
+per event.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+SCORE_BUCKETS = tuple(round(x, 2) for x in np.linspace(0.1, 1.0, 10))
+BATCH_SIZE_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2000, 5000)
+
+
+class BatchHistogram(Collector):
+    """A histogram fed whole arrays: ``observe_many(values)`` equals ``observe(v)`` for each value."""
+
+    def __init__(self, name: str, documentation: str, buckets: tuple[float, ...], labels: dict[str, str]) -> None:
+        self.name, self.documentation = name, documentation
+        self.bounds = np.asarray(buckets, dtype=np.float64)
+        self.labels = labels
+        self._counts = np.zeros(len(buckets) + 1, dtype=np.int64)  # the last one is +Inf
+        self._sum = 0.0
+        self._lock = threading.Lock()  # the HTTP thread collects while the event loop observes
+
+    def observe_many(self, values: np.ndarray) -> None:
+        if not len(values):
+            return
+        # a value goes to the first bucket whose upper bound is >= the value (Prometheus' "le")
+        counts = np.bincount(np.searchsorted(self.bounds, values, side="left"), minlength=len(self._counts))
+        with self._lock:
+            self._counts += counts
+            self._sum += float(values.sum())
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        with self._lock:
+            cumulative = np.cumsum(self._counts)
+            total = self._sum
+        family = HistogramMetricFamily(self.name, self.documentation, labels=list(self.labels))
+        bounds = [*(floatToGoString(b) for b in self.bounds), "+Inf"]
+        family.add_metric(list(self.labels.values()), list(zip(bounds, cumulative.tolist(), strict=True)), total)
+        yield family
+
+
+class WorkerMetrics:
+    def __init__(self, pipeline: str, model_version: str, model_sha256: str, worker_id: str, scoring: str) -> None:
+        self.registry = r = CollectorRegistry()
+        self.pipeline = pipeline
+        self.consumed = Counter("workers_events_consumed_total", "Input records consumed", ["pipeline"],
+                                registry=r).labels(pipeline)
+        self.predictions = Counter("workers_predictions_total", "Predictions published and acknowledged",
+                                   ["pipeline", "model_version"], registry=r).labels(pipeline, model_version)
+        self.dead_letters = Counter("workers_dead_letters_total", "Dead letters published and acknowledged",
+                                    ["pipeline", "reason"], registry=r)
+        self.batch_size = Histogram("workers_batch_size_events", "Records per scored batch", ["pipeline"],
+                                    buckets=BATCH_SIZE_BUCKETS, registry=r).labels(pipeline)
+        self.processing = Histogram("workers_batch_processing_seconds",
+                                    "Decode + validate + score + encode time per batch", ["pipeline"],
+                                    buckets=LATENCY_BUCKETS, registry=r).labels(pipeline)
+        self.latency = BatchHistogram("workers_end_to_end_latency_seconds",
+                                      "Event time to prediction acknowledged by the broker", LATENCY_BUCKETS,
+                                      {"pipeline": pipeline})
+        self.score = BatchHistogram("workers_prediction_score", "Prediction scores", SCORE_BUCKETS,
+                                    {"pipeline": pipeline})
+        r.register(self.latency)
+        r.register(self.score)
+        self.lag = Gauge("workers_consumer_lag_records", "High watermark minus position", ["pipeline", "partition"],
+                         registry=r)
+        self.drift = Gauge("workers_feature_drift_psi", "PSI of a feature (or the score) against the reference",
+                           ["pipeline", "feature"], registry=r)
+        self.ready = Gauge("workers_ready", "1 when the model is verified and partitions are assigned",
+                           ["pipeline"], registry=r).labels(pipeline)
+        Info("workers_model", "The model this worker serves", registry=r).info(
+            {"pipeline": pipeline, "version": model_version, "sha256": model_sha256, "worker_id": worker_id,
+             "scoring": scoring})
+
+    def batch(self, consumed: int, predictions: int, dead_letters: dict[str, int], processing_s: float,
+              latencies_s: np.ndarray | None, scores: np.ndarray | None) -> None:
+        self.consumed.inc(consumed)
+        self.batch_size.observe(consumed)
+        self.processing.observe(processing_s)
+        if predictions:
+            self.predictions.inc(predictions)
+        for reason, count in dead_letters.items():
+            self.dead_letters.labels(self.pipeline, reason).inc(count)
+        if latencies_s is not None:
+            self.latency.observe_many(latencies_s)
+        if scores is not None:
+            self.score.observe_many(scores)
+
+    def set_drift(self, psi: dict[str, float]) -> None:
+        for feature, value in psi.items():
+            self.drift.labels(self.pipeline, feature).set(value)
+
+    def set_lag(self, partition: int, lag: int) -> None:
+        self.lag.labels(self.pipeline, str(partition)).set(lag)
+
+    def forget_lag(self, partition: int) -> None:
+        self.lag.remove(self.pipeline, str(partition))

@@ -1,0 +1,150 @@
+"""What a worker knows about itself: the engines report to it, metrics and the status page read it.
+
+The engines call ``batch_delivered`` once a batch's outputs were acknowledged, and report
+assignment and lag. The monitor keeps the aggregates the status page shows (counts, a
+recent rate, latency percentiles, lag, drift), updates the Prometheus metrics (an
+observer: nothing is read back from them), raises drift alerts, and writes at most one
+log line per batch plus a progress line every ``PROGRESS_EVERY_S``.
+"""
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+from workers.core.drift import DriftMonitor
+from workers.core.pipeline import BatchResult, Pipeline
+from workers.core.records import InputRecord
+from workers.ops.logs import get_logger
+from workers.ops.metrics import WorkerMetrics
+
+log = get_logger("workers.monitor")
+
+PROGRESS_EVERY_S = 10.0
+RATE_WINDOW_S = 10.0
+LATENCY_SAMPLES = 5000  # the status page's percentiles are over the last this many predictions
+
+
+def offset_ranges(records: list[InputRecord]) -> dict[int, list[int]]:
+    """{partition: [first offset, last offset]} of a batch, for logs."""
+    ranges: dict[int, list[int]] = {}
+    for r in records:
+        span = ranges.setdefault(r.partition, [r.offset, r.offset])
+        span[0] = min(span[0], r.offset)
+        span[1] = max(span[1], r.offset)
+    return ranges
+
+
+class WorkerMonitor:
+    def __init__(self, pipeline: Pipeline, worker_id: str, drift_window: int = 5000,
+                 drift_threshold: float = 0.2) -> None:
+        manifest = pipeline.manifest
+        self.pipeline = pipeline
+        self.metrics = WorkerMetrics(pipeline.name, manifest.version, manifest.artifact_sha256, worker_id,
+                                     pipeline.scorer.path)
+        self.drift = DriftMonitor(manifest, drift_window, drift_threshold)
+        self.consumed = 0
+        self.predictions = 0
+        self.dead_letters: dict[str, int] = {}
+        self.assigned_partitions: set[int] = set()
+        self.lag: dict[int, int] = {}
+        self.model_verified = True  # a Pipeline exists only once its model was verified
+        self.started = time.time()
+        self._recent: deque[tuple[float, int]] = deque(maxlen=600)  # (time, consumed) for the rate
+        self._latencies_ms: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        self._psi: dict[str, float] = {}
+        self._last_progress = time.monotonic()
+
+    # -- what the engines report
+    def batch_delivered(self, records: list[InputRecord], result: BatchResult) -> None:
+        """A batch's outputs were acknowledged by the broker: count it."""
+        now = time.time()
+        self.consumed += len(records)
+        self.predictions += result.predictions
+        for reason, count in result.dead_letters.items():
+            self.dead_letters[reason] = self.dead_letters.get(reason, 0) + count
+        latencies = None
+        if result.event_times_ms:
+            latencies = np.maximum(0.0, now - np.asarray(result.event_times_ms, dtype=np.float64) / 1000)
+            self._latencies_ms.extend((latencies * 1000).tolist())
+        scores = None
+        if result.scores is not None:
+            scores = result.scores[np.isfinite(result.scores)]
+            if result.matrix is not None:
+                self.drift.update(result.matrix, result.scores)
+                self._check_drift()
+        self.metrics.batch(len(records), result.predictions, dict(result.dead_letters), result.processing_s,
+                           latencies, scores)
+        self._recent.append((now, self.consumed))
+        if result.dead_letters:
+            log.info("dead-lettered", topic=records[0].topic, offsets=offset_ranges(records),
+                     reasons=dict(result.dead_letters), pipeline=self.pipeline.name,
+                     model_version=self.pipeline.manifest.version)
+        self._maybe_log_progress()
+
+    def partitions_assigned(self, partitions: set[int]) -> None:
+        for gone in self.assigned_partitions - partitions:
+            if self.lag.pop(gone, None) is not None:
+                self.metrics.forget_lag(gone)
+        self.assigned_partitions = set(partitions)
+        self.metrics.ready.set(1 if self.is_ready() else 0)
+
+    def lag_observed(self, lags: dict[int, int]) -> None:
+        for partition, lag in lags.items():
+            self.lag[partition] = lag
+            self.metrics.set_lag(partition, lag)
+
+    # -- what the endpoints read
+    def is_ready(self) -> bool:
+        return self.model_verified and bool(self.assigned_partitions)
+
+    def status(self) -> dict[str, Any]:
+        """What the status page shows: the same figures as /metrics, summarised."""
+        now = time.time()
+        baseline = (self.started, 0)  # the last sample before the rate window (or the start)
+        for sample in self._recent:
+            if now - sample[0] > RATE_WINDOW_S:
+                baseline = sample
+        rate = (self.consumed - baseline[1]) / max(1.0, now - baseline[0])
+        latencies = np.array(self._latencies_ms)
+        manifest = self.pipeline.manifest
+        return {
+            "pipeline": self.pipeline.name,
+            "model": {"version": manifest.version, "sha256": manifest.artifact_sha256,
+                      "scoring": self.pipeline.scorer.path},
+            "ready": self.is_ready(),
+            "uptime_s": round(now - self.started, 1),
+            "consumed": self.consumed,
+            "predictions": self.predictions,
+            "dead_letters": dict(sorted(self.dead_letters.items())),
+            "events_per_s": round(rate, 1),
+            "latency_ms": {f"p{q}": round(float(np.percentile(latencies, q)), 2) for q in (50, 95, 99)}
+            if len(latencies) else {},
+            "lag": {str(p): self.lag.get(p, 0) for p in sorted(self.assigned_partitions)},
+            "drift_psi": {k: round(v, 4) for k, v in self._psi.items()},
+            "drift_threshold": self.drift.threshold,
+            "drift_window_events": self.drift.window_events,
+            "drifted": sorted(self.drift.drifted),
+        }
+
+    # -- internals
+    def _check_drift(self) -> None:
+        self._psi = psi = self.drift.psi()  # once per batch: gauges, alerts and the status page share it
+        self.metrics.set_drift(psi)
+        started, ended = self.drift.changes(psi)
+        if started:
+            log.warning("drift detected", pipeline=self.pipeline.name, features=sorted(started),
+                        psi={f: round(psi[f], 3) for f in sorted(started)}, threshold=self.drift.threshold,
+                        window_events=self.drift.window_events)
+        if ended:
+            log.info("drift cleared", pipeline=self.pipeline.name, features=sorted(ended))
+
+    def _maybe_log_progress(self) -> None:
+        now = time.monotonic()
+        if now - self._last_progress < PROGRESS_EVERY_S:
+            return
+        self._last_progress = now
+        log.info("progress", consumed=self.consumed, predictions=self.predictions,
+                 dead_letters=sum(self.dead_letters.values()), events_per_s=self.status()["events_per_s"])

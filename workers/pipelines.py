@@ -1,0 +1,29 @@
+"""Settings -> a loaded, verified Pipeline: the one place where configuration meets the core.
+
+Every start-up error of a pipeline surfaces here, before anything touches Kafka: the
+schemas parse, the artifact's sha256 matches its manifest, the model agrees with the
+manifest and the manifest with the input schema.
+"""
+from __future__ import annotations
+
+from workers.core.codec import SchemaStore
+from workers.core.manifest import Manifest
+from workers.core.pipeline import Pipeline
+from workers.core.registry import ModelRegistry
+from workers.settings import Settings
+
+
+def load_pipeline(settings: Settings) -> Pipeline:
+    schemas = SchemaStore(settings.schemas_dir)
+    loaded = ModelRegistry(settings.models_dir, schemas).load(settings.pipeline, settings.model_version)
+    policies = loaded.manifest.policies
+    if settings.max_lateness_s is not None:  # an operator's override of the manifest's policy
+        policies = policies.model_copy(update={"max_lateness_s": settings.max_lateness_s})
+    return Pipeline(loaded, schemas, settings.topics, worker_id=settings.worker_id, policies=policies,
+                    lean_scoring=settings.lean_scoring)
+
+
+def load_manifest(settings: Settings) -> tuple[Manifest, SchemaStore]:
+    """The manifest alone (no artifact is loaded): enough for producers and consumers."""
+    schemas = SchemaStore(settings.schemas_dir)
+    return ModelRegistry(settings.models_dir, schemas).manifest(settings.pipeline, settings.model_version), schemas
