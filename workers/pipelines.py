@@ -20,7 +20,12 @@ def load_pipeline(settings: Settings) -> Pipeline:
     if settings.max_lateness_s is not None:  # an operator's override of the manifest's policy
         policies = policies.model_copy(update={"max_lateness_s": settings.max_lateness_s})
     return Pipeline(loaded, schemas, settings.topics, worker_id=settings.worker_id, policies=policies,
-                    lean_scoring=settings.lean_scoring)
+                    lean_scoring=settings.lean_scoring, max_isolation_calls=settings.max_isolation_calls,
+                    replay_key=replay_key(settings))
+
+
+def replay_key(settings: Settings) -> bytes | None:
+    return settings.replay_key.get_secret_value().encode() if settings.replay_key is not None else None
 
 
 def load_manifest(settings: Settings) -> tuple[Manifest, SchemaStore]:

@@ -62,6 +62,21 @@ class Settings(BaseSettings):
         "batch", description="batch: the driver's batch fetch; agent: a faust agent with take_events")
     max_batches_in_flight: int = Field(4, ge=1, description="scored batches awaiting broker acks (bounds memory)")
     model_threads: int = Field(1, ge=1, description="native (OpenMP/BLAS) threads per model call")
+    max_isolation_calls: int = Field(64, ge=1, description="model calls at most to find the failing rows of a batch")
+    delivery_timeout_s: float = Field(
+        120.0, gt=0, description="an output still unacknowledged after this stops the worker (nothing committed)")
+    shutdown_timeout_s: float = Field(
+        30.0, gt=0, description="SIGTERM and rebalances wait this long for undelivered outputs, then exit "
+                                "without committing them")
+    max_message_bytes: int = Field(
+        1_000_000, ge=1024, description="largest record the output topics accept; a bigger dead letter is written "
+                                        "with a reference instead of the original bytes")
+    stall_timeout_s: float = Field(
+        60.0, gt=0, description="/readyz fails when the committed position has not moved for this long with lag")
+    liveness_timeout_s: float = Field(
+        30.0, gt=0, description="/healthz fails when the event loop has not run for this long")
+    replay_key: SecretStr | None = Field(
+        None, description="HMAC key that signs replay marks; the worker trusts only marks signed with it")
     lean_scoring: bool = Field(True, description="HistGradientBoosting: lean path, same bits, checked at load")
     worker_id: str = Field(default_factory=_default_worker_id, description="default: <hostname>-<pid>")
     metrics_port: int = Field(0, ge=0, le=65535, description="HTTP port of /metrics, /healthz, /readyz, /status; "

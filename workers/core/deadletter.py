@@ -1,6 +1,9 @@
 """The dead-letter envelope: original key and bytes unchanged, the why and where in headers."""
 from __future__ import annotations
 
+import hashlib
+import json
+
 from workers.core.records import Headers, InputRecord, OutputRecord
 
 HEADER_PREFIX = "dlq."
@@ -15,7 +18,11 @@ PIPELINE = "dlq.pipeline"
 WORKER = "dlq.worker"
 MODEL_VERSION = "dlq.model.version"
 FAILED_AT = "dlq.failed.at"
+PAYLOAD_TRUNCATED = "dlq.payload.truncated"  # "true": the value is a reference, not the original bytes
+PAYLOAD_SIZE = "dlq.payload.size"  # bytes of the original value
+PAYLOAD_SHA256 = "dlq.payload.sha256"  # of the original value: replay checks what it fetches from the source
 MAX_MESSAGE_BYTES = 1000
+RECORD_OVERHEAD_BYTES = 128  # a record's framing in a batch (varints, attributes, offsets), generously
 
 
 def dead_letter(
@@ -47,6 +54,37 @@ def dead_letter(
     # Kafka clients refuse a record with neither key nor value: a keyless tombstone becomes b"".
     value = record.value if record.value is not None or record.key is not None else b""
     return OutputRecord(dlq_topic, record.key, value, headers, reason=reason)
+
+
+def record_size(output: OutputRecord) -> int:
+    """An upper estimate of the bytes a record takes in a producer batch."""
+    headers = sum(len(k) + len(v) + 8 for k, v in output.headers)
+    return len(output.key or b"") + len(output.value or b"") + headers + RECORD_OVERHEAD_BYTES
+
+
+def with_reference(output: OutputRecord) -> OutputRecord:
+    """The dead letter with its original bytes replaced by a reference to them.
+
+    For a record too large for the dead-letter topic: the reason and the origin stay in the
+    headers, the value says where the original is (source topic, partition, offset) with its
+    size and sha256, so it can be fetched from the source topic while its retention lasts.
+    """
+    original = output.value or b""
+    headers = dict(output.headers)
+    digest = hashlib.sha256(original).hexdigest()
+    reference: dict[str, object] = {
+        "truncated": True,
+        "topic": headers.get(ORIGINAL_TOPIC, b"").decode(),
+        "partition": int(headers.get(ORIGINAL_PARTITION, b"-1")),
+        "offset": int(headers.get(ORIGINAL_OFFSET, b"-1")),
+        "size": len(original),
+        "sha256": digest,
+    }
+    extra = [(PAYLOAD_TRUNCATED, b"true"), (PAYLOAD_SIZE, str(len(original)).encode()),
+             (PAYLOAD_SHA256, digest.encode())]
+    # the record's own headers may be what made it too large: keep only ours
+    kept = [(k, v) for k, v in output.headers if k.startswith(HEADER_PREFIX)]
+    return OutputRecord(output.topic, output.key, json.dumps(reference).encode(), kept + extra, reason=output.reason)
 
 
 def headers_dict(headers: Headers) -> dict[str, str]:

@@ -67,15 +67,21 @@ class FeatureSpec(_Strict):
 
 
 class Policies(_Strict):
-    """How event time is judged (against the worker's clock)."""
+    """How event time is judged."""
 
+    clock: Literal["wall", "stream"] = Field(
+        "wall", description="what lateness is measured against: `wall`, the worker's clock (an event is late when "
+                            "it arrives late); `stream`, the partition's stream time, the highest event time seen "
+                            "in it (an event is late when it is older than the events before it, however late "
+                            "it is processed)")
     max_lateness_s: float | None = Field(
         None, ge=0, description="an event older than this is `late`; null: no limit "
                                 "(WORKERS_MAX_LATENESS_S overrides it)")
     late_action: Literal["dead_letter", "score"] = Field(
         "dead_letter", description="a late event: dead-lettered `late`, or scored and flagged `late`")
     max_future_s: float = Field(
-        300.0, ge=0, description="an event time further ahead of the worker's clock is `future_timestamp`")
+        300.0, ge=0, description="an event time further ahead of the worker's clock is `future_timestamp` "
+                                 "(with either clock)")
 
 
 class FeatureProfile(_Strict):

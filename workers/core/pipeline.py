@@ -18,13 +18,13 @@ from workers.core.codec import SchemaStore, SingleObjectCodec
 from workers.core.deadletter import dead_letter
 from workers.core.features import FeatureBuilder
 from workers.core.manifest import Policies
-from workers.core.reasons import INFERENCE_ERROR
-from workers.core.records import InputRecord, OutputRecord
+from workers.core.reasons import CORRUPT, INFERENCE_ERROR
+from workers.core.records import Headers, InputRecord, OutputRecord
 from workers.core.registry import LoadedModel
-from workers.core.replay import REPLAY_COUNT, REPLAY_HEADERS
+from workers.core.replay import verified_replay_headers
 from workers.core.scoring import Scorer
 from workers.core.topics import PipelineTopics
-from workers.core.validation import check_event_time, event_time_ms
+from workers.core.validation import check_future, check_lateness, event_time_ms
 from workers.errors import RecordError
 
 EVENT_ID_HEADER = "workers.event_id"
@@ -50,12 +50,14 @@ class _Accepted:
     event_ms: int
     writer_fingerprint: str
     flags: list[str]
+    replay: Headers  # the verified replay marks, empty for an original event
 
 
 class Pipeline:
     def __init__(
         self, loaded: LoadedModel, schemas: SchemaStore, topics: PipelineTopics, *, worker_id: str = "local",
-        policies: Policies | None = None, lean_scoring: bool = True,
+        policies: Policies | None = None, lean_scoring: bool = True, max_isolation_calls: int = 64,
+        replay_key: bytes | None = None,
     ) -> None:
         self.model = loaded
         self.manifest = loaded.manifest
@@ -66,8 +68,23 @@ class Pipeline:
         self.input_codec = SingleObjectCodec(schemas, loaded.input_schema)
         self.prediction_codec = SingleObjectCodec(schemas, loaded.prediction_schema)
         self.features = FeatureBuilder(self.manifest.features)
-        self.scorer = Scorer(self.manifest, loaded.model, lean=lean_scoring)
+        self.scorer = Scorer(self.manifest, loaded.model, lean=lean_scoring, max_calls=max_isolation_calls)
         self._n_features = len(self.manifest.features)
+        self._replay_key = replay_key
+        self._stream_time: dict[tuple[str, int], int] = {}  # (topic, partition) -> highest event time seen
+
+    def forget_partitions(self, partitions: set[tuple[str, int]]) -> None:
+        """Partitions that moved to another worker: their stream time starts afresh if they come back."""
+        for tp in partitions:
+            self._stream_time.pop(tp, None)
+
+    def _lateness_reference(self, record: InputRecord, event_ms: int, now_ms: int) -> int:
+        if self.policies.clock == "wall":
+            return now_ms
+        tp = (record.topic, record.partition)
+        stream_time = max(self._stream_time.get(tp, event_ms), event_ms)
+        self._stream_time[tp] = stream_time
+        return stream_time
 
     def process(self, batch: list[InputRecord], now_ms: int | None = None) -> BatchResult:
         now = int(time.time() * 1000) if now_ms is None else now_ms
@@ -80,17 +97,22 @@ class Pipeline:
         for i, record in enumerate(batch):
             flags: list[str] = []
             try:
+                if record.parse_error is not None:
+                    raise RecordError(CORRUPT, f"the Kafka client could not parse this record: {record.parse_error}")
                 event, writer = self.input_codec.decode(record.value)
                 event_ms = event_time_ms(event.get(manifest.event_time_field))
-                check_event_time(event_ms, now, self.policies, flags)
+                check_future(event_ms, now, self.policies)
+                check_lateness(event_ms, self._lateness_reference(record, event_ms, now), self.policies, flags)
                 row = self.features.row(event, flags)
             except RecordError as exc:
                 outputs[i] = self._dead_letter(record, exc.reason, exc, now)
                 result.dead_letters[exc.reason] += 1
                 continue
-            if record.header(REPLAY_COUNT) is not None:
+            replay = verified_replay_headers(record.headers, record.value, self._replay_key) \
+                if self._replay_key is not None else None
+            if replay:
                 flags.append(REPLAYED_FLAG)
-            accepted.append(_Accepted(i, record, event, event_ms, writer.fingerprint_hex, flags))
+            accepted.append(_Accepted(i, record, event, event_ms, writer.fingerprint_hex, flags, replay or []))
             rows.append(row)
 
         if accepted:
@@ -136,8 +158,7 @@ class Pipeline:
         }
         record_key = item.record.key if item.record.key is not None else (None if key is None else str(key).encode())
         headers = [(EVENT_ID_HEADER, event_id.encode())]
-        if REPLAYED_FLAG in item.flags:  # downstream can tell a replay, and which one, from headers
-            headers += [(k, v) for k, v in item.record.headers if k in REPLAY_HEADERS]
+        headers += item.replay  # a verified replay: downstream can tell it, and which one, from headers
         return OutputRecord(
             self.topics.predictions, record_key, self.prediction_codec.encode(prediction), headers, score=score
         )

@@ -17,6 +17,7 @@ class InputRecord:
     offset: int = -1
     timestamp_ms: int | None = None
     headers: Headers = field(default_factory=list)
+    parse_error: str | None = None  # the Kafka client could not parse this record (value and key are lost)
 
     def header(self, name: str) -> bytes | None:
         for k, v in self.headers:

@@ -1,6 +1,14 @@
-"""Which dead letters to replay, and how a replayed record is marked. Pure; no Kafka."""
+"""Which dead letters to replay, and how a replayed record is marked. Pure; no Kafka.
+
+A replay mark (count, origin, time) is signed with HMAC-SHA256 over the mark and the
+record's value, with a key both the replay tool and the workers are given
+(``WORKERS_REPLAY_KEY``). A worker flags a prediction ``replayed`` only for a mark it can
+verify, so an ordinary producer cannot make its events look replayed.
+"""
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass
 
 from workers.core.deadletter import FAILED_AT, HEADER_PREFIX, REASON
@@ -9,7 +17,8 @@ from workers.core.records import Headers
 REPLAY_COUNT = "workers.replay.count"  # how many times this record has been replayed
 REPLAY_ORIGIN = "workers.replay.origin"  # "<dlq topic>/<partition>/<offset>" it was replayed from
 REPLAY_AT = "workers.replay.at"  # epoch millis of the replay
-REPLAY_HEADERS = (REPLAY_COUNT, REPLAY_ORIGIN, REPLAY_AT)
+REPLAY_SIGNATURE = "workers.replay.sig"  # hex HMAC-SHA256 of the three above and the value's sha256
+REPLAY_HEADERS = (REPLAY_COUNT, REPLAY_ORIGIN, REPLAY_AT, REPLAY_SIGNATURE)
 
 
 @dataclass(frozen=True)
@@ -40,17 +49,39 @@ class ReplaySelection:
         return True
 
 
-def replay_headers(headers: Headers, origin: str, now_ms: int) -> Headers:
-    """The record's own headers, minus the failure's, plus the replay marks (count incremented)."""
-    values = dict(headers)
+def replay_count(headers: Headers) -> int:
+    """How many times this record has been replayed already (0 for an original)."""
     try:
-        count = int(values.get(REPLAY_COUNT, b"0")) + 1
+        return int(dict(headers).get(REPLAY_COUNT, b"0"))
     except ValueError:
-        count = 1
+        return 0
+
+
+def _signature(key: bytes, count: bytes, origin: bytes, at: bytes, value: bytes | None) -> bytes:
+    message = b"\n".join([count, origin, at, hashlib.sha256(value or b"").hexdigest().encode()])
+    return hmac.new(key, message, hashlib.sha256).hexdigest().encode()
+
+
+def replay_headers(headers: Headers, origin: str, now_ms: int, value: bytes | None = None,
+                   key: bytes | None = None) -> Headers:
+    """The record's own headers, minus the failure's, plus the replay marks (count incremented),
+    signed when a ``key`` is given."""
+    count = str(replay_count(headers) + 1).encode()
     kept = [(k, v) for k, v in headers if not k.startswith(HEADER_PREFIX) and k not in REPLAY_HEADERS]
-    return [
-        *kept,
-        (REPLAY_COUNT, str(count).encode()),
-        (REPLAY_ORIGIN, origin.encode()),
-        (REPLAY_AT, str(now_ms).encode()),
-    ]
+    marks = [(REPLAY_COUNT, count), (REPLAY_ORIGIN, origin.encode()), (REPLAY_AT, str(now_ms).encode())]
+    if key is not None:
+        marks.append((REPLAY_SIGNATURE, _signature(key, count, origin.encode(), marks[2][1], value)))
+    return [*kept, *marks]
+
+
+def verified_replay_headers(headers: Headers, value: bytes | None, key: bytes | None) -> Headers | None:
+    """The replay marks of a record if they carry a valid signature, else None (no key: never trusted)."""
+    if key is None:
+        return None
+    values = dict(headers)
+    count, origin, at, signature = (values.get(name) for name in REPLAY_HEADERS)
+    if count is None or origin is None or at is None or signature is None:
+        return None
+    if not hmac.compare_digest(signature, _signature(key, count, origin, at, value)):
+        return None
+    return [(k, v) for k, v in headers if k in REPLAY_HEADERS]

@@ -3,7 +3,9 @@
 A ``predict_proba`` call costs a fixed ~0.35-1.1 ms whatever the rows (docs/design.md), so a
 batch is scored in one call. If the call raises, the batch is split in halves until the
 failing rows are found: k bad rows in n cost O(k log n) calls, and the good rows are
-still scored.
+still scored. The search is bounded (``max_calls`` per batch): a model that fails on every
+row would otherwise take 2n-1 calls and hold the event loop (and the consumer's
+heartbeats) for as long; rows still unresolved when the budget runs out are failures too.
 
 HistGradientBoosting models are scored by a lean path (``lean_hgb``) that gives the same
 bits at a third of the fixed cost per call; ``lean=False`` or any other model keeps the
@@ -21,8 +23,14 @@ from workers.core.manifest import Manifest
 from workers.errors import ModelMismatchError
 
 
+class UnisolatedFailure(Exception):
+    """The model failed on a sub-batch that the bounded search did not split any further."""
+
+
 class Scorer:
-    def __init__(self, manifest: Manifest, model: Any, *, lean: bool = True) -> None:
+    def __init__(self, manifest: Manifest, model: Any, *, lean: bool = True, max_calls: int = 64) -> None:
+        self.max_calls = max_calls
+        self.calls = 0  # model calls of the last score(), for tests and benchmarks
         self._classification = manifest.is_classifier
         self._predict = model.predict_proba if self._classification else model.predict
         self.path = "public"  # which method scores: "public" or "lean-hgb"
@@ -49,22 +57,35 @@ class Scorer:
         failures: dict[int, BaseException] = {}
         scores = np.full(matrix.shape[0], np.nan)
         if matrix.shape[0]:
-            self._score_range(matrix, 0, matrix.shape[0], scores, failures)
+            self._score_ranges(matrix, scores, failures)
         bad = ~np.isfinite(scores)
         for i in np.flatnonzero(bad):
             failures.setdefault(int(i), ValueError("model returned a non-finite score"))
         return scores, failures
 
-    def _score_range(self, matrix, start, stop, scores, failures) -> None:
-        try:
-            scores[start:stop] = self._score(matrix[start:stop])
-        except Exception as exc:  # the model's errors are data, not crashes
-            if stop - start == 1:
-                failures[start] = exc
-                return
-            middle = (start + stop) // 2
-            self._score_range(matrix, start, middle, scores, failures)
-            self._score_range(matrix, middle, stop, scores, failures)
+    def _score_ranges(self, matrix: np.ndarray, scores: np.ndarray, failures: dict[int, BaseException]) -> None:
+        """Score the whole batch; on failure, bisect (left to right) within the call budget."""
+        pending: list[tuple[int, int, BaseException | None]] = [(0, matrix.shape[0], None)]
+        self.calls = 0
+        while pending:
+            start, stop, parent_error = pending.pop()
+            if self.calls >= self.max_calls:
+                error = UnisolatedFailure(
+                    f"the model failed on a sub-batch of {stop - start} rows, not split further "
+                    f"(at most {self.max_calls} calls per batch): {parent_error!r}")
+                for i in range(start, stop):
+                    failures[i] = error
+                continue
+            self.calls += 1
+            try:
+                scores[start:stop] = self._score(matrix[start:stop])
+            except Exception as exc:  # the model's errors are data, not crashes
+                if stop - start == 1:
+                    failures[start] = exc
+                    continue
+                middle = (start + stop) // 2
+                pending.append((middle, stop, exc))  # popped second: the left half goes first
+                pending.append((start, middle, exc))
 
 
 def positive_column(manifest: Manifest, model: Any) -> int:

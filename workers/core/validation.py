@@ -1,4 +1,10 @@
-"""Event-time policies: late and future events, judged against the worker's clock."""
+"""Event-time policies: late and future events.
+
+Future events are judged against the worker's clock. Lateness is judged against the
+worker's clock (``clock: wall``) or against the partition's stream time (``clock: stream``,
+the highest event time seen in the partition, as Kafka Streams does), so that a backlog
+processed after an outage gets the same outcomes as it would have live.
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -22,17 +28,28 @@ def event_time_ms(value: Any) -> int:
     return round(timestamp() * 1000)
 
 
-def check_event_time(event_ms: int, now_ms: int, policies: Policies, flags: list[str]) -> None:
-    """Raise for a late or future event; flag a late one the policy lets through."""
+def check_future(event_ms: int, now_ms: int, policies: Policies) -> None:
     if event_ms - now_ms > policies.max_future_s * 1000:
         raise RecordError(
             FUTURE_TIMESTAMP,
             f"event time is {(event_ms - now_ms) / 1000:.1f}s ahead (limit {policies.max_future_s}s)",
         )
-    if policies.max_lateness_s is not None and now_ms - event_ms > policies.max_lateness_s * 1000:
+
+
+def check_lateness(event_ms: int, reference_ms: int, policies: Policies, flags: list[str]) -> None:
+    """Raise for an event older than ``reference_ms`` by more than the limit; flag one the policy lets through."""
+    if policies.max_lateness_s is not None and reference_ms - event_ms > policies.max_lateness_s * 1000:
         if policies.late_action == "score":
             flags.append(LATE_FLAG)
             return
+        against = "the worker's clock" if policies.clock == "wall" else "the partition's stream time"
         raise RecordError(
-            LATE, f"event is {(now_ms - event_ms) / 1000:.1f}s late (limit {policies.max_lateness_s}s)"
+            LATE, f"event is {(reference_ms - event_ms) / 1000:.1f}s late against {against} "
+                  f"(limit {policies.max_lateness_s}s)"
         )
+
+
+def check_event_time(event_ms: int, now_ms: int, policies: Policies, flags: list[str]) -> None:
+    """Both checks against the worker's clock (``clock: wall``)."""
+    check_future(event_ms, now_ms, policies)
+    check_lateness(event_ms, now_ms, policies, flags)

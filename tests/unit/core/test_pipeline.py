@@ -5,15 +5,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.factories import load_test_pipeline, make_sensor_pipeline, sensor_rows
+from tests.factories import REPO, load_test_pipeline, make_sensor_pipeline, sensor_rows
 from workers.core import deadletter, reasons
 from workers.core.pipeline import EVENT_ID_HEADER
 from workers.core.records import InputRecord
-from workers.core.replay import REPLAY_COUNT, REPLAY_ORIGIN
+from workers.core.replay import REPLAY_AT, REPLAY_COUNT, REPLAY_ORIGIN, replay_headers
 from workers.dev import fraud_data as fraud
 from workers.dev.bad_inputs import BAD_KINDS, corrupt_variant
 
 NOW = int(time.time() * 1000)
+REPO_MODELS = REPO / "models"
 
 
 def _record(value, i, key=b"k"):
@@ -82,14 +83,46 @@ def test_prediction_carries_lineage_and_matches_offline_scoring(fraud_pipeline):
         assert ("imputed" in p["flags"]) == (event["device_trust_score"] is None)
 
 
-def test_replayed_records_are_flagged(fraud_pipeline):
+KEY = b"replay-test-key"
+
+
+@pytest.fixture(scope="module")
+def keyed_pipeline():
+    return load_test_pipeline(replay_key=KEY.decode())
+
+
+def _replayed(pipeline, headers):
     events, _ = fraud.generate(1, seed=2, start_ms=NOW)
-    record = _record(fraud_pipeline.input_codec.encode(events[0]), 0)
-    record.headers += [(REPLAY_COUNT, b"2"), (REPLAY_ORIGIN, b"dlq/0/7")]
-    output = fraud_pipeline.process([record], NOW).outputs[0]
-    p, _ = fraud_pipeline.prediction_codec.decode(output.value)
-    assert "replayed" in p["flags"]
+    record = _record(pipeline.input_codec.encode(events[0]), 0)
+    record.headers += headers(record.value)
+    output = pipeline.process([record], NOW).outputs[0]
+    prediction, _ = pipeline.prediction_codec.decode(output.value)
+    return prediction, output
+
+
+def test_signed_replay_marks_are_flagged_and_passed_on(keyed_pipeline):
+    prediction, output = _replayed(keyed_pipeline, lambda value: replay_headers(
+        [(REPLAY_COUNT, b"1")], "dlq/0/7", NOW, value, KEY))
+    assert "replayed" in prediction["flags"]
     assert (REPLAY_COUNT, b"2") in output.headers and (REPLAY_ORIGIN, b"dlq/0/7") in output.headers
+
+
+@pytest.mark.parametrize("forge", [
+    lambda value: [(REPLAY_COUNT, b"2"), (REPLAY_ORIGIN, b"dlq/0/7"), (REPLAY_AT, b"1")],  # unsigned
+    lambda value: replay_headers([], "dlq/0/7", NOW, value, b"another key"),  # signed with the wrong key
+    lambda value: replay_headers([], "dlq/0/7", NOW, value + b"x", KEY),  # signed for other bytes
+    lambda value: [(k, b"dlq/9/9" if k == REPLAY_ORIGIN else v)  # origin changed after signing
+                   for k, v in replay_headers([], "dlq/0/7", NOW, value, KEY)],
+], ids=["unsigned", "wrong-key", "other-value", "tampered-origin"])
+def test_replay_marks_that_cannot_be_verified_are_not_trusted(keyed_pipeline, forge):
+    prediction, output = _replayed(keyed_pipeline, forge)
+    assert "replayed" not in prediction["flags"]
+    assert not [k for k, _ in output.headers if k.startswith("workers.replay.")]
+
+
+def test_without_a_key_no_replay_mark_is_trusted(fraud_pipeline):
+    prediction, _ = _replayed(fraud_pipeline, lambda value: replay_headers([], "dlq/0/7", NOW, value, KEY))
+    assert "replayed" not in prediction["flags"]
 
 
 def test_inference_error_isolates_the_record(fraud_pipeline, monkeypatch):
@@ -150,3 +183,66 @@ def fraud_pipeline_fuzz(fraud_pipeline):
 
     events, _ = fraud.generate(1, seed=12, start_ms=NOW)
     return SimpleNamespace(pipeline=fraud_pipeline, valid=fraud_pipeline.input_codec.encode(events[0]))
+
+
+def test_a_record_the_client_could_not_parse_is_dead_lettered_corrupt(fraud_pipeline):
+    record = InputRecord(value=None, key=None, topic="in", partition=2, offset=41,
+                         parse_error="UnicodeDecodeError: invalid start byte in a header key")
+    output = fraud_pipeline.process([record], NOW).outputs[0]
+    headers = deadletter.headers_dict(output.headers)
+    assert headers[deadletter.REASON] == reasons.CORRUPT and headers[deadletter.ORIGINAL_OFFSET] == "41"
+    assert "could not parse" in headers[deadletter.ERROR_MESSAGE] and output.value == b""
+
+
+def _stream_pipeline(tmp_path, late_action="dead_letter"):
+    """The reference model with stream-time lateness (max 1 h)."""
+    import json
+    import shutil
+
+    models = tmp_path / "models"
+    shutil.copytree(REPO_MODELS / "fraud", models / "fraud")
+    path = models / "fraud" / "1.0.0" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["policies"].update(clock="stream", late_action=late_action)
+    path.write_text(json.dumps(manifest))
+    return load_test_pipeline(models=models)
+
+
+def test_stream_time_gives_a_backlog_the_outcomes_it_would_have_had_live(tmp_path):
+    """Same records, processed live and 61 minutes later: same outcomes under stream time."""
+    events, _ = fraud.generate(30, seed=21, start_ms=NOW, span_ms=0)
+    for i, e in enumerate(events):
+        e["event_time"] = NOW + i * 1000
+    events[20]["event_time"] = NOW - 2 * 3600 * 1000  # older than the events before it by > 1 h: late
+    outcomes = []
+    for delay_ms in (0, 61 * 60 * 1000):
+        pipeline = _stream_pipeline(tmp_path / str(delay_ms))
+        records = [_record(pipeline.input_codec.encode(e), i) for i, e in enumerate(events)]
+        for r in records:
+            r.partition = 0
+        result = pipeline.process(records, NOW + 30_000 + delay_ms)
+        outcomes.append([o.reason for o in result.outputs])
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0].count("late") == 1 and outcomes[0][20] == "late"
+
+
+def test_wall_clock_lateness_depends_on_when_the_backlog_is_processed(fraud_pipeline):
+    events, _ = fraud.generate(10, seed=22, start_ms=NOW)
+    records = [_record(fraud_pipeline.input_codec.encode(e), i) for i, e in enumerate(events)]
+    live = fraud_pipeline.process(records, NOW + 1000)
+    after_outage = fraud_pipeline.process(records, NOW + 61 * 60 * 1000)
+    assert live.dead_letters == {} and after_outage.dead_letters == {"late": 10}
+
+
+def test_stream_time_is_per_partition_and_forgotten_when_a_partition_moves(tmp_path):
+    pipeline = _stream_pipeline(tmp_path)
+    events, _ = fraud.generate(2, seed=23, start_ms=NOW)
+    events[1]["event_time"] = NOW - 2 * 3600 * 1000
+    first = _record(pipeline.input_codec.encode(events[0]), 0)
+    old = _record(pipeline.input_codec.encode(events[1]), 1)
+    first.partition, old.partition = 0, 1
+    assert pipeline.process([first, old], NOW).dead_letters == {}  # different partitions: not late
+    old.partition = 0
+    assert pipeline.process([old], NOW).dead_letters == {"late": 1}
+    pipeline.forget_partitions({("in", 0)})
+    assert pipeline.process([old], NOW).dead_letters == {}

@@ -60,3 +60,25 @@ def test_non_finite_scores_are_failures():
     scores, failures = Scorer(MANIFEST, NanModel()).score(np.ones((3, 2)))
     assert list(failures) == [1]
     assert np.isfinite(scores[[0, 2]]).all()
+
+
+def test_a_model_failing_every_row_costs_at_most_the_call_budget():
+    """Without a bound, isolating 500 failing rows takes 999 calls on the event loop."""
+    model = FlakyModel()
+    scorer = Scorer(MANIFEST, model, lean=False, max_calls=64)
+    x = -np.ones((500, 10))
+    scores, failures = scorer.score(x)
+    assert model.calls == scorer.calls == 64
+    assert sorted(failures) == list(range(500)) and np.isnan(scores).all()
+    unresolved = [e for e in failures.values() if "not split further" in str(e)]
+    assert unresolved and "negative input" in str(unresolved[0])
+
+
+def test_the_budget_does_not_change_a_few_failing_rows():
+    model = FlakyModel()
+    x = np.ones((500, 10))
+    x[[3, 250, 499], 0] = -1
+    scores, failures = Scorer(MANIFEST, model, lean=False, max_calls=64).score(x)
+    assert sorted(failures) == [3, 250, 499]
+    assert all(isinstance(e, ValueError) for e in failures.values())  # each one isolated
+    assert np.isfinite(np.delete(scores, [3, 250, 499])).all()
