@@ -53,7 +53,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         serve(state, settings.metrics_port)  # /healthz now; /readyz 503 until verified and assigned
     # Load, verify and check the model before touching Kafka: a bad artifact fails here.
     pipeline = load_pipeline(settings)
-    monitor = WorkerMonitor(pipeline, settings.worker_id, settings.drift_window, settings.drift_threshold)
+    monitor = WorkerMonitor.from_settings(pipeline, settings)
     worker = InferenceWorker(settings, pipeline, monitor)
     state.monitor = monitor
     worker.run()
@@ -118,6 +118,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from workers.core.deadletter import ERROR_MESSAGE, FAILED_AT, REASON
     from workers.core.replay import ReplaySelection
     from workers.kafka.replay import replay
+    from workers.pipelines import replay_key
 
     settings = _settings(args)
     topics = settings.topics
@@ -135,10 +136,21 @@ def _cmd_replay(args: argparse.Namespace) -> int:
                   f"(failed at {headers.get(FAILED_AT)}: {headers.get(ERROR_MESSAGE, '')[:80]})")
 
     report = replay(settings, topics.dlq, topics.events, selection, dry_run=args.dry_run, rate=args.rate,
-                    limit=args.limit, on_record=show)
+                    limit=args.limit, from_beginning=args.from_beginning, max_replays=args.max_replays,
+                    allowed_targets=frozenset(args.allow_target or ()), replay_key=replay_key(settings),
+                    on_record=show)
     reasons = ", ".join(f"{k}={v}" for k, v in sorted(report.by_reason.items())) or "none"
     verb = "would replay" if args.dry_run else "replayed"
-    print(f"scanned {report.scanned} dead letters in {topics.dlq}; {verb} {report.selected} ({reasons})")
+    print(f"scanned {report.scanned} dead letters in {topics.dlq} (progress: consumer group {report.group}); "
+          f"{verb} {report.selected} ({reasons})")
+    if report.over_limit:
+        print(f"skipped {report.over_limit} already replayed {args.max_replays} times (--max-replays)")
+    for target, count in sorted(report.refused.items()):
+        print(f"refused {count} whose original topic {target!r} is not the input topic (--allow-target to allow)")
+    if report.unavailable:
+        print(f"skipped {report.unavailable} truncated dead letters whose original is no longer in its source topic")
+    if settings.replay_key is None and not args.dry_run and report.selected:
+        print("note: WORKERS_REPLAY_KEY is not set, so workers will not flag these predictions as replayed")
     return 0
 
 
@@ -316,7 +328,15 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--to-offset", type=_non_negative_int, help="last dead-letter offset (every partition)")
     rp.add_argument("--rate", type=_positive_float, help="records per second (default: as fast as possible)")
     rp.add_argument("--limit", type=_positive_int, help="at most this many records")
-    rp.add_argument("--dry-run", action="store_true", help="list what would be replayed; publish nothing")
+    rp.add_argument("--dry-run", action="store_true", help="list what would be replayed; publish nothing, "
+                                                          "keep no progress")
+    rp.add_argument("--from-beginning", action="store_true",
+                    help="read the dead-letter topic from its start, not from where this selection's last run ended")
+    rp.add_argument("--max-replays", type=_positive_int, default=3,
+                    help="skip records already replayed this many times (default: 3)")
+    rp.add_argument("--allow-target", action="append", metavar="TOPIC",
+                    help="also re-publish dead letters whose original topic is TOPIC (repeatable); "
+                         "default: only the pipeline's input topic")
     rp.set_defaults(func=_cmd_replay)
 
     schemas = sub.add_parser("schemas", help="schema evolution checks").add_subparsers(

@@ -62,7 +62,8 @@ class Settings(BaseSettings):
         "batch", description="batch: the driver's batch fetch; agent: a faust agent with take_events")
     max_batches_in_flight: int = Field(4, ge=1, description="scored batches awaiting broker acks (bounds memory)")
     model_threads: int = Field(1, ge=1, description="native (OpenMP/BLAS) threads per model call")
-    max_isolation_calls: int = Field(64, ge=1, description="model calls at most to find the failing rows of a batch")
+    max_isolation_calls: int = Field(
+        160, ge=1, description="model calls at most to find the failing rows of a batch (about 8 bad rows in 500)")
     delivery_timeout_s: float = Field(
         120.0, gt=0, description="an output still unacknowledged after this stops the worker (nothing committed)")
     shutdown_timeout_s: float = Field(

@@ -1,4 +1,4 @@
-"""Replay after a fix turns dead letters into predictions; a second replay is detectable."""
+"""Replay on the real broker: progress kept, replays bounded, targets checked, marks verifiable."""
 from __future__ import annotations
 
 import subprocess
@@ -9,67 +9,90 @@ from collections import Counter
 import pytest
 
 from tests.integration.workers_harness import collect, pipeline_settings, worker_env
-from workers.core.codec import SchemaStore
-from workers.core.replay import REPLAY_COUNT, REPLAY_ORIGIN, ReplaySelection
-from workers.core.topics import PipelineTopics
+from workers.core.deadletter import ORIGINAL_TOPIC, REASON
+from workers.core.replay import REPLAY_AT, REPLAY_COUNT, REPLAY_ORIGIN
 from workers.dev import fraud_data as fraud
 from workers.dev.bad_inputs import send_kind
 from workers.dev.processes import start_worker, stop_worker
+from workers.kafka import clients
 from workers.kafka.producer import EventProducer
-from workers.kafka.replay import replay
-from workers.pipelines import load_pipeline
+from workers.pipelines import load_manifest
 
 pytestmark = pytest.mark.integration
 
+KEY = "replay-integration-key"
 
-def test_replay_after_raising_the_lateness_limit(kafka_bootstrap, unique_name, tmp_path):
+
+def _replay(settings, *args: str) -> str:
+    cli = [sys.executable, "-m", "workers.cli", "replay", "--pipeline", "fraud", "--topic-prefix",
+           settings.topic_prefix, "--bootstrap-servers", settings.bootstrap_servers, "--reason", "late", *args]
+    env = {**worker_env(settings), "WORKERS_REPLAY_KEY": KEY}
+    import os
+
+    out = subprocess.run(cli, capture_output=True, text=True, timeout=120, env={**os.environ, **env})
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_replay_keeps_progress_bounds_repeats_refuses_foreign_targets_and_signs(kafka_bootstrap, unique_name,
+                                                                               tmp_path):
     settings = pipeline_settings(kafka_bootstrap, unique_name("p") + "-")
-    topics = PipelineTopics.for_pipeline("fraud", settings.topic_prefix)
-    pipeline = load_pipeline(settings)
+    topics = settings.topics
+    manifest, store = load_manifest(settings)
     now = int(time.time() * 1000)
-    events, _ = fraud.generate(40, seed=4, start_ms=now - 1000)
-    with EventProducer(settings, pipeline.manifest, SchemaStore(settings.schemas_dir), topics.events) as producer:
+    events, _ = fraud.generate(41, seed=4, start_ms=now - 1000)
+    with EventProducer(settings, manifest, store, topics.events) as producer:
         good = [producer.send_event(e) for e in events[:20]]
         late = [send_kind(producer, "late", e, now_ms=now) for e in events[20:30]]
-        corrupt = [send_kind(producer, "garbage", e, now_ms=now) for e in events[30:]]
+        for e in events[30:40]:
+            send_kind(producer, "garbage", e, now_ms=now)
+        # an ordinary producer forging replay marks: scored, but never flagged as replayed
+        forged = producer.codec.encode(events[40])
+        producer.send_raw(forged, b"forger", [(REPLAY_COUNT, b"1"), (REPLAY_ORIGIN, b"x/0/0"), (REPLAY_AT, b"1")])
 
-    worker = start_worker(settings, tmp_path / "w1.log", worker_env(settings))
+    # 1. Default lateness: the late events are dead-lettered.
+    worker = start_worker(settings, tmp_path / "w1.log", {**worker_env(settings), "WORKERS_REPLAY_KEY": KEY})
     try:
-        first = collect(settings, 40, worker=worker)
+        first = collect(settings, 41, worker=worker)
+        assert len(first.predictions) == 21 and first.reasons() == {"late": 10, "corrupt": 10}
+        assert not [p for p in first.predictions if "replayed" in p["flags"]]  # the forged marks
+
+        listed = _replay(settings, "--dry-run")
+        assert "would replay 10 (late=10)" in listed and listed.count("reason=late") == 10
+
+        # 2. Replayed while the limit is unchanged: they fail again (now with replay count 1).
+        assert "replayed 10 (late=10)" in _replay(settings, "--rate", "1000")
+        again = collect(settings, 51, worker=worker)
+        assert again.reasons() == {"late": 20, "corrupt": 10}
+
+        # 3. The same selection again: only the new dead letters are read; they were replayed
+        #    max-replays (1) times already, so nothing is re-published.
+        third = _replay(settings, "--max-replays", "1")
+        assert "scanned 10 dead letters" in third and "replayed 0" in third
+        assert "skipped 10 already replayed 1 times" in third
     finally:
         stop_worker(worker)
-    assert len(first.predictions) == 20 and first.reasons() == {"late": 10, "corrupt": 10}
 
-    # Dry run: lists, publishes nothing.
-    cli = [sys.executable, "-m", "workers.cli", "replay", "--pipeline", "fraud", "--topic-prefix",
-           settings.topic_prefix, "--bootstrap-servers", kafka_bootstrap, "--reason", "late"]
-    listed = subprocess.run([*cli, "--dry-run"], capture_output=True, text=True, timeout=60, check=True)
-    assert "would replay 10 (late=10)" in listed.stdout
-    assert listed.stdout.count("reason=late") == 10
+    # 4. A dead letter that claims to come from the predictions topic is refused.
+    producer = clients.producer(settings, acks="all")
+    producer.send(topics.dlq, key=b"k", value=b"\x00not an event",
+                  headers=[(REASON, b"late"), (ORIGINAL_TOPIC, topics.predictions.encode())]).get(timeout=30)
+    producer.close()
+    fourth = _replay(settings)
+    assert f"refused 1 whose original topic '{topics.predictions}'" in fourth and "replayed 0" in fourth
 
-    # Fix (a higher lateness limit), then replay the late ones only.
-    replayed = subprocess.run([*cli, "--rate", "1000"], capture_output=True, text=True, timeout=60, check=True)
-    assert "replayed 10 (late=10)" in replayed.stdout
-    env = {**worker_env(settings), "WORKERS_MAX_LATENESS_S": "86400"}
-    worker = start_worker(settings, tmp_path / "w2.log", env)
+    # 5. After the fix, from the beginning: the 10 originals and their 10 failed replays (count 1 < 3).
+    worker = start_worker(settings, tmp_path / "w2.log",
+                          {**worker_env(settings), "WORKERS_MAX_LATENESS_S": "86400", "WORKERS_REPLAY_KEY": KEY})
     try:
-        second = collect(settings, 50, worker=worker)  # 40 from before + 10 replayed
-        assert len(second.predictions) == 30
-        replayed_ids = {p["event_id"] for p in second.predictions if "replayed" in p["flags"]}
-        assert replayed_ids == {s.event_id for s in late}
-
-        # The same dead letters replayed again: same event ids, but the headers tell it apart.
-        report = replay(settings, topics.dlq, topics.events, ReplaySelection(reasons=frozenset({"late"})))
-        assert report.published == 10
-        third = collect(settings, 60, worker=worker)
+        fifth = _replay(settings, "--from-beginning")
+        assert "replayed 20 (late=20)" in fifth and "refused 1" in fifth
+        last = collect(settings, 72, worker=worker)  # 52 before (the forged dead letter included) + 20
     finally:
         stop_worker(worker)
-    replays = [dict(r.headers) for r in third.prediction_records if REPLAY_COUNT in dict(r.headers)]
-    assert len(replays) == 20
-    origins = Counter(h[REPLAY_ORIGIN] for h in replays)
-    assert len(origins) == 10 and set(origins.values()) == {2}  # each dead letter replayed twice
-    ids = Counter(p["event_id"] for p in third.predictions)
-    assert {i for i, n in ids.items() if n == 2} == {s.event_id for s in late}  # dedupe by event id
-    assert all(ids[s.event_id] == 1 for s in good)
-    assert len(third.dead_letters) == 20  # the corrupt ones were not replayed
-    assert corrupt  # (sent, and still dead letters)
+    replayed = [p for p in last.predictions if "replayed" in p["flags"]]
+    assert Counter(p["event_id"] for p in replayed) == Counter({s.event_id: 2 for s in late})
+    counts = Counter(dict(r.headers)[REPLAY_COUNT] for r in last.prediction_records
+                     if REPLAY_COUNT in dict(r.headers))
+    assert counts == {b"1": 10, b"2": 10}  # a second replay of a record is told apart by its count
+    assert all(Counter(p["event_id"] for p in last.predictions)[s.event_id] == 1 for s in good)

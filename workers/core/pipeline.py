@@ -56,7 +56,7 @@ class _Accepted:
 class Pipeline:
     def __init__(
         self, loaded: LoadedModel, schemas: SchemaStore, topics: PipelineTopics, *, worker_id: str = "local",
-        policies: Policies | None = None, lean_scoring: bool = True, max_isolation_calls: int = 64,
+        policies: Policies | None = None, lean_scoring: bool = True, max_isolation_calls: int = 160,
         replay_key: bytes | None = None,
     ) -> None:
         self.model = loaded

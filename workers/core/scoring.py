@@ -28,7 +28,7 @@ class UnisolatedFailure(Exception):
 
 
 class Scorer:
-    def __init__(self, manifest: Manifest, model: Any, *, lean: bool = True, max_calls: int = 64) -> None:
+    def __init__(self, manifest: Manifest, model: Any, *, lean: bool = True, max_calls: int = 160) -> None:
         self.max_calls = max_calls
         self.calls = 0  # model calls of the last score(), for tests and benchmarks
         self._classification = manifest.is_classifier

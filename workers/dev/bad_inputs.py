@@ -130,3 +130,34 @@ def _is_float(schema: StoredSchema, name: str) -> bool:
     t = _field_type(schema, name)
     types = t if isinstance(t, list) else [t]
     return any(x in ("float", "double") for x in types)
+
+
+class _RawHeaderKey(str):
+    """A header key that kafka-python writes as the given raw bytes (which need not be UTF-8)."""
+
+    raw: bytes
+
+    def __new__(cls, raw: bytes) -> _RawHeaderKey:
+        key = super().__new__(cls, raw.decode("latin-1"))
+        key.raw = raw
+        return key
+
+    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return self.raw
+
+
+INVALID_UTF8_KEY = b"trace-\xff\xfe"  # what a Go or librdkafka producer can write; the broker accepts it
+
+
+def send_unparseable(settings: Any, topic: str, key: bytes, value: bytes, partition: int | None = None) -> int:
+    """Write a record whose header key is not valid UTF-8 (kafka-python writes the raw bytes);
+    aiokafka cannot parse it. Returns its offset."""
+    from workers.kafka import clients
+
+    producer = clients.producer(settings, acks="all")
+    try:
+        future = producer.send(topic, key=key, value=value, partition=partition,
+                               headers=[(_RawHeaderKey(INVALID_UTF8_KEY), b"1")])
+        return int(future.get(timeout=30).offset)
+    finally:
+        producer.close()

@@ -7,6 +7,7 @@ Used by the integration tests (small sizes) and by ``workers drills`` (the repor
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -21,11 +22,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from workers.core import reasons
 from workers.core.deadletter import REASON
 from workers.core.registry import file_sha256
 from workers.dev import fraud_data
-from workers.dev.bad_inputs import BAD_KINDS, corrupt_variant
+from workers.dev.bad_inputs import BAD_KINDS, INVALID_UTF8_KEY, corrupt_variant
 from workers.dev.processes import rss_mb, start_worker, stop_worker
+from workers.errors import EXIT_RUNTIME
 from workers.kafka.admin import create_topics
 from workers.kafka.consumer import consume, end_offsets_total
 from workers.kafka.producer import EventProducer
@@ -44,6 +47,7 @@ class DrillResult:
     lost: int = 0
     duplicated: int = 0
     recovery_s: float | None = None
+    stopped_s: float | None = None  # the longest time without any output while events were waiting
     peak_rss_mb: float | None = None
     reasons: dict[str, int] = field(default_factory=dict)
     notes: str = ""
@@ -55,28 +59,33 @@ class DrillResult:
 
     def row(self) -> str:
         recovery = "-" if self.recovery_s is None else f"{self.recovery_s:.1f}"
+        stopped = "-" if self.stopped_s is None else f"{self.stopped_s:.1f}"
         rss = "-" if self.peak_rss_mb is None else f"{self.peak_rss_mb:.0f}"
-        return (f"{self.name:<16} {self.sent:>7} {self.predictions:>8} {self.dead_letters:>6} {self.lost:>5} "
-                f"{self.duplicated:>6} {recovery:>9} {rss:>8}  {self.notes}"
+        return (f"{self.name:<19} {self.sent:>7} {self.predictions:>8} {self.dead_letters:>6} {self.lost:>5} "
+                f"{self.duplicated:>6} {recovery:>9} {stopped:>9} {rss:>7}  {self.notes}"
                 + "".join(f"; FAILED: {p}" for p in self.problems))
 
 
-HEADER = (f"{'drill':<16} {'sent':>7} {'predict':>8} {'dlq':>6} {'lost':>5} {'dupes':>6} "
-          f"{'recover_s':>9} {'rss_mb':>8}  notes")
+HEADER = (f"{'drill':<19} {'sent':>7} {'predict':>8} {'dlq':>6} {'lost':>5} {'dupes':>6} "
+          f"{'recover_s':>9} {'stopped_s':>9} {'rss_mb':>7}  notes")
 
 
 class Drill:
     """One drill's topics, producer, workers and the final account."""
 
     def __init__(self, base: Settings, name: str, workdir: Path, *, partitions: int = 4,
-                 models_dir: Path | None = None, extra_env: dict[str, str] | None = None) -> None:
+                 models_dir: Path | None = None, extra_env: dict[str, str] | None = None,
+                 topic_config: dict[str, dict[str, str]] | None = None, without: tuple[str, ...] = ()) -> None:
+        """``topic_config``: per-topic configs by role (events, predictions, dlq); ``without``: roles not created."""
         self.name = name
         prefix = f"drill-{name}-{os.getpid()}-{int(time.time() * 1000) % 10_000_000}-"
         self.settings = base.model_copy(update={
             "pipeline": "fraud", "topic_prefix": prefix, "partitions": partitions, "input_topic": None,
             "models_dir": models_dir or base.models_dir})
         self.topics = self.settings.topics
-        create_topics(self.settings, self.topics.all())
+        for role in ("events", "predictions", "dlq"):
+            if role not in without:
+                create_topics(self.settings, [getattr(self.topics, role)], config=(topic_config or {}).get(role))
         self.workdir = workdir
         self.extra_env = extra_env or {}
         self.workers: list[subprocess.Popen] = []
@@ -132,6 +141,14 @@ class Drill:
             raise self._producer_error
 
     # -- workers
+    def produce_raw(self, value: bytes, key: bytes, expected_reason: str) -> tuple[int, int]:
+        """One record as is; returns its (partition, offset)."""
+        with EventProducer(self.settings, self.manifest, self.store, self.topics.events) as producer:
+            metadata = producer.send_raw(value, key).get(timeout=30)
+        self.sent_keys.append(key)
+        self.expected_reason[key] = expected_reason
+        return metadata.partition, metadata.offset
+
     def start_worker(self, env: dict[str, str] | None = None) -> subprocess.Popen:
         worker_env = {"WORKERS_SCHEMAS_DIR": str(self.settings.schemas_dir),
                       "WORKERS_MODELS_DIR": str(self.settings.models_dir), **self.extra_env, **(env or {})}
@@ -144,14 +161,17 @@ class Drill:
             stop_worker(proc)
 
     # -- accounting
-    def outputs(self, timeout_s: float = 120) -> tuple[Counter[bytes], Counter[bytes], Counter[str], float | None]:
-        """Read outputs until every sent key has one (or ``timeout_s`` passes without progress)."""
+    def outputs(self, timeout_s: float = 120, read_all: bool = False
+                ) -> tuple[Counter[bytes], Counter[bytes], Counter[str], float | None]:
+        """Read outputs until every sent key has one (``read_all``: until none arrives for ``timeout_s``)."""
         wanted = set(self.sent_keys)
         predictions: Counter[bytes] = Counter()
         letters: Counter[bytes] = Counter()
         reasons: Counter[str] = Counter()
         last_output_ms = None
+        self.output_times_ms: list[int] = []
         for record in consume(self.settings, [self.topics.predictions, self.topics.dlq], idle_timeout_s=timeout_s):
+            self.output_times_ms.append(record.timestamp_ms)
             key = record.key or b""
             if record.topic == self.topics.dlq:
                 letters[key] += 1
@@ -160,12 +180,18 @@ class Drill:
                 predictions[key] += 1
             last_output_ms = record.timestamp_ms
             wanted.discard(key)
-            if not wanted:
+            if not wanted and not read_all:
                 break
         return predictions, letters, reasons, last_output_ms
 
+    def longest_pause_s(self) -> float:
+        """The longest gap between two consecutive outputs (broker timestamps)."""
+        times = sorted(self.output_times_ms)
+        return max((b - a for a, b in itertools.pairwise(times)), default=0) / 1000
+
     def account(self, result: DrillResult, timeout_s: float = 120) -> DrillResult:
         predictions, letters, reasons, _ = self.outputs(timeout_s)
+        result.stopped_s = self.longest_pause_s()
         sent = set(self.sent_keys)
         seen = predictions + letters
         result.sent = len(self.sent_keys)
@@ -351,6 +377,144 @@ def drill_sigterm(base: Settings, workdir: Path, count: int = 20_000, seconds: f
     return result
 
 
+def _corrupt_of_size(size: int, seed: int) -> bytes:
+    """Random bytes: never valid single-object encoding (the magic is C3 01), so dead-lettered corrupt."""
+    import random
+
+    return b"\x00" + random.Random(seed).randbytes(size - 1)
+
+
+def drill_near_limit(base: Settings, workdir: Path, count: int = 4000, seconds: float = 4.0,
+                     limit: int = 16_384, big: int = 3) -> DrillResult:
+    """Inputs just under the dead-letter topic's size limit: their dead letters (the same bytes plus a
+    dozen headers) are over it, so they are written with a reference, and the stream goes on."""
+    drill = Drill(base, "nearlimit", workdir, topic_config={"dlq": {"max.message.bytes": str(limit)}})
+    result = DrillResult("near-limit record")
+    events = drill.events(count, 7)
+    drill.produce(events[: count // 2], rate=count / seconds)
+    for i in range(big):
+        drill.produce_raw(_corrupt_of_size(limit - 200, i), f"big-{i}".encode(), reasons.CORRUPT)
+    drill.produce(events[count // 2:], rate=count / seconds, background=True)
+    drill.start_worker()
+    drill.wait_produced()
+    drill.account(result)
+    drill.stop_all()
+    result.notes = f"{big} corrupt inputs of {limit - 200} B; dead-letter topic max.message.bytes={limit}"
+    return result
+
+
+def drill_unparseable(base: Settings, workdir: Path, count: int = 4000, seconds: float = 4.0) -> DrillResult:
+    """A record whose header key is not UTF-8 (the broker accepts it, aiokafka cannot parse it),
+    between good events: it is dead-lettered as a marker, and every good event is predicted."""
+    from workers.dev.bad_inputs import send_unparseable
+
+    drill = Drill(base, "unparseable", workdir)
+    result = DrillResult("unparseable record")
+    events = drill.events(count, 8)
+    drill.produce(events[: count // 2], rate=count / seconds)
+    worker = drill.start_worker()
+    offset = send_unparseable(drill.settings, drill.topics.events, b"unparseable", b"\xc3\x01whatever", partition=0)
+    drill.sent_keys.append(b"")  # the client cannot give its key: the marker has none
+    drill.expected_reason[b""] = reasons.CORRUPT
+    drill.produce(events[count // 2:], rate=count / seconds)
+    drill.account(result)
+    if worker.poll() is not None:
+        result.problems.append(f"the worker exited with code {worker.returncode}")
+    drill.stop_all()
+    result.notes = f"header key {INVALID_UTF8_KEY!r} at partition 0 offset {offset}" + result.notes
+    return result
+
+
+def drill_unwritable_output(base: Settings, workdir: Path, count: int = 2000) -> DrillResult:
+    """The dead-letter topic does not exist: the worker stops with one clear error and commits nothing
+    past what was delivered; once the topic exists, a restarted worker goes on with nothing lost."""
+    from workers.kafka.consumer import committed_offsets
+
+    drill = Drill(base, "unwritable", workdir, without=("dlq",))
+    result = DrillResult("unwritable output")
+    events = drill.events(count, 9)
+    drill.produce(events[: count // 2])
+    partition, offset = drill.produce_raw(b"garbage", b"bad-0", reasons.CORRUPT)
+    drill.produce(events[count // 2:])
+    env = {"WORKERS_DELIVERY_TIMEOUT_S": "8"}
+    started = time.monotonic()
+    worker = drill.start_worker(env)
+    code = worker.wait(120)
+    stop_s = time.monotonic() - started
+    log_text = (drill.workdir / f"{drill.name}-worker-0.log").read_text()
+    if code != EXIT_RUNTIME:
+        result.problems.append(f"exit code {code}, expected {EXIT_RUNTIME}")
+    if f"cannot WRITE to topic {drill.topics.dlq}" not in log_text:
+        result.problems.append("no error line naming the topic and the operation")
+    committed = committed_offsets(drill.settings, drill.settings.group_id, drill.topics.events)
+    if (committed.get(partition) or 0) > offset:
+        result.problems.append(f"committed {committed[partition]} past the undelivered record at {offset}")
+    create_topics(drill.settings, [drill.topics.dlq])
+    drill.start_worker()
+    drill.account(result)
+    drill.stop_all()
+    result.recovery_s = stop_s
+    result.notes = f"worker stopped with code {code} after {stop_s:.1f}s; committed then: {committed}" + result.notes
+    return result
+
+
+def drill_sigterm_stuck(base: Settings, workdir: Path, port: int | str, count: int = 20_000) -> DrillResult:
+    """SIGTERM while deliveries are stuck (the broker is down): the worker exits within
+    WORKERS_SHUTDOWN_TIMEOUT_S without committing them; restarted later, nothing is lost."""
+    script = REPO / "scripts" / "kafka-local"
+    drill = Drill(base, "stuck", workdir)
+    result = DrillResult("SIGTERM, stuck")
+    drill.produce(drill.events(count, 10))
+    worker = drill.start_worker({"WORKERS_SHUTDOWN_TIMEOUT_S": "5"})
+    _wait_for_outputs(drill, 1)
+    subprocess.run([sys.executable, str(script), "stop", "--port", str(port)], check=True, capture_output=True)
+    started = time.monotonic()
+    code = stop_worker(worker, timeout=60)
+    shutdown_s = time.monotonic() - started
+    subprocess.run([sys.executable, str(script), "start", "--port", str(port)], check=True, capture_output=True)
+    if code != EXIT_RUNTIME and code != 0:
+        result.problems.append(f"exit code {code} after SIGTERM")
+    drill.start_worker()
+    drill.account(result, timeout_s=180)
+    drill.stop_all()
+    result.recovery_s = shutdown_s
+    result.notes = f"exit code {code} {shutdown_s:.1f}s after SIGTERM (limit 5s)" + result.notes
+    return result
+
+
+def drill_replay_twice(base: Settings, workdir: Path, count: int = 2000, late: int = 200) -> DrillResult:
+    """Late events dead-lettered, replayed after the fix, and replayed again: the second run
+    publishes nothing new."""
+    from workers.core.replay import ReplaySelection
+    from workers.kafka.replay import replay
+
+    drill = Drill(base, "replay", workdir)
+    result = DrillResult("replay run twice")
+    events = drill.events(count, 11)
+    drill.produce(events, bad=lambda i: "late" if i < late else None)
+    worker = drill.start_worker()
+    _wait_for_outputs(drill, count)
+    stop_worker(worker)
+    selection = ReplaySelection(reasons=frozenset({reasons.LATE}))
+    first = replay(drill.settings, drill.topics.dlq, drill.topics.events, selection)
+    second = replay(drill.settings, drill.topics.dlq, drill.topics.events, selection)
+    drill.start_worker({"WORKERS_MAX_LATENESS_S": "86400"})
+    deadline = time.monotonic() + 90
+    while end_offsets_total(drill.settings, [drill.topics.predictions]) < count and time.monotonic() < deadline:
+        time.sleep(0.2)  # every event predicted: the ones on time, then the replayed late ones
+    predictions, letters, _, _ = drill.outputs(timeout_s=3, read_all=True)
+    drill.stop_all()
+    result.sent = count
+    result.predictions, result.dead_letters = sum(predictions.values()), sum(letters.values())
+    result.lost = len(set(drill.sent_keys) - set(predictions))  # every late one is predicted in the end
+    result.duplicated = sum(n - 1 for n in predictions.values() if n > 1)
+    if (first.published, second.published) != (late, 0):
+        result.problems.append(f"replays published {first.published} then {second.published}")
+    result.stopped_s = drill.longest_pause_s()
+    result.notes = f"{late} late: first replay published {first.published}, second {second.published}"
+    return result
+
+
 def local_broker_restart(port: int | str) -> Callable[[], None]:
     script = REPO / "scripts" / "kafka-local"
 
@@ -373,10 +537,15 @@ def run_report(base: Settings, quick: bool, broker_port: int | None) -> list[Dri
             lambda: drill_corrupt_flood(base, workdir, corrupt=n, good=n // 10),
             lambda: drill_faulty_model(base, workdir, count=n),
             lambda: drill_sigterm(base, workdir, count=n),
+            lambda: drill_near_limit(base, workdir, count=max(1000, n // 5)),
+            lambda: drill_unparseable(base, workdir, count=max(1000, n // 5)),
+            lambda: drill_unwritable_output(base, workdir, count=max(1000, n // 10)),
+            lambda: drill_replay_twice(base, workdir, count=max(1000, n // 10)),
         ]
         if broker_port:
             drills.insert(2, lambda: drill_broker_restart(base, workdir, local_broker_restart(broker_port),
                                                           count=int(12_000 * scale)))
+            drills.append(lambda: drill_sigterm_stuck(base, workdir, broker_port, count=n))
         print(HEADER, flush=True)
         results = []
         for run in drills:

@@ -28,3 +28,11 @@ def create_topics(
             except TopicAlreadyExistsError:
                 pass  # a concurrent creator won; same outcome
         return created
+
+
+def alter_topic_config(settings: Settings, topic: str, config: dict[str, str]) -> None:
+    """Set topic-level configs (e.g. ``max.message.bytes``); other configs of the topic keep their values."""
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    with admin_client(settings) as admin:
+        admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=config)])

@@ -8,6 +8,11 @@ It must never raise: faust would ack the batch anyway. Records are decoded insid
 agent (a raising topic codec silently stops a ``take`` agent, faust#586), and the agent
 runs with concurrency 1 (higher values can commit past in-flight messages, faust#606):
 scale with partitions and processes.
+
+Any failure in the send path (the send call itself, or a delivery the producer gave up
+on) stops the worker at once, before the batch or anything after it is acked, so faust
+cannot commit past it: the next owner reads it again. This engine does not re-send or
+shorten outputs itself (the batch engine does, see delivery.py).
 """
 from __future__ import annotations
 
@@ -17,8 +22,9 @@ from typing import Any
 
 from workers.core.pipeline import BatchResult
 from workers.core.records import InputRecord, OutputRecord
-from workers.kafka.delivery import Sent, await_delivery
 from workers.kafka.engine import EngineContext
+
+HEARTBEAT_INTERVAL_S = 1.0
 
 TAKE_WITHIN_S = 0.05  # take_events needs a positive window; it returns early once a batch fills
 
@@ -43,6 +49,7 @@ class AgentEngine:
         self.pipeline = context.pipeline
         self.config = context.config
         self._app: Any = None
+        self._sent_at: dict[asyncio.Future, float] = {}  # delivery confirmations in progress
 
     def install(self, app: Any) -> None:
         self._app = app
@@ -55,6 +62,7 @@ class AgentEngine:
             allow_empty=True,  # an empty payload is dead-lettered, not skipped
         )
         app.agent(topic, name=f"{self.pipeline.name}-scorer", concurrency=1)(self._agent)
+        app.timer(HEARTBEAT_INTERVAL_S)(self._heartbeat)
         accounting = self.context.accounting
 
         @app.on_partitions_assigned.connect
@@ -84,24 +92,33 @@ class AgentEngine:
                     self.context.fail(exc)
                 result.processing_s = time.perf_counter() - started
                 await slots.acquire()
-                futures = await self._send(result.outputs)
+                try:
+                    futures = await self._send(result.outputs)
+                except Exception as exc:  # returning (or raising) would let faust ack the batch
+                    self.context.fail(exc)
                 task = asyncio.ensure_future(self._confirm(events, records, result, futures, slots))
+                self._sent_at[task] = time.monotonic()
                 in_flight.add(task)
                 task.add_done_callback(in_flight.discard)
+                task.add_done_callback(self._sent_at.pop)
         finally:
             # SIGTERM cancels the agent: let the batches in hand be delivered (and acked)
             # before faust's final commit.
             if in_flight:
                 await asyncio.wait(in_flight)
 
-    async def _send(self, outputs: list[OutputRecord]) -> Sent:
+    async def _send(self, outputs: list[OutputRecord]) -> list[Any]:
         producer = self._app.producer
-        return [(await producer.send(o.topic, o.key, o.value, None, None, o.headers), [o]) for o in outputs]
+        return [await producer.send(o.topic, o.key, o.value, None, None, o.headers) for o in outputs]
 
-    async def _confirm(self, events: list[Any], records: list[InputRecord], result: BatchResult, futures: Sent,
-                       slots: asyncio.Semaphore) -> None:
+    async def _heartbeat(self) -> None:
+        now = time.monotonic()
+        self.context.accounting.heartbeat(now - min(self._sent_at.values(), default=now))
+
+    async def _confirm(self, events: list[Any], records: list[InputRecord], result: BatchResult,
+                       futures: list[Any], slots: asyncio.Semaphore) -> None:
         try:
-            await await_delivery(futures, self._send)
+            await asyncio.gather(*futures)  # the producer retried what it could; a failure here is final
             for event in events:
                 event.ack()  # the last reference: the offset may now be committed
             self.context.accounting.batch_delivered(records, result)

@@ -5,61 +5,77 @@ the same core behind aiokafka's ``getmany`` runs at the in-process ceiling (READ
 Performance). This service keeps faust for the app's lifecycle (signals, start/stop,
 logging) and runs the consumer loop itself:
 
-    getmany (up to batch_size records) -> Pipeline.process -> producer.send (all outputs)
-    -> acknowledgements awaited in the background -> offsets committed in batch order.
+    getmany (up to batch_size records) -> Pipeline.process -> producer.send_batch (all outputs)
+    -> acknowledgements settled in batch order (delivery.py) -> offsets committed in batch order.
 
 At-least-once: an offset is committed only after every output of its batch and of all
 earlier batches was acknowledged by the broker (``acks=all``). Up to
 ``max_batches_in_flight`` batches await acknowledgement while the next one is scored
 (backpressure bounds memory). On a rebalance, revoked partitions are drained and
 committed before they are handed over, so a clean rebalance creates no duplicates.
+
+Order: the idempotent producer keeps each partition's order through its own retries.
+When it gives up on a batch (a broker down longer than its request timeout), new sends
+are held and the failed batches are re-sent in their original order, unless a later
+batch of the same partition was already written: then re-sending would reorder a key's
+outputs, so the worker stops without committing and a restart re-sends both in order.
+Every wait is bounded: ``delivery_timeout_s`` for an output, ``shutdown_timeout_s`` for
+the drain at SIGTERM and at a rebalance; past either, the worker exits (code 70) without
+committing what is undelivered.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
 
 import mode
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
+from workers.core.deadletter import PAYLOAD_TRUNCATED, record_size, with_reference
 from workers.core.pipeline import BatchResult
 from workers.core.records import InputRecord, OutputRecord
 from workers.errors import DeliveryError
 from workers.kafka.connection import aiokafka_options
-from workers.kafka.delivery import Sent, await_delivery
+from workers.kafka.delivery import Failure, Group, backoff, classify, failed_future, fatal_error
 from workers.kafka.engine import EngineContext
 from workers.ops.logs import get_logger
 
 log = get_logger("workers.batch_engine")
 
 COMMIT_INTERVAL_S = 0.2
+HEARTBEAT_INTERVAL_S = 1.0
 POLL_TIMEOUT_MS = 100  # an idle poll; getmany returns as soon as any record is there
+COMMIT_TIMEOUT_S = 10.0  # a final commit at shutdown or revocation, at most
 
 
-@dataclass
+@dataclass(eq=False)
 class _InFlight:
     offsets: dict[TopicPartition, int]  # next offset to commit per partition once delivered
-    done: asyncio.Future
-    records: int
+    records: list[InputRecord]
+    result: BatchResult
+    groups: list[Group]
+    sent_at: float
+    done: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
 class _CommitOnRevoke(ConsumerRebalanceListener):
-    def __init__(self, on_revoked: Callable[[], Any], on_assigned: Callable[[set[int]], None]) -> None:
+    def __init__(self, on_revoked: Callable[[Any], Any], on_assigned: Callable[[Any], None]) -> None:
         self._on_revoked = on_revoked
         self._on_assigned = on_assigned
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        await self._on_revoked()  # deliver and commit what was read before the partitions move
+        await self._on_revoked(revoked)  # deliver and commit what was read before the partitions move
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         log.info("partitions assigned", partitions=sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
-        self._on_assigned({tp.partition for tp in assigned})
+        self._on_assigned(assigned)
 
 
 class BatchEngine(mode.Service):
@@ -69,9 +85,12 @@ class BatchEngine(mode.Service):
         self.config = context.config
         self.pipeline = context.pipeline
         self.accounting = context.accounting
-        self._in_flight: deque[_InFlight] = deque()
+        self._in_flight: deque[_InFlight] = deque()  # sent, in order; left until committed
+        self._unsettled: asyncio.Queue[_InFlight] = asyncio.Queue()  # sent, in order; until delivered
+        self._settling: _InFlight | None = None
         self._slots = asyncio.Semaphore(self.config.max_batches_in_flight)
-        self._confirming: set[asyncio.Future] = set()
+        self._send_gate = asyncio.Event()  # cleared while failed batches are re-sent: nothing may overtake them
+        self._send_gate.set()
         self._commit_lock = asyncio.Lock()  # commits go out in batch order, never backwards
         self._to_commit: dict[TopicPartition, int] = {}
         self._last_commit = 0.0
@@ -82,6 +101,8 @@ class BatchEngine(mode.Service):
         self._batch_lock = asyncio.Lock()
         self._revocations = 0
         self._stopping = False  # set on shutdown: fetched records are left for the next owner
+        self._next_offsets: dict[TopicPartition, int] = {}  # first offset not yet handed to the pipeline
+        self._careful_rounds = 0  # fetch one record at a time after a record the client could not parse
         self._consumer: AIOKafkaConsumer | None = None
         self._partitions: dict[str, list[int]] = {}
         self._partitioner = DefaultPartitioner()
@@ -101,7 +122,11 @@ class BatchEngine(mode.Service):
             # linger 0: a scored batch is complete when it is handed over; lingering would hold
             # it until the event loop is free again, i.e. after the next batch is scored (p50 -4 ms)
             linger_ms=0,
-            max_batch_size=256 * 1024, **connection,
+            max_batch_size=256 * 1024,
+            # how long a batch may wait for a partition leader, and a metadata wait for a topic,
+            # before the failure comes back to be re-sent or reported (never beyond the deadline)
+            request_timeout_ms=int(min(40.0, c.delivery_timeout_s) * 1000),
+            **connection,
         )
         self._consumer = AIOKafkaConsumer(
             client_id=c.client_id, group_id=c.group_id, enable_auto_commit=False,
@@ -110,30 +135,41 @@ class BatchEngine(mode.Service):
             **connection,
         )
         await self._producer.start()
-        listener = _CommitOnRevoke(self._revoke, self.accounting.partitions_assigned)
-        self._consumer.subscribe([self.pipeline.topics.events], listener=listener)
+        self._consumer.subscribe([self.pipeline.topics.events], listener=_CommitOnRevoke(self._revoke, self._assign))
         await self._consumer.start()
 
     async def on_stop(self) -> None:
         # SIGTERM: stop turning fetched records into work, then deliver and commit the
-        # batches in hand. (mode calls on_stop before it cancels the consume task.)
+        # batches in hand, within shutdown_timeout_s. (mode calls on_stop before it cancels
+        # the engine's tasks, so the deliverer keeps running meanwhile.)
+        self._stopping = True
         try:
-            async with self._batch_lock:
-                self._stopping = True
-                await self._drain()
+            await self._drain_within_deadline("shutdown")
         finally:
             if self._consumer is not None:
                 await self._consumer.stop()
             if self._producer is not None:
                 await self._producer.stop()
 
+    # ------------------------------------------------------------------ consuming
+
     @mode.Service.task
     async def _consume(self) -> None:
         consumer = self._consumer
         assert consumer is not None
-        while not self.should_stop:
+        while not self.should_stop and not self._stopping:
             revocations = self._revocations
-            fetched = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=self.config.batch_size)
+            try:
+                if self._careful_rounds:
+                    fetched = await self._fetch_one_by_one()
+                    self._careful_rounds -= 1
+                else:
+                    fetched = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=self.config.batch_size)
+            except KafkaError:
+                raise  # the client's own errors: retried inside aiokafka, or fatal for the service
+            except Exception as exc:  # a record the client cannot parse (e.g. a header key that is not UTF-8)
+                await self._rewind_after_unparseable(exc)
+                continue
             if not fetched:
                 continue
             if self.config.batch_linger_s:
@@ -154,9 +190,61 @@ class BatchEngine(mode.Service):
         if count >= self.config.batch_size:
             return fetched
         await asyncio.sleep(self.config.batch_linger_s)
-        more = await consumer.getmany(timeout_ms=0, max_records=self.config.batch_size - count)
+        try:
+            more = await consumer.getmany(timeout_ms=0, max_records=self.config.batch_size - count)
+        except KafkaError:
+            raise
+        except Exception as exc:
+            # what was fetched is kept; the partitions are rewound past it and read carefully
+            for tp, messages in fetched.items():
+                self._next_offsets[tp] = messages[-1].offset + 1
+            await self._rewind_after_unparseable(exc)
+            return fetched
         for tp, messages in more.items():
             fetched.setdefault(tp, []).extend(messages)  # same partition: still in offset order
+        return fetched
+
+    async def _rewind_after_unparseable(self, exc: BaseException) -> None:
+        """aiokafka drops what it had drained in a fetch that raised: rewind every partition to the
+        first record not yet handed to the pipeline, then read one record at a time to find the bad one."""
+        consumer = self._consumer
+        assert consumer is not None
+        log.warning("a fetched record could not be parsed; finding it", error=f"{type(exc).__name__}: {exc}")
+        for tp in consumer.assignment():
+            offset = self._next_offsets.get(tp)
+            if offset is None:
+                offset = await consumer.committed(tp)
+            if offset is None:
+                offset = (await consumer.beginning_offsets([tp]))[tp]
+            consumer.seek(tp, offset)
+        self._careful_rounds = 3
+
+    async def _fetch_one_by_one(self) -> dict[TopicPartition, list[Any]]:
+        """Up to a batch of records, one per call, so that a record that cannot be parsed is
+        found exactly: it becomes a marker the pipeline dead-letters, and reading goes on after it."""
+        consumer = self._consumer
+        assert consumer is not None
+        fetched: dict[TopicPartition, list[Any]] = {}
+        share = max(1, self.config.batch_size // max(1, len(consumer.assignment())))
+        for tp in sorted(consumer.assignment()):
+            records: list[Any] = []
+            while len(records) < share:
+                try:
+                    got = await consumer.getmany(tp, timeout_ms=0 if records else POLL_TIMEOUT_MS, max_records=1)
+                except KafkaError:
+                    raise
+                except Exception as exc:
+                    offset = await consumer.position(tp)
+                    records.append(_Unparseable(tp.topic, tp.partition, offset, f"{type(exc).__name__}: {exc}"))
+                    consumer.seek(tp, offset + 1)
+                    log.error("record could not be parsed; dead-lettered as corrupt", topic=tp.topic,
+                              partition=tp.partition, offset=offset, error=f"{type(exc).__name__}: {exc}")
+                    break
+                if not got:
+                    break
+                records.extend(got[tp])
+            if records:
+                fetched[tp] = records
         return fetched
 
     def _give_back(self, fetched: dict[TopicPartition, list[Any]]) -> None:
@@ -172,9 +260,13 @@ class BatchEngine(mode.Service):
         offsets: dict[TopicPartition, int] = {}
         for tp, messages in fetched.items():
             for m in messages:
-                records.append(InputRecord(m.value, m.key, m.topic, m.partition, m.offset, m.timestamp,
-                                           list(m.headers or ())))
+                if isinstance(m, _Unparseable):
+                    records.append(InputRecord(None, None, m.topic, m.partition, m.offset, None, [], m.error))
+                else:
+                    records.append(InputRecord(m.value, m.key, m.topic, m.partition, m.offset, m.timestamp,
+                                               list(m.headers or ())))
             offsets[tp] = messages[-1].offset + 1
+        self._next_offsets.update(offsets)
         started = time.perf_counter()
         try:
             result = self.pipeline.process(records)
@@ -183,12 +275,10 @@ class BatchEngine(mode.Service):
         result.processing_s = time.perf_counter() - started
         self._update_lag(fetched)
         await self._slots.acquire()
-        futures = await self._send(result.outputs)
-        entry = _InFlight(offsets, asyncio.get_running_loop().create_future(), len(records))
+        await self._send_gate.wait()  # failed batches being re-sent go first
+        entry = _InFlight(offsets, records, result, await self._send(result.outputs), time.monotonic())
         self._in_flight.append(entry)
-        task = asyncio.ensure_future(self._confirm(entry, records, result, futures))
-        self._confirming.add(task)  # a strong reference until it is done
-        task.add_done_callback(self._confirming.discard)
+        self._unsettled.put_nowait(entry)
 
     def _update_lag(self, fetched: dict[TopicPartition, list[Any]]) -> None:
         consumer = self._consumer
@@ -200,35 +290,61 @@ class BatchEngine(mode.Service):
                 lags[tp.partition] = max(0, highwater - (messages[-1].offset + 1))
         self.accounting.lag_observed(lags)
 
-    async def _send(self, outputs: list[OutputRecord]) -> Sent:
+    # ------------------------------------------------------------------ sending
+
+    async def _send(self, outputs: list[OutputRecord]) -> list[Group]:
         """Group outputs by topic partition into producer batches: one future per batch.
 
         aiokafka's per-record ``send`` creates a future and a task switch per record; whole
         batches (``create_batch``/``send_batch``) cost a fraction of that. Keys are placed by
         the same murmur2 partitioner as Kafka's Java clients, so a key's predictions share
-        a partition, in order.
+        a partition, in order. A dead letter larger than ``max_message_bytes`` is sent with
+        a reference instead of its original bytes.
         """
+        by_partition: dict[tuple[str, int], list[OutputRecord]] = {}
+        for o in outputs:
+            if o.is_dead_letter and record_size(o) > self.config.max_message_bytes:
+                o = with_reference(o)
+            partition = self._partition(o.topic, o.key, await self._partitions_of(o.topic))
+            by_partition.setdefault((o.topic, partition), []).append(o)
+        groups: list[Group] = []
+        for (topic, partition), items in by_partition.items():
+            groups += await self._send_records(topic, partition, items)
+        return groups
+
+    async def _send_records(self, topic: str, partition: int, items: list[OutputRecord]) -> list[Group]:
         producer = self._producer
         assert producer is not None
-        groups: dict[tuple[str, int], list[OutputRecord]] = {}
-        for o in outputs:
-            partitions = self._partitions.get(o.topic)
-            if partitions is None:
-                partitions = self._partitions[o.topic] = sorted(await producer.partitions_for(o.topic))
-            groups.setdefault((o.topic, self._partition(o.topic, o.key, partitions)), []).append(o)
-        sent: Sent = []
-        for (topic, partition), items in groups.items():
-            batch, members = producer.create_batch(), list[OutputRecord]()
-            for o in items:
-                if batch.append(key=o.key, value=o.value, timestamp=None, headers=o.headers) is None:
-                    sent.append((await producer.send_batch(batch, topic, partition=partition), members))
-                    batch, members = producer.create_batch(), []
-                    if batch.append(key=o.key, value=o.value, timestamp=None, headers=o.headers) is None:
-                        raise DeliveryError(f"a {len(o.value or b'')}-byte record for {topic}[{partition}] does not "
-                                            "fit in a producer batch")
-                members.append(o)
-            sent.append((await producer.send_batch(batch, topic, partition=partition), members))
-        return sent
+        groups: list[Group] = []
+        batch, members = producer.create_batch(), list[OutputRecord]()
+        for o in items:
+            if batch.append(key=o.key, value=o.value, timestamp=None, headers=o.headers) is None:
+                groups.append(await self._send_batch(batch, topic, partition, members))
+                batch, members = producer.create_batch(), []
+                batch.append(key=o.key, value=o.value, timestamp=None, headers=o.headers)  # the first always fits
+            members.append(o)
+        groups.append(await self._send_batch(batch, topic, partition, members))
+        return groups
+
+    async def _send_batch(self, batch: Any, topic: str, partition: int, members: list[OutputRecord]) -> Group:
+        producer = self._producer
+        assert producer is not None
+        try:
+            future = await producer.send_batch(batch, topic, partition=partition)
+        except KafkaError as exc:  # not even queued (e.g. the accumulator stayed full): settled like a failure
+            future = failed_future(exc)
+        return Group(topic, partition, members, future, sent_at=time.monotonic())
+
+    async def _partitions_of(self, topic: str) -> list[int]:
+        partitions = self._partitions.get(topic)
+        if partitions is None:
+            producer = self._producer
+            assert producer is not None
+            try:
+                partitions = self._partitions[topic] = sorted(await producer.partitions_for(topic))
+            except KafkaError as exc:
+                self._fatal(fatal_error(topic, exc))
+        return partitions
 
     def _partition(self, topic: str, key: bytes | None, partitions: list[int]) -> int:
         if key is None:
@@ -241,17 +357,108 @@ class BatchEngine(mode.Service):
             partition = self._partition_cache[cache_key] = int(self._partitioner(key, partitions, partitions))
         return partition
 
-    async def _confirm(self, entry: _InFlight, records: list[InputRecord], result: BatchResult,
-                       futures: list[Any]) -> None:
-        try:
-            await await_delivery(futures, self._send)
+    # ------------------------------------------------------------------ delivering
+
+    @mode.Service.task
+    async def _deliver(self) -> None:
+        """Settle sent batches in the order they were sent: account, release, commit."""
+        while True:
+            entry = self._settling = await self._unsettled.get()
+            try:
+                await self._settle(entry)
+            except Exception as exc:
+                self.context.fail(exc)
+            self._settling = None
             entry.done.set_result(None)
-            self.accounting.batch_delivered(records, result)
-            await self._commit_delivered()
-        except Exception as exc:
-            self.context.fail(exc)
-        finally:
+            self.accounting.batch_delivered(entry.records, entry.result)
             self._slots.release()
+            if not self._send_gate.is_set() and self._unsettled.empty():
+                self._send_gate.set()  # every batch that was held back is delivered: sending resumes
+            await self._commit_delivered()
+
+    async def _settle(self, entry: _InFlight) -> None:
+        groups = entry.groups
+        while True:
+            results = await asyncio.gather(*(g.future for g in groups), return_exceptions=True)
+            failed = [(g, r) for g, r in zip(groups, results, strict=True) if isinstance(r, BaseException)]
+            if not failed:
+                return
+            kinds = [classify(exc) for _, exc in failed]
+            for (group, exc), kind in zip(failed, kinds, strict=True):
+                if kind is Failure.FATAL:
+                    self._fatal(fatal_error(group.topic, exc))
+                if kind is Failure.RETRIABLE:
+                    await self._check_resend(entry, group, exc)
+            if Failure.RETRIABLE in kinds:
+                await asyncio.sleep(backoff(max(g.attempts for g, _ in failed)))
+            groups = []
+            for (group, exc), kind in zip(failed, kinds, strict=True):  # re-sent in the order they were sent
+                if kind is Failure.TOO_LARGE:
+                    groups += await self._resend_too_large(group, exc)
+                else:
+                    for new in await self._send_records(group.topic, group.partition or 0, group.outputs):
+                        new.attempts = group.attempts + 1
+                        groups.append(new)
+
+    async def _check_resend(self, entry: _InFlight, group: Group, exc: BaseException) -> None:
+        """A retriable failure may be re-sent only in time, to a topic that exists, and in order."""
+        waited = time.monotonic() - entry.sent_at
+        log.warning("delivery failed; re-sending in order", topic=group.topic, partition=group.partition,
+                    records=len(group.outputs), error=f"{type(exc).__name__}: {exc}", waited_s=round(waited, 1))
+        if waited > self.config.delivery_timeout_s:
+            self._fatal(DeliveryError(
+                f"outputs to topic {group.topic}[{group.partition}] not acknowledged within "
+                f"{self.config.delivery_timeout_s:.0f}s (WORKERS_DELIVERY_TIMEOUT_S; last error "
+                f"{type(exc).__name__}); stopping without committing undelivered outputs"))
+        if type(exc).__name__ == "UnknownTopicOrPartitionError" and not await self._topic_exists(group.topic):
+            self._fatal(fatal_error(group.topic, exc))
+        self._send_gate.clear()  # nothing new may overtake the re-send
+        position = list(self._in_flight).index(entry)
+        later = [g for e in list(self._in_flight)[position + 1:] for g in e.groups
+                 if (g.topic, g.partition) == (group.topic, group.partition)]
+        if later:
+            await asyncio.wait([g.future for g in later])
+            if any(not g.future.cancelled() and g.future.exception() is None for g in later):
+                self._fatal(DeliveryError(
+                    f"a later batch for topic {group.topic}[{group.partition}] was written before a failed "
+                    "one could be re-sent; stopping without committing so that a restart re-sends both in order"))
+
+    async def _resend_too_large(self, group: Group, exc: BaseException) -> list[Group]:
+        """One by one; a dead letter that is still too large goes with a reference to its bytes."""
+        if group.outputs and not group.outputs[0].is_dead_letter:
+            self._fatal(fatal_error(group.topic, exc))
+        if len(group.outputs) == 1:
+            letter = group.outputs[0]
+            if dict(letter.headers).get(PAYLOAD_TRUNCATED) == b"true":  # even the reference is refused
+                self._fatal(fatal_error(group.topic, exc))
+            log.warning("dead letter too large for its topic; written with a reference to the original",
+                        topic=group.topic, bytes=record_size(letter))
+            return await self._send_records(group.topic, group.partition or 0, [with_reference(letter)])
+        groups = []
+        for output in group.outputs:
+            groups += await self._send_records(group.topic, group.partition or 0, [output])
+        return groups
+
+    async def _topic_exists(self, topic: str) -> bool:
+        producer = self._producer
+        assert producer is not None
+        try:
+            metadata = await producer.client.fetch_all_metadata()
+        except KafkaError:
+            return True  # cannot tell: let the deadline decide
+        return topic in metadata.topics()
+
+    def _fatal(self, error: DeliveryError) -> NoReturn:
+        self.context.fail(error)
+
+    @mode.Service.timer(HEARTBEAT_INTERVAL_S)
+    async def _heartbeat(self) -> None:
+        """The event loop runs (liveness), and how long the oldest undelivered batch has waited (readiness)."""
+        oldest = self._settling or (self._in_flight[0] if self._in_flight and not self._in_flight[0].done.done()
+                                    else None)
+        self.accounting.heartbeat(time.monotonic() - oldest.sent_at if oldest is not None else 0.0)
+
+    # ------------------------------------------------------------------ committing
 
     async def _commit_delivered(self, force: bool = False) -> None:
         """Commit the longest delivered prefix of batches, in the order they were read.
@@ -265,7 +472,7 @@ class BatchEngine(mode.Service):
             while self._in_flight and self._in_flight[0].done.done():
                 entry = self._in_flight.popleft()
                 self._to_commit.update(entry.offsets)
-                self._uncommitted += entry.records
+                self._uncommitted += len(entry.records)
             now = time.monotonic()
             if not self._to_commit or self._consumer is None:
                 return
@@ -281,6 +488,7 @@ class BatchEngine(mode.Service):
                 return
             try:
                 await self._consumer.commit(offsets)
+                self.accounting.offsets_committed()
             except KafkaError as exc:
                 # The group moved on (rebalance): the new owner re-reads from the last commit.
                 # That can duplicate outputs, never lose them.
@@ -290,13 +498,41 @@ class BatchEngine(mode.Service):
     async def _commit_periodically(self) -> None:
         await self._commit_delivered()  # when no new batch comes to do it
 
-    async def _revoke(self) -> None:
-        async with self._batch_lock:
-            self._revocations += 1
-            await self._drain()
+    # ------------------------------------------------------------------ rebalancing and stopping
+
+    def _assign(self, assigned: Any) -> None:
+        self._next_offsets = {tp: o for tp, o in self._next_offsets.items() if tp in assigned}
+        self.accounting.partitions_assigned({tp.partition for tp in assigned})
+
+    async def _revoke(self, revoked: Any) -> None:
+        await self._drain_within_deadline("rebalance")
+        self.pipeline.forget_partitions({(tp.topic, tp.partition) for tp in revoked})
+
+    async def _drain_within_deadline(self, why: str) -> None:
+        try:
+            await asyncio.wait_for(self._drain(), self.config.shutdown_timeout_s)
+        except TimeoutError:
+            undelivered = sum(len(e.records) for e in self._in_flight if not e.done.done())
+            with contextlib.suppress(TimeoutError, KafkaError):  # what was delivered is committed
+                await asyncio.wait_for(self._commit_delivered(force=True), COMMIT_TIMEOUT_S)
+            self.context.fail(DeliveryError(
+                f"{why}: {undelivered} records still undelivered after {self.config.shutdown_timeout_s:.0f}s "
+                "(WORKERS_SHUTDOWN_TIMEOUT_S); exiting without committing them"))
 
     async def _drain(self) -> None:
-        pending = [entry.done for entry in self._in_flight]
-        if pending:
-            await asyncio.gather(*pending)
-        await self._commit_delivered(force=True)
+        async with self._batch_lock:
+            self._revocations += 1
+            pending = [entry.done for entry in self._in_flight]
+            if pending:
+                await asyncio.gather(*pending)
+            await self._commit_delivered(force=True)
+
+
+@dataclass(frozen=True)
+class _Unparseable:
+    """Where a record the client could not parse was; it stands in for the record in a batch."""
+
+    topic: str
+    partition: int
+    offset: int
+    error: str

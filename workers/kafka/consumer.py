@@ -67,3 +67,15 @@ def end_offsets_total(settings: Settings, topics: list[str]) -> int:
         return sum(consumer.end_offsets(parts).values())
     finally:
         consumer.close()
+
+
+def committed_offsets(settings: Settings, group_id: str, topic: str) -> dict[int, int | None]:
+    """{partition: the group's committed offset (None: nothing committed)} of a topic."""
+    from kafka import TopicPartition
+
+    consumer = clients.consumer(settings, group_id=group_id, enable_auto_commit=False)
+    try:
+        partitions = sorted(consumer.partitions_for_topic(topic) or ())
+        return {p: consumer.committed(TopicPartition(topic, p)) for p in partitions}
+    finally:
+        consumer.close()

@@ -24,6 +24,11 @@ class Accounting(Protocol):
 
     def lag_observed(self, lags: dict[int, int]) -> None: ...
 
+    def offsets_committed(self) -> None: ...
+
+    def heartbeat(self, oldest_undelivered_s: float) -> None:
+        """Called every second from the event loop: it runs, and how long the oldest output has waited."""
+
 
 @dataclass(frozen=True)
 class EngineConfig:
@@ -32,6 +37,9 @@ class EngineConfig:
     batch_size: int
     batch_linger_s: float
     max_batches_in_flight: int
+    delivery_timeout_s: float = 120.0
+    shutdown_timeout_s: float = 30.0
+    max_message_bytes: int = 1_000_000
 
 
 @dataclass(frozen=True)

@@ -39,10 +39,13 @@ class EventProducer:
                                           client_id="workers-producer")
         self._futures: list[Any] = []
 
-    def send_raw(self, value: bytes, key: bytes | None, headers: Headers | None = None) -> None:
-        self._futures.append(self._producer.send(self.topic, key=key, value=value, headers=headers or []))
+    def send_raw(self, value: bytes, key: bytes | None, headers: Headers | None = None) -> Any:
+        """Send as is; returns the delivery future (``.get()`` gives the partition and offset)."""
+        future = self._producer.send(self.topic, key=key, value=value, headers=headers or [])
+        self._futures.append(future)
         if len(self._futures) >= UNACKED_LIMIT:
             self._check_delivered()
+        return future
 
     def send_event(self, event: dict[str, Any], writer: StoredSchema | None = None) -> Sent:
         """Encode with the input schema (or an older ``writer`` version of it) and send."""

@@ -9,6 +9,7 @@ way, from an ``EngineContext``, and report to the same ``WorkerMonitor``.
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import tempfile
 from typing import NoReturn
@@ -17,7 +18,7 @@ import faust
 from threadpoolctl import threadpool_limits
 
 from workers.core.pipeline import Pipeline
-from workers.errors import EXIT_RUNTIME
+from workers.errors import EXIT_RUNTIME, WorkersError
 from workers.kafka.agent_engine import AgentEngine
 from workers.kafka.batch_engine import BatchEngine
 from workers.kafka.connection import connection, faust_options
@@ -40,8 +41,7 @@ class InferenceWorker:
         # need, and one descheduled thread stalls the whole call (README, Performance: p99 at 25%
         # load fell from 335 to 36 ms with one thread).
         threadpool_limits(settings.model_threads)
-        self.monitor = monitor or WorkerMonitor(pipeline, settings.worker_id, settings.drift_window,
-                                                settings.drift_threshold)
+        self.monitor = monitor or WorkerMonitor.from_settings(pipeline, settings)
         self._datadir = tempfile.TemporaryDirectory(prefix="workers-faust-")
         conn = connection(settings)
         self.app = faust.App(
@@ -65,7 +65,10 @@ class InferenceWorker:
             pipeline=pipeline,
             config=EngineConfig(group_id=settings.group_id, client_id=f"workers-{settings.worker_id}",
                                 batch_size=settings.batch_size, batch_linger_s=settings.batch_linger_s,
-                                max_batches_in_flight=settings.max_batches_in_flight),
+                                max_batches_in_flight=settings.max_batches_in_flight,
+                                delivery_timeout_s=settings.delivery_timeout_s,
+                                shutdown_timeout_s=settings.shutdown_timeout_s,
+                                max_message_bytes=settings.max_message_bytes),
             connection=conn,
             accounting=self.monitor,
             fail=self.fail,
@@ -73,11 +76,13 @@ class InferenceWorker:
         self.engine = BatchEngine(context) if settings.engine == "batch" else AgentEngine(context)
         self.engine.install(self.app)
 
-    @staticmethod
-    def fail(exc: BaseException) -> NoReturn:
+    def fail(self, exc: BaseException) -> NoReturn:
         # Exiting without acking or committing the batch in hand means no offset past it is
         # committed: the next worker re-reads it.
-        log.critical("unrecoverable error; exiting without committing the batch", error=repr(exc))
+        self.monitor.failed = str(exc)  # /readyz answers 503 until the process is gone
+        message = str(exc) if isinstance(exc, WorkersError) else f"{type(exc).__name__}: {exc}"
+        log.critical("unrecoverable error; exiting without committing undelivered work", error=message)
+        logging.shutdown()  # flush the log line: os._exit skips interpreter clean-up
         os._exit(EXIT_RUNTIME)
 
     def run(self) -> None:

@@ -30,18 +30,17 @@ def serve(state: HttpState, port: int, host: str = "0.0.0.0") -> ThreadingHTTPSe
         def do_GET(self) -> None:
             path = self.path.split("?")[0]
             monitor = state.monitor
-            if path == "/healthz":
-                self._send(200, b"ok\n", "text/plain")
+            if path == "/healthz":  # liveness: the event loop runs (200 until the model is loaded)
+                alive = monitor is None or monitor.is_alive()
+                self._send(200 if alive else 503, b"ok\n" if alive else b"event loop blocked\n", "text/plain")
             elif monitor is None:
                 body = json.dumps({"ready": False, "model_verified": False, "partitions": []}).encode()
                 self._send(503, body, "application/json")
             elif path == "/metrics":
                 self._send(200, generate_latest(monitor.metrics.registry), CONTENT_TYPE_LATEST)
             elif path == "/readyz":
-                ready = monitor.is_ready()
-                body = json.dumps({"ready": ready, "model_verified": monitor.model_verified,
-                                   "partitions": sorted(monitor.assigned_partitions)}).encode()
-                self._send(200 if ready else 503, body, "application/json")
+                readiness = monitor.readiness()
+                self._send(200 if readiness["ready"] else 503, json.dumps(readiness).encode(), "application/json")
             elif path == "/status.json":
                 self._send(200, json.dumps(monitor.status()).encode(), "application/json")
             elif path in ("/", "/status"):

@@ -79,8 +79,11 @@ class WorkerMetrics:
                          registry=r)
         self.drift = Gauge("workers_feature_drift_psi", "PSI of a feature (or the score) against the reference",
                            ["pipeline", "feature"], registry=r)
-        self.ready = Gauge("workers_ready", "1 when the model is verified and partitions are assigned",
-                           ["pipeline"], registry=r).labels(pipeline)
+        self.ready = Gauge("workers_ready", "1 when /readyz answers 200", ["pipeline"], registry=r).labels(pipeline)
+        self.oldest_undelivered = Gauge(
+            "workers_oldest_undelivered_batch_age_seconds",
+            "How long the oldest batch of outputs has waited for the broker's acknowledgement (0: none waiting)",
+            ["pipeline"], registry=r).labels(pipeline)
         Info("workers_model", "The model this worker serves", registry=r).info(
             {"pipeline": pipeline, "version": model_version, "sha256": model_sha256, "worker_id": worker_id,
              "scoring": scoring})

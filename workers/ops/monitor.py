@@ -19,6 +19,7 @@ from workers.core.pipeline import BatchResult, Pipeline
 from workers.core.records import InputRecord
 from workers.ops.logs import get_logger
 from workers.ops.metrics import WorkerMetrics
+from workers.settings import Settings
 
 log = get_logger("workers.monitor")
 
@@ -39,7 +40,8 @@ def offset_ranges(records: list[InputRecord]) -> dict[int, list[int]]:
 
 class WorkerMonitor:
     def __init__(self, pipeline: Pipeline, worker_id: str, drift_window: int = 5000,
-                 drift_threshold: float = 0.2) -> None:
+                 drift_threshold: float = 0.2, *, delivery_timeout_s: float = 120.0, stall_timeout_s: float = 60.0,
+                 liveness_timeout_s: float = 30.0) -> None:
         manifest = pipeline.manifest
         self.pipeline = pipeline
         self.metrics = WorkerMetrics(pipeline.name, manifest.version, manifest.artifact_sha256, worker_id,
@@ -51,11 +53,24 @@ class WorkerMonitor:
         self.assigned_partitions: set[int] = set()
         self.lag: dict[int, int] = {}
         self.model_verified = True  # a Pipeline exists only once its model was verified
+        self.failed: str | None = None  # set when the worker is stopping on an unrecoverable error
+        self.delivery_timeout_s = delivery_timeout_s
+        self.stall_timeout_s = stall_timeout_s
+        self.liveness_timeout_s = liveness_timeout_s
+        self.oldest_undelivered_s = 0.0
         self.started = time.time()
+        self._last_heartbeat = time.monotonic()  # the event loop ran (the engines call heartbeat())
+        self._last_progress = time.monotonic()  # a batch was delivered or offsets committed
         self._recent: deque[tuple[float, int]] = deque(maxlen=600)  # (time, consumed) for the rate
         self._latencies_ms: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         self._psi: dict[str, float] = {}
-        self._last_progress = time.monotonic()
+        self._last_progress_log = time.monotonic()
+
+    @classmethod
+    def from_settings(cls, pipeline: Pipeline, settings: Settings) -> WorkerMonitor:
+        return cls(pipeline, settings.worker_id, settings.drift_window, settings.drift_threshold,
+                   delivery_timeout_s=settings.delivery_timeout_s, stall_timeout_s=settings.stall_timeout_s,
+                   liveness_timeout_s=settings.liveness_timeout_s)
 
     # -- what the engines report
     def batch_delivered(self, records: list[InputRecord], result: BatchResult) -> None:
@@ -77,6 +92,7 @@ class WorkerMonitor:
                 self._check_drift()
         self.metrics.batch(len(records), result.predictions, dict(result.dead_letters), result.processing_s,
                            latencies, scores)
+        self._last_progress = time.monotonic()
         self._recent.append((now, self.consumed))
         if result.dead_letters:
             log.info("dead-lettered", topic=records[0].topic, offsets=offset_ranges(records),
@@ -96,9 +112,37 @@ class WorkerMonitor:
             self.lag[partition] = lag
             self.metrics.set_lag(partition, lag)
 
+    def offsets_committed(self) -> None:
+        self._last_progress = time.monotonic()
+
+    def heartbeat(self, oldest_undelivered_s: float) -> None:
+        self._last_heartbeat = time.monotonic()
+        self.oldest_undelivered_s = oldest_undelivered_s
+        self.metrics.oldest_undelivered.set(oldest_undelivered_s)
+        self.metrics.ready.set(1 if self.is_ready() else 0)
+
     # -- what the endpoints read
+    def is_alive(self) -> bool:
+        """False once the event loop has not run for ``liveness_timeout_s``: restart the process."""
+        return time.monotonic() - self._last_heartbeat < self.liveness_timeout_s
+
+    def readiness(self) -> dict[str, Any]:
+        """Ready to serve: model verified, partitions assigned, and the stream moving."""
+        problems = []
+        if self.failed:
+            problems.append(f"stopping: {self.failed}")
+        if not self.assigned_partitions:
+            problems.append("no partitions assigned")
+        if self.oldest_undelivered_s > self.delivery_timeout_s:
+            problems.append(f"outputs undelivered for {self.oldest_undelivered_s:.0f}s")
+        stalled = time.monotonic() - self._last_progress
+        if stalled > self.stall_timeout_s and any(lag > 0 for lag in self.lag.values()):
+            problems.append(f"no progress for {stalled:.0f}s with lag {sum(self.lag.values())}")
+        return {"ready": self.model_verified and not problems, "model_verified": self.model_verified,
+                "partitions": sorted(self.assigned_partitions), "problems": problems}
+
     def is_ready(self) -> bool:
-        return self.model_verified and bool(self.assigned_partitions)
+        return bool(self.readiness()["ready"])
 
     def status(self) -> dict[str, Any]:
         """What the status page shows: the same figures as /metrics, summarised."""
@@ -123,6 +167,7 @@ class WorkerMonitor:
             "latency_ms": {f"p{q}": round(float(np.percentile(latencies, q)), 2) for q in (50, 95, 99)}
             if len(latencies) else {},
             "lag": {str(p): self.lag.get(p, 0) for p in sorted(self.assigned_partitions)},
+            "oldest_undelivered_s": round(self.oldest_undelivered_s, 1),
             "drift_psi": {k: round(v, 4) for k, v in self._psi.items()},
             "drift_threshold": self.drift.threshold,
             "drift_window_events": self.drift.window_events,
@@ -143,8 +188,8 @@ class WorkerMonitor:
 
     def _maybe_log_progress(self) -> None:
         now = time.monotonic()
-        if now - self._last_progress < PROGRESS_EVERY_S:
+        if now - self._last_progress_log < PROGRESS_EVERY_S:
             return
-        self._last_progress = now
+        self._last_progress_log = now
         log.info("progress", consumed=self.consumed, predictions=self.predictions,
                  dead_letters=sum(self.dead_letters.values()), events_per_s=self.status()["events_per_s"])
