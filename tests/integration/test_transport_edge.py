@@ -65,10 +65,10 @@ def test_a_missing_output_topic_stops_the_worker_cleanly_and_a_restart_loses_not
 
 
 def test_sigterm_while_deliveries_are_stuck_is_bounded(base, local_broker_port, tmp_path):
-    result = drills.drill_sigterm_stuck(base, tmp_path, local_broker_port, count=5000)
+    result = drills.drill_sigterm_stuck(base, tmp_path, local_broker_port, count=20_000)
     assert result.passed, result.problems
     assert result.lost == 0
-    assert result.recovery_s is not None and result.recovery_s < 20  # 5 s drain deadline + exit
+    assert result.recovery_s is not None and result.recovery_s < 10  # a 5 s deadline, then the exit
 
 
 def test_replaying_twice_publishes_each_dead_letter_once(base, tmp_path):

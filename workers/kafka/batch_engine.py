@@ -52,7 +52,7 @@ log = get_logger("workers.batch_engine")
 COMMIT_INTERVAL_S = 0.2
 HEARTBEAT_INTERVAL_S = 1.0
 POLL_TIMEOUT_MS = 100  # an idle poll; getmany returns as soon as any record is there
-COMMIT_TIMEOUT_S = 10.0  # a final commit at shutdown or revocation, at most
+COMMIT_TIMEOUT_S = 5.0  # a final commit at shutdown or revocation, at most (within shutdown_timeout_s)
 
 
 @dataclass(eq=False)
@@ -509,12 +509,15 @@ class BatchEngine(mode.Service):
         self.pipeline.forget_partitions({(tp.topic, tp.partition) for tp in revoked})
 
     async def _drain_within_deadline(self, why: str) -> None:
+        """Deliver and commit within ``shutdown_timeout_s`` in all: a share of it is kept for the
+        final commit of what was delivered when the rest cannot be."""
+        reserve = min(COMMIT_TIMEOUT_S, 0.2 * self.config.shutdown_timeout_s)
         try:
-            await asyncio.wait_for(self._drain(), self.config.shutdown_timeout_s)
+            await asyncio.wait_for(self._drain(), self.config.shutdown_timeout_s - reserve)
         except TimeoutError:
             undelivered = sum(len(e.records) for e in self._in_flight if not e.done.done())
             with contextlib.suppress(TimeoutError, KafkaError):  # what was delivered is committed
-                await asyncio.wait_for(self._commit_delivered(force=True), COMMIT_TIMEOUT_S)
+                await asyncio.wait_for(self._commit_delivered(force=True), reserve)
             self.context.fail(DeliveryError(
                 f"{why}: {undelivered} records still undelivered after {self.config.shutdown_timeout_s:.0f}s "
                 "(WORKERS_SHUTDOWN_TIMEOUT_S); exiting without committing them"))
