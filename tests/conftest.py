@@ -95,3 +95,43 @@ def fraud_pipeline():
     from tests.factories import load_test_pipeline
 
     return load_test_pipeline()
+
+
+class SecureBroker:
+    """A scripts/kafka-local --secure broker: TLS, SASL/SCRAM-SHA-512, ACLs enforced."""
+
+    def __init__(self, port: str, run_dir: Path) -> None:
+        self.port = port
+        self.bootstrap = f"127.0.0.1:{port}"
+        self.run_dir = run_dir
+
+    def env(self, user: str) -> dict[str, str]:
+        """The WORKERS_* variables that connect as ``user`` (admin, worker, producer, consumer, replayer, intruder)."""
+        lines = (self.run_dir / "clients" / f"{user}.env").read_text().splitlines()
+        return dict(line.split("=", 1) for line in lines if line)
+
+    def settings(self, user: str, **overrides):
+        from workers.settings import Settings
+
+        values = {k.removeprefix("WORKERS_").lower(): v for k, v in self.env(user).items()}
+        return Settings(**{**values, **overrides})
+
+
+@pytest.fixture(scope="session")
+def secure_broker() -> Iterator[SecureBroker]:
+    """The secure local broker (no Docker needed): started if not running, stopped again if started here."""
+    port = os.environ.get("KAFKA_LOCAL_SECURE_PORT", "29092")
+    running = subprocess.run([sys.executable, str(KAFKA_LOCAL), "status", "--port", port],
+                             capture_output=True).returncode == 0
+    if not running:
+        started = subprocess.run([sys.executable, str(KAFKA_LOCAL), "start", "--secure", "--port", port],
+                                 capture_output=True, text=True)
+        if started.returncode != 0:
+            pytest.fail(f"could not start the secure local broker: {started.stdout}{started.stderr}")
+    cache = Path(os.environ.get("KAFKA_LOCAL_CACHE") or
+                 Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kafka-workers")
+    try:
+        yield SecureBroker(port, cache / "run" / port)
+    finally:
+        if not running:
+            subprocess.run([sys.executable, str(KAFKA_LOCAL), "stop", "--port", port], capture_output=True)

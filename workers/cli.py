@@ -40,6 +40,7 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from workers.kafka.clients import check_access
     from workers.kafka.worker import InferenceWorker
     from workers.ops import logs
     from workers.ops.http import HttpState, serve
@@ -53,6 +54,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         serve(state, settings.metrics_port)  # /healthz now; /readyz 503 until verified and assigned
     # Load, verify and check the model before touching Kafka: a bad artifact fails here.
     pipeline = load_pipeline(settings)
+    check_access(settings, [pipeline.topics.events])  # brokers, credentials, the input topic: one clear line
     monitor = WorkerMonitor.from_settings(pipeline, settings)
     worker = InferenceWorker(settings, pipeline, monitor)
     state.monitor = monitor
@@ -162,6 +164,20 @@ def _cmd_topics_create(args: argparse.Namespace) -> int:
     created = create_topics(settings, names, partitions=args.partitions)
     for name in names:
         print(f"{name}: {'created' if name in created else 'exists'}")
+    return 0
+
+
+def _cmd_acl(args: argparse.Namespace) -> int:
+    from workers.kafka.acls import ROLES, apply, pipeline_grants
+
+    settings = _settings(args)
+    principals = {role: getattr(args, role) or f"User:{role}" for role in ROLES}
+    grants = pipeline_grants(settings, principals)
+    for grant in grants:
+        print(grant.describe())
+    if args.action == "apply":
+        count = apply(settings, grants)
+        print(f"applied {count} ACLs (idempotent) as {settings.sasl_username or 'an unauthenticated client'}")
     return 0
 
 
@@ -338,6 +354,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also re-publish dead letters whose original topic is TOPIC (repeatable); "
                          "default: only the pipeline's input topic")
     rp.set_defaults(func=_cmd_replay)
+
+    acl = sub.add_parser("acl", help="least-privilege ACLs of a pipeline's principals").add_subparsers(
+        dest="action", required=True, parser_class=_Parser)
+    for action, text in (("print", "print the ACLs"), ("apply", "create them on the broker (as an admin; idempotent)")):
+        cmd = acl.add_parser(action, parents=[_connection_options()], help=text)
+        for role in ("worker", "producer", "consumer", "replayer"):
+            cmd.add_argument(f"--{role}", metavar="PRINCIPAL", help=f"the {role}'s principal (default: User:{role})")
+        cmd.set_defaults(func=_cmd_acl)
 
     schemas = sub.add_parser("schemas", help="schema evolution checks").add_subparsers(
         dest="action", required=True, parser_class=_Parser)

@@ -37,3 +37,19 @@ def test_cluster_ids_are_random() -> None:
     ids = {script.new_cluster_id() for _ in range(500)}
     assert len(ids) == 500
     assert not any(i.startswith("-") for i in ids)
+
+
+def test_secure_config_enforces_acls_and_keeps_secrets_private(tmp_path) -> None:
+    script = _load_script()
+    props = script.write_config(tmp_path, 29092, secure=True, mtls=True).read_text()
+    assert "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer" in props
+    assert "allow.everyone.if.no.acl.found=false" in props and "super.users=User:admin;" in props
+    assert "listeners=SASL_SSL://127.0.0.1:29092,CONTROLLER://127.0.0.1:29093" in props
+    assert "PLAINTEXT://" not in props  # no unauthenticated client listener
+    assert "listener.name.sasl_ssl.ssl.client.auth=required" in props  # --mtls
+    users = script.read_users(tmp_path)
+    assert set(users) == set(script.SECURE_USERS) and len(set(users.values())) == len(users)
+    assert (tmp_path / "users.json").stat().st_mode & 0o077 == 0  # readable by the owner only
+    arguments = script.scram_arguments(tmp_path)
+    assert arguments.count("--add-scram") == len(users)
+    assert f"SCRAM-SHA-512=[name=admin,password={users['admin']}]" in arguments

@@ -5,6 +5,7 @@ the protocol, instead of kafka-python's ``NoBrokersAvailable`` traceback.
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -13,42 +14,80 @@ from workers.errors import KafkaUnavailableError
 from workers.kafka.connection import kafka_python_options
 from workers.settings import Settings
 
+BOOTSTRAP_TIMEOUT_MS = 10_000  # a reachable broker answers in milliseconds; kafka-python's default is 30 s
 
-def _unavailable(settings: Settings, exc: Exception) -> KafkaUnavailableError:
-    return KafkaUnavailableError(
-        f"cannot connect to Kafka at {settings.bootstrap_servers} ({settings.security_protocol}): "
-        f"{type(exc).__name__}{': ' + str(exc) if str(exc) else ''}")
+
+class _ConnectionFailures(logging.Handler):
+    """What kafka-python logs when a bootstrap connection fails: it retries until its timeout and
+    then raises a bare "Unable to bootstrap", so the cause (refused, TLS, authentication) comes from here."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.causes: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg in ("Connection failed: %s", "Bootstrap connection to %s failed: %s (backoff %.2f secs)"):
+            args = record.args if isinstance(record.args, tuple) else ()
+            cause = next((a for a in args if isinstance(a, BaseException)), None)
+            if cause is not None:
+                self.causes.append(f"{type(cause).__name__}: {cause}")
+
+
+@contextmanager
+def _explained(settings: Settings) -> Iterator[None]:
+    """Connection failures as one line naming the servers, the protocol and the cause."""
+    from kafka.errors import KafkaError
+
+    failures = _ConnectionFailures()
+    logger = logging.getLogger("kafka")
+    logger.addHandler(failures)
+    try:
+        yield
+    except KafkaError as exc:
+        cause = _main_cause(failures.causes) or f"{type(exc).__name__}: {exc}"
+        identity = f", {settings.sasl_mechanism} as {settings.sasl_username}" if settings.sasl_mechanism else ""
+        raise KafkaUnavailableError(f"cannot connect to Kafka at {settings.bootstrap_servers} "
+                                    f"({settings.security_protocol}{identity}): {cause}") from None
+    finally:
+        logger.removeHandler(failures)
+
+
+def _main_cause(causes: list[str]) -> str | None:
+    """The most telling of the causes seen: authentication, then TLS, then the rest."""
+    for marker, meaning in (("SaslAuthenticationFailed", "authentication failed (wrong user or password?)"),
+                            ("SSL", "TLS handshake failed"), ("Handshake failed", "TLS handshake failed"),
+                            ("socket disconnected", "the broker closed the connection (does the listener expect "
+                                                    "TLS or SASL? see WORKERS_SECURITY_PROTOCOL)"),
+                            ("ECONNREFUSED", "connection refused (is a broker listening there?)")):
+        found = next((c for c in causes if marker in c), None)
+        if found is not None:
+            return f"{meaning}: {found}"
+    return causes[-1] if causes else None
 
 
 def producer(settings: Settings, **options: Any) -> Any:
     from kafka import KafkaProducer
-    from kafka.errors import KafkaError
 
-    try:
-        return KafkaProducer(**options, **kafka_python_options(settings))
-    except KafkaError as exc:
-        raise _unavailable(settings, exc) from exc
+    with _explained(settings):
+        return KafkaProducer(**{"bootstrap_timeout_ms": BOOTSTRAP_TIMEOUT_MS, **options},
+                             **kafka_python_options(settings))
 
 
 def consumer(settings: Settings, *topics: str, **options: Any) -> Any:
     from kafka import KafkaConsumer
-    from kafka.errors import KafkaError
 
-    try:
-        return KafkaConsumer(*topics, **options, **kafka_python_options(settings))
-    except KafkaError as exc:
-        raise _unavailable(settings, exc) from exc
+    with _explained(settings):
+        return KafkaConsumer(*topics, **{"bootstrap_timeout_ms": BOOTSTRAP_TIMEOUT_MS, **options},
+                             **kafka_python_options(settings))
 
 
 @contextmanager
 def admin_client(settings: Settings) -> Iterator[Any]:
     from kafka.admin import KafkaAdminClient
-    from kafka.errors import KafkaError
 
-    try:
-        admin = KafkaAdminClient(client_id="workers-admin", **kafka_python_options(settings))
-    except KafkaError as exc:
-        raise _unavailable(settings, exc) from exc
+    with _explained(settings):
+        admin = KafkaAdminClient(client_id="workers-admin", bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
+                                 **kafka_python_options(settings))
     try:
         yield admin
     finally:
@@ -61,3 +100,20 @@ def describe_client_error(exc: BaseException) -> str:
     if module in ("kafka", "aiokafka"):
         return f"Kafka client error: {type(exc).__name__}: {exc}"
     return f"unexpected {type(exc).__name__}: {exc} (a bug: please report it with the command that caused it)"
+
+
+def check_access(settings: Settings, read: list[str]) -> None:
+    """Before a worker starts: the brokers answer, the credentials are accepted, and each topic in
+    ``read`` exists and can be described by this principal. One clear error instead of a client's
+    traceback after its own retries."""
+    from workers.errors import ConfigError
+
+    probe = consumer(settings, client_id="workers-preflight", enable_auto_commit=False)
+    try:
+        for topic in read:
+            if not probe.partitions_for_topic(topic):
+                raise ConfigError(
+                    f"topic {topic} does not exist on {settings.bootstrap_servers}, or "
+                    f"{settings.sasl_username or 'this client'} may not DESCRIBE it (see `workers acl print`)")
+    finally:
+        probe.close()

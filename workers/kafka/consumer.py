@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from workers.core.records import Headers
+from workers.errors import KafkaUnavailableError
 from workers.kafka import clients
 from workers.settings import Settings
 
@@ -39,11 +40,24 @@ def consume(
         enable_auto_commit=group_id is not None,
         client_id="workers-tail",
     )
+    from kafka.errors import GroupAuthorizationFailedError, TopicAuthorizationFailedError
+
     seen = 0
     last = time.monotonic()
     try:
+        for topic in topics:  # kafka-python only logs an unauthorized topic and then waits forever
+            if not consumer.partitions_for_topic(topic):
+                raise KafkaUnavailableError(
+                    f"topic {topic} does not exist on {settings.bootstrap_servers}, or "
+                    f"{settings.sasl_username or 'this client'} may not DESCRIBE it (see `workers acl print`)")
         while max_records is None or seen < max_records:
-            batches = consumer.poll(timeout_ms=200)
+            try:
+                batches = consumer.poll(timeout_ms=200)
+            except (TopicAuthorizationFailedError, GroupAuthorizationFailedError) as exc:
+                raise KafkaUnavailableError(
+                    f"{settings.sasl_username or 'this client'} may not READ {', '.join(topics)}"
+                    f"{' with group ' + group_id if group_id else ''} ({type(exc).__name__}); "
+                    "see `workers acl print`") from None
             if not batches:
                 if idle_timeout_s is not None and time.monotonic() - last > idle_timeout_s:
                     return

@@ -1,0 +1,35 @@
+"""The ACL plan of a pipeline is least privilege: each role gets what its job needs, nothing else."""
+from workers.kafka.acls import ROLES, pipeline_grants
+from workers.settings import Settings
+
+PRINCIPALS = {role: f"User:{role}" for role in ROLES}
+
+
+def _rights(prefix: str = "p-") -> dict[str, set[tuple[str, str, str, str]]]:
+    settings = Settings(topic_prefix=prefix)
+    rights: dict[str, set[tuple[str, str, str, str]]] = {}
+    for g in pipeline_grants(settings, PRINCIPALS):
+        rights.setdefault(g.principal.removeprefix("User:"), set()).add((g.operation, g.resource, g.name, g.pattern))
+    return rights
+
+
+def test_each_role_gets_exactly_its_job():
+    r = _rights()
+    assert r["worker"] == {
+        ("READ", "TOPIC", "p-fraud.events", "LITERAL"), ("DESCRIBE", "TOPIC", "p-fraud.events", "LITERAL"),
+        ("READ", "GROUP", "p-fraud-worker", "LITERAL"),
+        ("WRITE", "TOPIC", "p-fraud.predictions", "LITERAL"), ("DESCRIBE", "TOPIC", "p-fraud.predictions", "LITERAL"),
+        ("WRITE", "TOPIC", "p-fraud.dlq", "LITERAL"), ("DESCRIBE", "TOPIC", "p-fraud.dlq", "LITERAL"),
+    }
+    assert r["producer"] == {("WRITE", "TOPIC", "p-fraud.events", "LITERAL"),
+                             ("DESCRIBE", "TOPIC", "p-fraud.events", "LITERAL")}
+    assert {(op, name) for op, kind, name, _ in r["consumer"] if kind == "TOPIC"} == {
+        ("READ", "p-fraud.predictions"), ("DESCRIBE", "p-fraud.predictions")}
+    assert ("WRITE", "TOPIC", "p-fraud.events", "LITERAL") in r["replayer"]
+    assert not any(op == "WRITE" and name != "p-fraud.events" for op, _, name, _ in r["replayer"])
+
+
+def test_no_wildcards_no_cluster_rights_no_creation():
+    for rights in _rights().values():
+        for operation, resource, name, _ in rights:
+            assert resource in ("TOPIC", "GROUP") and operation in ("READ", "WRITE", "DESCRIBE") and "*" not in name

@@ -1,0 +1,100 @@
+"""Least privilege for a pipeline: who may do what on its topics and groups, printed or applied.
+
+| principal | may |
+|---|---|
+| worker | READ the events topic and its consumer group; WRITE predictions and dead letters |
+| producer | WRITE the events topic |
+| consumer | READ the predictions topic, and consumer groups named ``<prefix><pipeline>-consumer*`` |
+| replayer | READ dead letters and the events topic (truncated originals); WRITE the events topic; |
+|          | its progress groups ``<prefix><pipeline>-replay*`` |
+
+Each WRITE and READ on a topic comes with DESCRIBE on it (metadata). Nothing else: no
+cluster-level rights, no topic creation (an admin creates topics), no wildcard.
+Applying is idempotent: Kafka keeps one copy of an ACL however often it is created.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from workers.kafka.clients import admin_client
+from workers.settings import Settings
+
+ROLES = ("worker", "producer", "consumer", "replayer")
+
+
+@dataclass(frozen=True, order=True)
+class Grant:
+    principal: str  # e.g. "User:worker"
+    operation: str  # READ, WRITE, DESCRIBE
+    resource: str  # TOPIC or GROUP
+    name: str
+    pattern: str = "LITERAL"  # or PREFIXED
+
+    def describe(self) -> str:
+        shown = f"{self.name}*" if self.pattern == "PREFIXED" else self.name
+        return f"{self.principal:<16} {self.operation:<8} {self.resource.lower():<5} {shown}"
+
+
+def pipeline_grants(settings: Settings, principals: dict[str, str]) -> list[Grant]:
+    """The grants of a pipeline's principals (``principals``: role -> principal)."""
+    topics = settings.topics
+    base = f"{settings.topic_prefix}{settings.pipeline}"
+
+    def topic(role: str, operation: str, name: str) -> list[Grant]:
+        return [Grant(principals[role], operation, "TOPIC", name), Grant(principals[role], "DESCRIBE", "TOPIC", name)]
+
+    grants = [
+        *topic("worker", "READ", topics.events),
+        Grant(principals["worker"], "READ", "GROUP", settings.group_id),
+        *topic("worker", "WRITE", topics.predictions),
+        *topic("worker", "WRITE", topics.dlq),
+        *topic("producer", "WRITE", topics.events),
+        *topic("consumer", "READ", topics.predictions),
+        Grant(principals["consumer"], "READ", "GROUP", f"{base}-consumer", "PREFIXED"),
+        *topic("replayer", "READ", topics.dlq),
+        *topic("replayer", "READ", topics.events),
+        *topic("replayer", "WRITE", topics.events),
+        Grant(principals["replayer"], "READ", "GROUP", f"{base}-replay", "PREFIXED"),
+    ]
+    return sorted(set(grants))
+
+
+def apply(settings: Settings, grants: list[Grant]) -> int:
+    """Create the ACLs (as the admin the settings connect as); returns how many were sent."""
+    from kafka.admin import ACL, ACLOperation, ACLPermissionType, ACLResourcePatternType, ResourcePattern, ResourceType
+
+    acls = [ACL(principal=g.principal, host="*", operation=ACLOperation[g.operation],
+                permission_type=ACLPermissionType.ALLOW,
+                resource_pattern=ResourcePattern(ResourceType[g.resource], g.name, ACLResourcePatternType[g.pattern]))
+            for g in grants]
+    failed = []
+    with admin_client(settings) as admin:
+        # one per request: kafka-python 3.0 mis-reads the response to a multi-ACL CreateAcls
+        # (every ACL came back "SecurityDisabledError" from a broker that applies them one by one)
+        for acl in acls:
+            failed += admin.create_acls([acl])["failed"]
+    if failed:
+        from workers.errors import KafkaUnavailableError
+
+        raise KafkaUnavailableError(f"the broker refused {len(failed)} ACLs, e.g. {failed[0]}")
+    return len(acls)
+
+
+def revoke(settings: Settings, grants: list[Grant]) -> None:
+    """Delete exactly these ACLs (tests take a right away to see what happens)."""
+    from kafka.admin import (
+        ACLFilter,
+        ACLOperation,
+        ACLPermissionType,
+        ACLResourcePatternType,
+        ResourcePatternFilter,
+        ResourceType,
+    )
+
+    filters = [ACLFilter(principal=g.principal, host="*", operation=ACLOperation[g.operation],
+                         permission_type=ACLPermissionType.ALLOW,
+                         resource_pattern=ResourcePatternFilter(ResourceType[g.resource], g.name,
+                                                                ACLResourcePatternType[g.pattern]))
+               for g in grants]
+    with admin_client(settings) as admin:
+        admin.delete_acls(filters)
