@@ -181,6 +181,47 @@ def _cmd_acl(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_models(args: argparse.Namespace) -> int:
+    from workers.core.codec import SchemaStore
+    from workers.core.signing import SIGNATURE_FILE, generate_key_pair, key_id, load_private_key, load_public_key
+    from workers.pipelines import registry
+
+    if args.action == "keygen":
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        private_pem, public_pem = generate_key_pair()
+        private, public = out / f"{args.name}.key.pem", out / f"{args.name}.pub.pem"
+        if private.exists():
+            raise ConfigError(f"{private} exists: not overwriting a key")
+        private.touch(mode=0o600)
+        private.write_bytes(private_pem)
+        public.write_bytes(public_pem)
+        print(f"key {key_id(load_public_key(public_pem))}: private {private} (keep it secret), public {public}")
+        return 0
+    settings = _settings(args, **({"trusted_keys": ",".join(args.key)} if args.action == "verify" and args.key
+                                  else {}))
+    store = SchemaStore(settings.schemas_dir)
+    models = registry(settings, store)
+    directory = models.directory(settings.pipeline, settings.model_version)
+    if args.action == "sign":
+        key = load_private_key(Path(args.key).read_bytes(), args.key)
+        (directory / SIGNATURE_FILE).write_bytes(sign_manifest((directory / "manifest.json").read_bytes(), key))
+        print(f"signed {directory / 'manifest.json'} with key {key_id(key.public_key())}")
+        return 0
+    if not models.trusted_keys:
+        raise ConfigError("no trusted keys: give --key PUBLIC.pem or set WORKERS_TRUSTED_KEYS")
+    loaded = models.load(settings.pipeline, directory.name)
+    print(f"ok: {loaded.manifest.name} {loaded.manifest.version} signed by {loaded.signer}; artifact "
+          f"{loaded.manifest.artifact} sha256 {loaded.manifest.artifact_sha256[:16]}... verified and loaded")
+    return 0
+
+
+def sign_manifest(manifest_bytes: bytes, key: Any) -> bytes:
+    from workers.core.signing import sign
+
+    return sign(manifest_bytes, key)
+
+
 def _cmd_schemas_check(args: argparse.Namespace) -> int:
     from workers.pipelines import load_manifest
     from workers.schema_compat import check_both_ways
@@ -362,6 +403,22 @@ def build_parser() -> argparse.ArgumentParser:
         for role in ("worker", "producer", "consumer", "replayer"):
             cmd.add_argument(f"--{role}", metavar="PRINCIPAL", help=f"the {role}'s principal (default: User:{role})")
         cmd.set_defaults(func=_cmd_acl)
+
+    models = sub.add_parser("models", help="sign and verify model versions (Ed25519)").add_subparsers(
+        dest="action", required=True, parser_class=_Parser)
+    keygen = models.add_parser("keygen", help="make an Ed25519 key pair for signing manifests")
+    keygen.add_argument("--out", required=True, help="directory for NAME.key.pem (mode 600) and NAME.pub.pem")
+    keygen.add_argument("--name", default="models", help="file name stem (default: models)")
+    keygen.set_defaults(func=_cmd_models)
+    sign = models.add_parser("sign", parents=[_connection_options(), _model_options()],
+                             help="sign a version's manifest.json (writes manifest.json.sig)")
+    sign.add_argument("--key", required=True, help="the Ed25519 private key (PEM)")
+    sign.set_defaults(func=_cmd_models)
+    verify = models.add_parser("verify", parents=[_connection_options(), _model_options()],
+                               help="check signature, sha256 and model/schema agreement, as a worker would")
+    verify.add_argument("--key", action="append", help="a trusted public key (PEM; repeatable; default: "
+                                                       f"${PREFIX}TRUSTED_KEYS)")
+    verify.set_defaults(func=_cmd_models)
 
     schemas = sub.add_parser("schemas", help="schema evolution checks").add_subparsers(
         dest="action", required=True, parser_class=_Parser)

@@ -10,12 +10,30 @@ from workers.core.codec import SchemaStore
 from workers.core.manifest import Manifest
 from workers.core.pipeline import Pipeline
 from workers.core.registry import ModelRegistry
+from workers.core.signing import Ed25519PublicKey, key_id, load_public_key
+from workers.errors import ConfigError
 from workers.settings import Settings
+
+
+def trusted_keys(settings: Settings) -> dict[str, Ed25519PublicKey]:
+    """WORKERS_TRUSTED_KEYS: key id -> public key."""
+    keys = {}
+    for path in settings.trusted_key_paths:
+        try:
+            key = load_public_key(path.read_bytes(), str(path))
+        except OSError as exc:
+            raise ConfigError(f"WORKERS_TRUSTED_KEYS: cannot read {path}: {exc.strerror}") from None
+        keys[key_id(key)] = key
+    return keys
+
+
+def registry(settings: Settings, schemas: SchemaStore) -> ModelRegistry:
+    return ModelRegistry(settings.models_dir, schemas, trusted_keys(settings))
 
 
 def load_pipeline(settings: Settings) -> Pipeline:
     schemas = SchemaStore(settings.schemas_dir)
-    loaded = ModelRegistry(settings.models_dir, schemas).load(settings.pipeline, settings.model_version)
+    loaded = registry(settings, schemas).load(settings.pipeline, settings.model_version)
     policies = loaded.manifest.policies
     if settings.max_lateness_s is not None:  # an operator's override of the manifest's policy
         policies = policies.model_copy(update={"max_lateness_s": settings.max_lateness_s})

@@ -45,10 +45,15 @@ class Settings(BaseSettings):
         DEFAULT_BOOTSTRAP, min_length=1,
         validation_alias=AliasChoices("WORKERS_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"),
         description="Kafka bootstrap servers, comma-separated (also read from KAFKA_BOOTSTRAP_SERVERS)")
-    pipeline: str = Field("fraud", min_length=1, description="pipeline name: models/<pipeline>/")
+    pipeline: str = Field("fraud", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+                          description="pipeline name: models/<pipeline>/ (a plain name)")
     schemas_dir: Path = Field(default_factory=lambda: _default_dir("schemas"), description="the Avro schemas")
     models_dir: Path = Field(default_factory=lambda: _default_dir("models"), description="the model versions")
-    model_version: str | None = Field(None, description="model version to serve (default: the newest)")
+    model_version: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+                                      description="model version to serve (default: the newest)")
+    trusted_keys: str | None = Field(
+        None, description="Ed25519 public keys (PEM files, comma-separated) whose signature a model's manifest "
+                          "must carry; unset: signatures are not required")
     topic_prefix: str = Field("", description="prepended to every pipeline topic (tests, multi-tenant clusters)")
     input_topic: str | None = Field(None, description="overrides <prefix><pipeline>.events")
     consumer_group: str | None = Field(None, description="default: <prefix><pipeline>-worker")
@@ -138,6 +143,10 @@ class Settings(BaseSettings):
             return cls(**{k: v for k, v in overrides.items() if v is not None})
         except ValidationError as exc:
             raise ConfigError(one_line(exc, env_prefix=PREFIX)) from None
+
+    @property
+    def trusted_key_paths(self) -> list[Path]:
+        return [Path(p.strip()) for p in (self.trusted_keys or "").split(",") if p.strip()]
 
     @property
     def group_id(self) -> str:

@@ -119,7 +119,13 @@ class Manifest(_Strict):
     version: str = Field(min_length=1, description="this model version (its directory's name)")
     task: Task = Field(description="binary_classification (score = probability of `positive_class`) "
                                    "or regression (score = the prediction)")
-    artifact: str = Field(min_length=1, description="the joblib file, relative to the version directory")
+    artifact: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+                          description="the model file in the version directory (a plain file name): `.joblib` "
+                                      "(pickle: runs code when loaded, so only with a verified sha256 and, "
+                                      "in production, a signed manifest) or `.skops` (loads no code)")
+    trusted_types: list[str] = Field(
+        default_factory=list, description="`.skops` artifacts: the types skops may build besides its defaults "
+                                          "(e.g. `sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor`)")
     artifact_sha256: str = Field(pattern=r"^[0-9a-f]{64}$",
                                  description="sha256 of the artifact; checked before it is loaded")
     input_schema: str = Field(description="the Avro schema events are read as, relative to the schemas dir")

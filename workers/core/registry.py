@@ -1,12 +1,24 @@
 """Model versions on disk: ``models/<pipeline>/<version>/{manifest.json, artifact}``.
 
-``joblib.load`` is pickle and can run code, so the artifact's sha256 is checked against
-the manifest *before* it is loaded. The manifest is then checked against the model and
-the input schema at start-up, so a mismatch fails the deploy, not the first event.
+``joblib.load`` is pickle and can run code, so nothing is unpickled until it is trusted:
+
+* names are plain (a pipeline or version like ``../elsewhere`` is refused) and every path
+  stays inside the version directory (no absolute or ``..`` artifact, no symlink out);
+* with trusted keys configured, the manifest's Ed25519 signature is checked first
+  (``signing``): the manifest vouches for the artifact's sha256;
+* the artifact is read once, its bytes checked against the sha256, and loaded from those
+  same bytes, so a file swapped after the check is never loaded;
+* ``.skops`` artifacts are loaded with skops, which runs no code and builds only the types
+  the manifest lists in ``trusted_types``.
+
+The manifest is then checked against the model and the input schema at start-up, so a
+mismatch fails the deploy, not the first event.
 """
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +29,26 @@ import joblib
 from workers.core.codec import SchemaStore, StoredSchema
 from workers.core.manifest import Manifest
 from workers.core.scoring import positive_column
+from workers.core.signing import SIGNATURE_FILE, Ed25519PublicKey, verify
 from workers.errors import ConfigError, ModelIntegrityError, ModelMismatchError
 
 NUMERIC_AVRO = {"int", "long", "float", "double"}
+PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def check_plain_name(kind: str, name: str) -> str:
+    """A pipeline or version name: letters, digits, '.', '_', '-', not starting with a dot, no '..'."""
+    if not PLAIN_NAME.match(name) or ".." in name:
+        raise ConfigError(f"{kind} {name!r} is not a plain name (letters, digits, '.', '_', '-')")
+    return name
+
+
+def _inside(path: Path, root: Path, what: str) -> Path:
+    """``path`` with symlinks resolved, refused unless it is inside ``root``."""
+    resolved = path.resolve()
+    if not resolved.is_relative_to(root.resolve()):
+        raise ModelIntegrityError(f"refusing {what} {path}: it resolves to {resolved}, outside {root}")
+    return resolved
 
 
 @dataclass(frozen=True)
@@ -29,6 +58,7 @@ class LoadedModel:
     directory: Path
     input_schema: StoredSchema
     prediction_schema: StoredSchema
+    signer: str | None = None  # the key id of the trusted key that signed the manifest
 
     @property
     def sha256(self) -> str:
@@ -50,12 +80,14 @@ def _version_key(version: str) -> tuple:
 
 
 class ModelRegistry:
-    def __init__(self, models_dir: Path, schemas: SchemaStore) -> None:
+    def __init__(self, models_dir: Path, schemas: SchemaStore,
+                 trusted_keys: dict[str, Ed25519PublicKey] | None = None) -> None:
         self.models_dir = Path(models_dir)
         self.schemas = schemas
+        self.trusted_keys = trusted_keys or {}  # key id -> key; empty: signatures are not required
 
     def versions(self, pipeline: str) -> list[str]:
-        root = self.models_dir / pipeline
+        root = self.models_dir / check_plain_name("pipeline", pipeline)
         if not root.is_dir():
             return []
         found = [d.name for d in root.iterdir() if (d / "manifest.json").is_file()]
@@ -65,10 +97,12 @@ class ModelRegistry:
         versions = self.versions(pipeline)
         if not versions:
             raise ConfigError(f"no model versions under {self.models_dir / pipeline}")
-        chosen = version or versions[-1]
+        chosen = check_plain_name("model version", version) if version else versions[-1]
         if chosen not in versions:
             raise ConfigError(f"model version {chosen!r} of {pipeline!r} not found; have {versions}")
-        return self.models_dir / pipeline / chosen
+        directory = self.models_dir / pipeline / chosen
+        _inside(directory, self.models_dir, "model directory")
+        return directory
 
     def manifest(self, pipeline: str, version: str | None = None) -> Manifest:
         """The manifest alone (no artifact is loaded): enough for producers and consumers."""
@@ -76,22 +110,51 @@ class ModelRegistry:
 
     def load(self, pipeline: str, version: str | None = None) -> LoadedModel:
         directory = self.directory(pipeline, version)
-        manifest = Manifest.load(directory / "manifest.json")
+        manifest_path = _inside(directory / "manifest.json", directory, "manifest")
+        manifest_bytes = manifest_path.read_bytes()  # read once: what is verified is what is used
+        signer = None
+        if self.trusted_keys:
+            signature = directory / SIGNATURE_FILE
+            signature_bytes = _inside(signature, directory, "signature").read_bytes() if signature.is_file() else None
+            signer = verify(manifest_bytes, signature_bytes, self.trusted_keys, str(manifest_path))
+        try:
+            raw = json.loads(manifest_bytes)
+        except ValueError as exc:
+            raise ConfigError(f"cannot read manifest {manifest_path}: {exc}") from exc
+        manifest = Manifest.from_dict(raw, source=str(manifest_path))
         artifact = directory / manifest.artifact
         if not artifact.is_file():
             raise ConfigError(f"artifact {artifact} named by the manifest does not exist")
-        actual = file_sha256(artifact)
+        data = read_artifact(_inside(artifact, directory, "artifact"))
+        actual = hashlib.sha256(data).hexdigest()
         if actual != manifest.artifact_sha256:
             raise ModelIntegrityError(
                 f"refusing to load {artifact}: its sha256 is {actual} but the manifest declares "
                 f"{manifest.artifact_sha256}; the artifact was changed or corrupted"
             )
-        model = joblib.load(artifact)
+        model = deserialize(data, manifest, artifact)
         input_schema = self.schemas.get(manifest.input_schema)
         prediction_schema = self.schemas.get(manifest.prediction_schema)
         check_model(manifest, model)
         check_schema(manifest, input_schema)
-        return LoadedModel(manifest, model, directory, input_schema, prediction_schema)
+        return LoadedModel(manifest, model, directory, input_schema, prediction_schema, signer)
+
+
+def read_artifact(path: Path) -> bytes:
+    return path.read_bytes()
+
+
+def deserialize(data: bytes, manifest: Manifest, source: Path) -> Any:
+    """The model from the verified bytes: skops for ``.skops`` (no code runs), else joblib (pickle)."""
+    if manifest.artifact.endswith(".skops"):
+        import skops.io
+
+        untrusted = set(skops.io.get_untrusted_types(data=data)) - set(manifest.trusted_types)
+        if untrusted:
+            raise ModelIntegrityError(f"refusing to load {source}: it contains types the manifest does not "
+                                      f"trust: {sorted(untrusted)} (list them in trusted_types if they are)")
+        return skops.io.loads(data, trusted=list(manifest.trusted_types))
+    return joblib.load(io.BytesIO(data))
 
 
 def check_model(manifest: Manifest, model: Any) -> None:

@@ -105,6 +105,7 @@ class InferenceWorker:
             batch_size=self.settings.batch_size,
             scoring=self.pipeline.scorer.path,
             scoring_reason=self.pipeline.scorer.path_reason,
+            signed_by=self.pipeline.model.signer or "not required (no WORKERS_TRUSTED_KEYS)",
         )
         # Everything alive now (model, libraries, app) lives as long as the process. Frozen,
         # it is no longer traversed by full collections, which took 50-60 ms each under load
