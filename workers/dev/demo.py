@@ -55,7 +55,8 @@ def run_demo(settings: Settings, count: int, bad_fraction: float, old_fraction: 
     default_log = Path(tempfile.gettempdir()) / f"{settings.topic_prefix or 'workers-'}demo-worker.log"
     log_path = Path(os.environ.get("WORKERS_DEMO_LOG", default_log)).resolve()
     reference_key = settings.models_dir / "trusted-keys" / "reference-test.pub.pem"
-    verify = {"WORKERS_TRUSTED_KEYS": str(reference_key)} if reference_key.is_file() and not settings.trusted_keys else {}
+    trusted = reference_key.is_file() and not settings.trusted_keys
+    verify = {"WORKERS_TRUSTED_KEYS": str(reference_key)} if trusted else {}
     worker = start_worker(settings, log_path, verify)  # the reference model is signed: the worker checks it
     print(f"worker started (pid {worker.pid}, logs in {log_path})")
     codec = prediction_codec(settings)
