@@ -9,6 +9,8 @@ COPY schemas ./schemas
 COPY models ./models
 ENV WORKERS_SCHEMAS_DIR=/app/schemas \
     WORKERS_MODELS_DIR=/app/models \
+    WORKERS_TRUSTED_KEYS=/app/models/trusted-keys/reference-test.pub.pem \
+    WORKERS_HTTP_HOST=0.0.0.0 \
     PYTHONUNBUFFERED=1
 USER nobody
 ENTRYPOINT ["workers"]

@@ -51,7 +51,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     logs.configure(settings.log_level, settings.log_format)
     state = HttpState()
     if settings.metrics_port:
-        serve(state, settings.metrics_port)  # /healthz now; /readyz 503 until verified and assigned
+        token = settings.http_token.get_secret_value() if settings.http_token else None
+        serve(state, settings.metrics_port, settings.http_host, token)  # /readyz 503 until verified and assigned
     # Load, verify and check the model before touching Kafka: a bad artifact fails here.
     pipeline = load_pipeline(settings)
     check_access(settings, [pipeline.topics.events])  # brokers, credentials, the input topic: one clear line

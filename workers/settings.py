@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     worker_id: str = Field(default_factory=_default_worker_id, description="default: <hostname>-<pid>")
     metrics_port: int = Field(0, ge=0, le=65535, description="HTTP port of /metrics, /healthz, /readyz, /status; "
                                                            "0: no endpoint")
+    http_host: str = Field("127.0.0.1", description="address the HTTP endpoints bind to (0.0.0.0 in a container)")
+    http_token: SecretStr | None = Field(None, description="if set, /status and /status.json need "
+                                                           "`Authorization: Bearer <token>`")
     drift_window: int = Field(5000, ge=1, description="scored events compared with the reference profile")
     drift_threshold: float = Field(0.2, gt=0, description="PSI above which a feature counts as drifted")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
