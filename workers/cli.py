@@ -6,6 +6,7 @@ configuration and usage errors and 70 for runtime failures (``workers.errors``).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -56,10 +57,37 @@ def _cmd_run(args: argparse.Namespace) -> int:
     # Load, verify and check the model before touching Kafka: a bad artifact fails here.
     pipeline = load_pipeline(settings)
     check_access(settings, [pipeline.topics.events])  # brokers, credentials, the input topic: one clear line
+    record_start(settings, pipeline)
     monitor = WorkerMonitor.from_settings(pipeline, settings)
     worker = InferenceWorker(settings, pipeline, monitor)
     state.monitor = monitor
     worker.run()
+    return 0
+
+
+def record_start(settings: Settings, pipeline: Any) -> None:
+    """The audit trail: which model this worker serves, and with which configuration."""
+    from workers.core import audit
+    from workers.kafka import audit as audit_log
+
+    manifest = pipeline.manifest
+    audit_log.write(settings, audit.MODEL_LOADED, {
+        "version": manifest.version, "sha256": manifest.artifact_sha256, "artifact": manifest.artifact,
+        "signer": pipeline.model.signer or "none (no trusted keys)", "scoring": pipeline.scorer.path,
+    }, settings.worker_id)
+    configuration = {name: settings.masked()[name] for name in (
+        "engine", "batch_size", "batch_linger_s", "max_batches_in_flight", "model_threads", "lean_scoring",
+        "max_lateness_s", "delivery_timeout_s", "shutdown_timeout_s", "input_topic", "security_protocol")}
+    audit_log.write(settings, audit.WORKER_STARTED, {"group": settings.group_id, **configuration},
+                    settings.worker_id)
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from workers.core.audit import describe
+    from workers.kafka.audit import read
+
+    for record in read(_settings(args), idle_timeout_s=args.idle_timeout):
+        print(json.dumps(record) if args.json else describe(record), flush=True)
     return 0
 
 
@@ -152,6 +180,15 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         print(f"refused {count} whose original topic {target!r} is not the input topic (--allow-target to allow)")
     if report.unavailable:
         print(f"skipped {report.unavailable} truncated dead letters whose original is no longer in its source topic")
+    if not args.dry_run:
+        from workers.core import audit
+        from workers.kafka import audit as audit_log
+
+        audit_log.write(settings, audit.REPLAY_RUN, {
+            "selection": selection, "from_beginning": args.from_beginning, "group": report.group,
+            "scanned": report.scanned, "replayed": report.published, "over_limit": report.over_limit,
+            "refused": sum(report.refused.values()), "unavailable": report.unavailable,
+            "by_reason": dict(report.by_reason)})
     if settings.replay_key is None and not args.dry_run and report.selected:
         print("note: WORKERS_REPLAY_KEY is not set, so workers will not flag these predictions as replayed")
     return 0
@@ -396,6 +433,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also re-publish dead letters whose original topic is TOPIC (repeatable); "
                          "default: only the pipeline's input topic")
     rp.set_defaults(func=_cmd_replay)
+
+    audit = sub.add_parser("audit", parents=[_connection_options()],
+                           help="show the audit trail: model loads, worker starts, replay runs")
+    audit.add_argument("--json", action="store_true", help="JSON lines")
+    audit.add_argument("--idle-timeout", type=_positive_float, default=3.0,
+                       help="stop after this many seconds without a record (default: 3)")
+    audit.set_defaults(func=_cmd_audit)
 
     acl = sub.add_parser("acl", help="least-privilege ACLs of a pipeline's principals").add_subparsers(
         dest="action", required=True, parser_class=_Parser)

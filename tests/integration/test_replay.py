@@ -14,6 +14,7 @@ from workers.core.replay import REPLAY_AT, REPLAY_COUNT, REPLAY_ORIGIN
 from workers.dev import fraud_data as fraud
 from workers.dev.bad_inputs import send_kind
 from workers.dev.processes import start_worker, stop_worker
+from workers.kafka import audit as audit_log
 from workers.kafka import clients
 from workers.kafka.producer import EventProducer
 from workers.pipelines import load_manifest
@@ -96,3 +97,13 @@ def test_replay_keeps_progress_bounds_repeats_refuses_foreign_targets_and_signs(
                      if REPLAY_COUNT in dict(r.headers))
     assert counts == {b"1": 10, b"2": 10}  # a second replay of a record is told apart by its count
     assert all(Counter(p["event_id"] for p in last.predictions)[s.event_id] == 1 for s in good)
+
+    # The audit trail: both workers' model loads and starts, and every replay run (not the dry run).
+    trail = list(audit_log.read(settings))
+    actions = Counter(r["action"] for r in trail)
+    assert actions == {"model_loaded": 2, "worker_started": 2, "replay_run": 4}
+    loads = [r for r in trail if r["action"] == "model_loaded"]
+    assert {r["details"]["sha256"] for r in loads} == {manifest.artifact_sha256}
+    runs = [r["details"] for r in trail if r["action"] == "replay_run"]
+    assert [int(r["replayed"]) for r in runs] == [10, 0, 0, 20] and runs[2]["refused"] == "1"
+    assert all(r["actor"].startswith("os:") and r["host"] for r in trail)  # no SASL here: the OS user

@@ -139,6 +139,6 @@ def test_acl_apply_is_idempotent_and_prints_least_privilege(secure_broker, pipel
     out = _cli(secure_broker.env("admin"), "acl", "apply", "--topic-prefix", pipeline.topic_prefix)
     assert out.returncode == 0, out.stderr
     lines = [line for line in out.stdout.splitlines() if line.startswith("User:")]
-    assert len(lines) == len(pipeline_grants(pipeline, PRINCIPALS)) == 18
+    assert len(lines) == len(pipeline_grants(pipeline, PRINCIPALS)) == 22
     assert not [line for line in lines if "producer" in line and "READ" in line]  # producers only write
-    assert "applied 18 ACLs" in out.stdout
+    assert "applied 22 ACLs" in out.stdout

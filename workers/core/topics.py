@@ -10,15 +10,17 @@ class PipelineTopics:
     events: str  # the input: events produced by the upstream applications
     predictions: str  # one prediction per scored event
     dlq: str  # dead letters: the original bytes and why they were not scored
+    audit: str  # the audit trail: model loads, worker starts, replay runs
 
     @classmethod
     def for_pipeline(cls, pipeline: str, prefix: str = "") -> PipelineTopics:
         base = f"{prefix}{pipeline}"
-        return cls(events=f"{base}.events", predictions=f"{base}.predictions", dlq=f"{base}.dlq")
+        return cls(events=f"{base}.events", predictions=f"{base}.predictions", dlq=f"{base}.dlq",
+                   audit=f"{base}.audit")
 
     def with_events(self, topic: str) -> PipelineTopics:
         """The same outputs fed from another input topic (benchmarks share one backlog)."""
         return dataclasses.replace(self, events=topic)
 
     def all(self) -> list[str]:
-        return [self.events, self.predictions, self.dlq]
+        return [self.events, self.predictions, self.dlq, self.audit]

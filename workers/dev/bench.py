@@ -337,7 +337,7 @@ def run(base: Settings, *, events: int, naive_events: int, partitions: int, late
         settings = base.model_copy(update={"topic_prefix": f"{run_id}{name}-", "input_topic": backlog,
                                            "partitions": partitions})
         topics = settings.topics
-        create_topics(settings, [topics.predictions, topics.dlq])
+        create_topics(settings, [topics.predictions, topics.dlq, topics.audit])
         env = {"WORKERS_INPUT_TOPIC": backlog, "WORKERS_LOG_LEVEL": "WARNING", **env}
         if module:
             full_env = {**os.environ, "WORKERS_BOOTSTRAP_SERVERS": bootstrap,

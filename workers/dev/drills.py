@@ -83,7 +83,7 @@ class Drill:
             "pipeline": "fraud", "topic_prefix": prefix, "partitions": partitions, "input_topic": None,
             "models_dir": models_dir or base.models_dir})
         self.topics = self.settings.topics
-        for role in ("events", "predictions", "dlq"):
+        for role in ("events", "predictions", "dlq", "audit"):
             if role not in without:
                 create_topics(self.settings, [getattr(self.topics, role)], config=(topic_config or {}).get(role))
         self.workdir = workdir

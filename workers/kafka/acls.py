@@ -2,14 +2,15 @@
 
 | principal | may |
 |---|---|
-| worker | READ the events topic and its consumer group; WRITE predictions and dead letters |
+| worker | READ the events topic and its consumer group; WRITE predictions, dead letters, audit |
 | producer | WRITE the events topic |
 | consumer | READ the predictions topic, and consumer groups named ``<prefix><pipeline>-consumer*`` |
-| replayer | READ dead letters and the events topic (truncated originals); WRITE the events topic; |
+| replayer | READ dead letters and the events topic (truncated originals); WRITE events and audit; |
 |          | its progress groups ``<prefix><pipeline>-replay*`` |
 
 Each WRITE and READ on a topic comes with DESCRIBE on it (metadata). Nothing else: no
-cluster-level rights, no topic creation (an admin creates topics), no wildcard.
+cluster-level rights, no topic creation (an admin creates topics), no wildcard. Nobody but
+an admin reads the audit trail.
 Applying is idempotent: Kafka keeps one copy of an ACL however often it is created.
 """
 from __future__ import annotations
@@ -48,12 +49,14 @@ def pipeline_grants(settings: Settings, principals: dict[str, str]) -> list[Gran
         Grant(principals["worker"], "READ", "GROUP", settings.group_id),
         *topic("worker", "WRITE", topics.predictions),
         *topic("worker", "WRITE", topics.dlq),
+        *topic("worker", "WRITE", topics.audit),
         *topic("producer", "WRITE", topics.events),
         *topic("consumer", "READ", topics.predictions),
         Grant(principals["consumer"], "READ", "GROUP", f"{base}-consumer", "PREFIXED"),
         *topic("replayer", "READ", topics.dlq),
         *topic("replayer", "READ", topics.events),
         *topic("replayer", "WRITE", topics.events),
+        *topic("replayer", "WRITE", topics.audit),
         Grant(principals["replayer"], "READ", "GROUP", f"{base}-replay", "PREFIXED"),
     ]
     return sorted(set(grants))

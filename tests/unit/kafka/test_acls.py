@@ -20,13 +20,16 @@ def test_each_role_gets_exactly_its_job():
         ("READ", "GROUP", "p-fraud-worker", "LITERAL"),
         ("WRITE", "TOPIC", "p-fraud.predictions", "LITERAL"), ("DESCRIBE", "TOPIC", "p-fraud.predictions", "LITERAL"),
         ("WRITE", "TOPIC", "p-fraud.dlq", "LITERAL"), ("DESCRIBE", "TOPIC", "p-fraud.dlq", "LITERAL"),
+        ("WRITE", "TOPIC", "p-fraud.audit", "LITERAL"), ("DESCRIBE", "TOPIC", "p-fraud.audit", "LITERAL"),
     }
     assert r["producer"] == {("WRITE", "TOPIC", "p-fraud.events", "LITERAL"),
                              ("DESCRIBE", "TOPIC", "p-fraud.events", "LITERAL")}
     assert {(op, name) for op, kind, name, _ in r["consumer"] if kind == "TOPIC"} == {
         ("READ", "p-fraud.predictions"), ("DESCRIBE", "p-fraud.predictions")}
     assert ("WRITE", "TOPIC", "p-fraud.events", "LITERAL") in r["replayer"]
-    assert not any(op == "WRITE" and name != "p-fraud.events" for op, _, name, _ in r["replayer"])
+    writes = {name for op, _, name, _ in r["replayer"] if op == "WRITE"}
+    assert writes == {"p-fraud.events", "p-fraud.audit"}
+    assert not any(name == "p-fraud.audit" and op == "READ" for rights in r.values() for op, _, name, _ in rights)
 
 
 def test_no_wildcards_no_cluster_rights_no_creation():
