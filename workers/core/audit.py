@@ -1,6 +1,6 @@
 """The audit trail's records: what happened to a pipeline, by whom, from where. Pure; no Kafka.
 
-Written to ``<pipeline>.audit`` (Avro, ``schemas/audit.v1.avsc``) by the worker when it
+Written to ``<pipeline>.audit`` (Avro, ``SCHEMA`` below) by the worker when it
 loads a model and starts with a configuration, and by ``workers replay`` for every run;
 shown by ``workers audit``.
 """
@@ -9,7 +9,23 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-SCHEMA = "audit.v1.avsc"
+# The audit record's schema: built in (a pipeline's own schemas directory need not hold it).
+SCHEMA_NAME = "audit.v1 (built in)"
+SCHEMA: dict[str, Any] = {
+    "type": "record",
+    "name": "AuditEvent",
+    "namespace": "io.workers.audit",
+    "doc": "One entry of a pipeline's audit trail (<pipeline>.audit): a model load, a worker start, a replay run.",
+    "fields": [
+        {"name": "at", "type": {"type": "long", "logicalType": "timestamp-millis"}, "doc": "when it happened"},
+        {"name": "pipeline", "type": "string"},
+        {"name": "action", "type": "string", "doc": "model_loaded, worker_started, replay_run"},
+        {"name": "actor", "type": "string", "doc": "the Kafka principal it acted as (the SASL user), else the OS user"},
+        {"name": "host", "type": "string"},
+        {"name": "worker_id", "type": ["null", "string"], "default": None},
+        {"name": "details", "type": {"type": "map", "values": "string"}, "doc": "what was done, as text"},
+    ],
+}
 MODEL_LOADED = "model_loaded"
 WORKER_STARTED = "worker_started"
 REPLAY_RUN = "replay_run"

@@ -80,11 +80,18 @@ class SchemaStore:
     def add(self, file: Path) -> StoredSchema:
         try:
             raw = json.loads(file.read_text())
+        except ValueError as exc:
+            raise SchemaError(f"cannot parse Avro schema {file}: {exc}") from exc
+        rel = file.relative_to(self.root).as_posix() if file.is_relative_to(self.root) else str(file)
+        return self.add_definition(raw, rel)
+
+    def add_definition(self, raw: Any, rel: str) -> StoredSchema:
+        """A schema given as its JSON definition (the project's own, built-in contracts)."""
+        try:
             parsed = fastavro.parse_schema(raw)
             plain = fastavro.parse_schema(_without_time_logical_types(raw))
         except (ValueError, fastavro.schema.SchemaParseException) as exc:
-            raise SchemaError(f"cannot parse Avro schema {file}: {exc}") from exc
-        rel = file.relative_to(self.root).as_posix() if file.is_relative_to(self.root) else str(file)
+            raise SchemaError(f"cannot parse Avro schema {rel}: {exc}") from exc
         name = parsed.get("name", rel) if isinstance(parsed, dict) else rel
         stored = StoredSchema(rel, name, parsed, schema_fingerprint(parsed), plain)
         self._by_path[rel] = stored

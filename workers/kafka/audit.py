@@ -33,7 +33,7 @@ def actor(settings: Settings) -> str:
 
 def codec(settings: Settings) -> SingleObjectCodec:
     store = SchemaStore(settings.schemas_dir)
-    return SingleObjectCodec(store, store.get(audit.SCHEMA))
+    return SingleObjectCodec(store, store.add_definition(audit.SCHEMA, audit.SCHEMA_NAME))
 
 
 def write(settings: Settings, action: str, details: dict[str, Any], worker_id: str | None = None) -> None:
