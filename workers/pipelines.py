@@ -6,6 +6,8 @@ manifest and the manifest with the input schema.
 """
 from __future__ import annotations
 
+from pydantic import SecretStr
+
 from workers.core.codec import SchemaStore
 from workers.core.manifest import Manifest
 from workers.core.pipeline import Pipeline
@@ -39,7 +41,12 @@ def load_pipeline(settings: Settings) -> Pipeline:
         policies = policies.model_copy(update={"max_lateness_s": settings.max_lateness_s})
     return Pipeline(loaded, schemas, settings.topics, worker_id=settings.worker_id, policies=policies,
                     lean_scoring=settings.lean_scoring, max_isolation_calls=settings.max_isolation_calls,
-                    replay_key=replay_key(settings))
+                    replay_key=replay_key(settings),
+                    pseudonym_key=_secret(settings.pseudonym_key))
+
+
+def _secret(value: SecretStr | None) -> bytes | None:
+    return value.get_secret_value().encode() if value is not None else None
 
 
 def replay_key(settings: Settings) -> bytes | None:

@@ -81,6 +81,8 @@ class Settings(BaseSettings):
         60.0, gt=0, description="/readyz fails when the committed position has not moved for this long with lag")
     liveness_timeout_s: float = Field(
         30.0, gt=0, description="/healthz fails when the event loop has not run for this long")
+    pseudonym_key: SecretStr | None = Field(
+        None, description="HMAC key of the pseudonyms that replace personal keys and event ids in predictions")
     replay_key: SecretStr | None = Field(
         None, description="HMAC key that signs replay marks; the worker trusts only marks signed with it")
     lean_scoring: bool = Field(True, description="HistGradientBoosting: lean path, same bits, checked at load")

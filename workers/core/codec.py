@@ -55,6 +55,8 @@ class StoredSchema:
     parsed: Any  # as written: the fingerprint is computed from this
     fingerprint: bytes
     plain: Any  # the same schema with date/time logical types read as numbers (same binary encoding)
+    personal: frozenset[str] = frozenset()  # fields marked "personal": true
+
 
     @property
     def fingerprint_hex(self) -> str:
@@ -93,7 +95,9 @@ class SchemaStore:
         except (ValueError, fastavro.schema.SchemaParseException) as exc:
             raise SchemaError(f"cannot parse Avro schema {rel}: {exc}") from exc
         name = parsed.get("name", rel) if isinstance(parsed, dict) else rel
-        stored = StoredSchema(rel, name, parsed, schema_fingerprint(parsed), plain)
+        personal = frozenset(f["name"] for f in raw.get("fields", []) if isinstance(f, dict) and f.get("personal")) \
+            if isinstance(raw, dict) else frozenset()
+        stored = StoredSchema(rel, name, parsed, schema_fingerprint(parsed), plain, personal)
         self._by_path[rel] = stored
         self._by_fingerprint[stored.fingerprint] = stored
         return stored

@@ -19,9 +19,10 @@ IMPUTED = "imputed"
 class FeatureBuilder:
     """Compiled once per model version; ``row()`` runs once per event on the hot path."""
 
-    __slots__ = ("_plan", "names")
+    __slots__ = ("_personal", "_plan", "names")
 
-    def __init__(self, features: Sequence[FeatureSpec]) -> None:
+    def __init__(self, features: Sequence[FeatureSpec], personal: frozenset[str] = frozenset()) -> None:
+        self._personal = personal  # their values never appear in an error message (dead-letter headers)
         self.names = [f.name for f in features]
         # (name, kind, min, max, category codes, impute value or None)
         self._plan = [
@@ -55,12 +56,14 @@ class FeatureBuilder:
                 if not isfinite(number):
                     raise RecordError(INVALID_VALUE, f"feature {name!r} is {number}")
                 if number < lo or number > hi:
-                    raise RecordError(INVALID_VALUE, f"feature {name!r}={number} is outside [{lo}, {hi}]")
+                    shown = "(personal: not shown)" if name in self._personal else number
+                    raise RecordError(INVALID_VALUE, f"feature {name!r}={shown} is outside [{lo}, {hi}]")
                 append(number)
             elif kind == "categorical":
                 code = codes.get(value)
                 if code is None:
-                    raise RecordError(INVALID_VALUE, f"feature {name!r} has unknown category {value!r}")
+                    shown = "(personal: not shown)" if name in self._personal else repr(value)
+                    raise RecordError(INVALID_VALUE, f"feature {name!r} has unknown category {shown}")
                 append(code)
             else:  # boolean
                 append(1.0 if value else 0.0)

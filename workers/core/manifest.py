@@ -136,6 +136,11 @@ class Manifest(_Strict):
     event_id_field: str = Field("event_id", description="the input field with the event's unique id")
     event_time_field: str = Field("event_time", description="the input field with the event time "
                                                             "(epoch millis or timestamp-millis)")
+    personal_fields: list[str] = Field(
+        default_factory=list, description="input fields that hold personal data (besides those the input schema "
+                                          "marks `\"personal\": true`): never copied into predictions, logs, "
+                                          "metrics or the status page; a personal key or event id is replaced by a "
+                                          "keyed pseudonym (WORKERS_PSEUDONYM_KEY)")
     policies: Policies = Field(default_factory=Policies)
     threshold: float = Field(0.5, ge=0, le=1, description="binary_classification: label[1] from this score up")
     labels: tuple[str, str] = Field(("negative", "positive"),

@@ -8,6 +8,8 @@ into those is the caller's job (``workers.pipelines.load_pipeline``).
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -25,7 +27,7 @@ from workers.core.replay import verified_replay_headers
 from workers.core.scoring import Scorer
 from workers.core.topics import PipelineTopics
 from workers.core.validation import check_future, check_lateness, event_time_ms
-from workers.errors import RecordError
+from workers.errors import ConfigError, RecordError
 
 EVENT_ID_HEADER = "workers.event_id"
 REPLAYED_FLAG = "replayed"
@@ -57,7 +59,7 @@ class Pipeline:
     def __init__(
         self, loaded: LoadedModel, schemas: SchemaStore, topics: PipelineTopics, *, worker_id: str = "local",
         policies: Policies | None = None, lean_scoring: bool = True, max_isolation_calls: int = 160,
-        replay_key: bytes | None = None,
+        replay_key: bytes | None = None, pseudonym_key: bytes | None = None,
     ) -> None:
         self.model = loaded
         self.manifest = loaded.manifest
@@ -67,7 +69,13 @@ class Pipeline:
         self.name = self.manifest.name
         self.input_codec = SingleObjectCodec(schemas, loaded.input_schema)
         self.prediction_codec = SingleObjectCodec(schemas, loaded.prediction_schema)
-        self.features = FeatureBuilder(self.manifest.features)
+        self.personal = frozenset(self.manifest.personal_fields) | loaded.input_schema.personal
+        self.features = FeatureBuilder(self.manifest.features, self.personal)
+        identifying = sorted({self.manifest.key_field, self.manifest.event_id_field} & self.personal)
+        if identifying and pseudonym_key is None:
+            raise ConfigError(f"{', '.join(identifying)} of {self.manifest.name} hold personal data: set "
+                              "WORKERS_PSEUDONYM_KEY so that predictions carry a keyed pseudonym instead")
+        self._pseudonym_key = pseudonym_key
         self.scorer = Scorer(self.manifest, loaded.model, lean=lean_scoring, max_calls=max_isolation_calls)
         self._n_features = len(self.manifest.features)
         self._replay_key = replay_key
@@ -138,8 +146,10 @@ class Pipeline:
         label = None
         if manifest.is_classifier:
             label = manifest.labels[1] if score >= manifest.threshold else manifest.labels[0]
-        event_id = str(event.get(manifest.event_id_field))
+        event_id = self._shown(manifest.event_id_field, str(event.get(manifest.event_id_field)))
         key = event.get(manifest.key_field)
+        if key is not None:
+            key = self._shown(manifest.key_field, str(key))
         prediction = {
             "event_id": event_id,
             "key": None if key is None else str(key),
@@ -156,12 +166,21 @@ class Pipeline:
             "scored_at": now_ms,
             "flags": item.flags,
         }
-        record_key = item.record.key if item.record.key is not None else (None if key is None else str(key).encode())
+        record_key = None if key is None else str(key).encode()
+        if item.record.key is not None and manifest.key_field not in self.personal:
+            record_key = item.record.key  # the input's own key; a personal one is replaced by its pseudonym
         headers = [(EVENT_ID_HEADER, event_id.encode())]
         headers += item.replay  # a verified replay: downstream can tell it, and which one, from headers
         return OutputRecord(
             self.topics.predictions, record_key, self.prediction_codec.encode(prediction), headers, score=score
         )
+
+    def _shown(self, field_name: str, value: str) -> str:
+        """A field's value as a prediction may carry it: a personal one becomes a keyed pseudonym
+        (the same value always gives the same pseudonym, so per-key order and joins still work)."""
+        if field_name not in self.personal or self._pseudonym_key is None:
+            return value
+        return "pn:" + hmac.new(self._pseudonym_key, value.encode(), hashlib.sha256).hexdigest()[:32]
 
     def _dead_letter(self, record: InputRecord, reason: str, error: BaseException, now_ms: int) -> OutputRecord:
         return dead_letter(
