@@ -70,6 +70,14 @@ def kafka_bootstrap() -> Iterator[str]:
 
 
 @pytest.fixture
+def broker_settings(kafka_bootstrap):
+    """Settings that reach the session's broker, everything else at its default."""
+    from workers.settings import Settings
+
+    return Settings(bootstrap_servers=kafka_bootstrap)
+
+
+@pytest.fixture
 def local_broker_port(kafka_bootstrap) -> str:
     """The port of the session's scripts/kafka-local broker, for tests that restart it."""
     if not _LOCAL_PORT:

@@ -4,18 +4,12 @@ from __future__ import annotations
 import pytest
 
 from workers.dev import drills
-from workers.settings import Settings
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def base(kafka_bootstrap) -> Settings:
-    return Settings(bootstrap_servers=kafka_bootstrap)
-
-
-def test_kill_9_repeatedly_loses_nothing(base, tmp_path):
-    result = drills.drill_kill9(base, tmp_path, count=5000, kills=2, seconds=20)
+def test_kill_9_repeatedly_loses_nothing(broker_settings, tmp_path):
+    result = drills.drill_kill9(broker_settings, tmp_path, count=5000, kills=2, seconds=20)
     assert result.sent == 5000
     assert result.lost == 0
     # Duplicates are allowed after kill -9, bounded by what a worker holds uncommitted:
@@ -23,35 +17,35 @@ def test_kill_9_repeatedly_loses_nothing(base, tmp_path):
     assert result.duplicated <= 2 * 5 * 500
 
 
-def test_rebalance_with_a_worker_joining_and_one_leaving(base, tmp_path):
-    result = drills.drill_rebalance(base, tmp_path, count=5000, seconds=15)
+def test_rebalance_with_a_worker_joining_and_one_leaving(broker_settings, tmp_path):
+    result = drills.drill_rebalance(broker_settings, tmp_path, count=5000, seconds=15)
     assert (result.sent, result.lost, result.duplicated) == (5000, 0, 0)
 
 
-def test_broker_restart_mid_stream(base, local_broker_port, tmp_path):
+def test_broker_restart_mid_stream(broker_settings, local_broker_port, tmp_path):
     restart = drills.local_broker_restart(local_broker_port)
-    result = drills.drill_broker_restart(base, tmp_path, restart, count=3000, seconds=15)
+    result = drills.drill_broker_restart(broker_settings, tmp_path, restart, count=3000, seconds=15)
     assert result.sent == 3000 and result.lost == 0
     assert result.recovery_s is not None and result.recovery_s < 90
 
 
-def test_corrupt_flood_does_not_stall_the_good_ones(base, tmp_path):
-    result = drills.drill_corrupt_flood(base, tmp_path, corrupt=5000, good=500)
+def test_corrupt_flood_does_not_stall_the_good_ones(broker_settings, tmp_path):
+    result = drills.drill_corrupt_flood(broker_settings, tmp_path, corrupt=5000, good=500)
     assert result.lost == 0 and result.duplicated == 0
     assert result.dead_letters == 5000 and result.predictions == 500
     assert result.reasons == {"corrupt": 4000, "unknown_schema": 1000}
     assert result.passed, result.problems  # the worker stayed alive
 
 
-def test_raising_and_slow_model_dead_letters_only_the_poisoned_rows(base, tmp_path):
-    result = drills.drill_faulty_model(base, tmp_path, count=5000, poison_every=250, delay_s=0.02)
+def test_raising_and_slow_model_dead_letters_only_the_poisoned_rows(broker_settings, tmp_path):
+    result = drills.drill_faulty_model(broker_settings, tmp_path, count=5000, poison_every=250, delay_s=0.02)
     assert result.lost == 0 and result.duplicated == 0
     assert result.reasons == {"inference_error": result.dead_letters}
     assert result.passed, result.problems  # dead letters = exactly the poisoned rows
     assert result.peak_rss_mb is not None and 0 < result.peak_rss_mb < 400  # a backlog is not buffered whole
 
 
-def test_sigterm_and_restart_make_no_duplicates(base, tmp_path):
-    result = drills.drill_sigterm(base, tmp_path, count=5000, seconds=15, stops=2)
+def test_sigterm_and_restart_make_no_duplicates(broker_settings, tmp_path):
+    result = drills.drill_sigterm(broker_settings, tmp_path, count=5000, seconds=15, stops=2)
     assert (result.sent, result.lost, result.duplicated) == (5000, 0, 0)
     assert result.passed, result.problems  # every worker exited 0 on SIGTERM

@@ -21,20 +21,15 @@ from workers.settings import Settings
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def base(kafka_bootstrap) -> Settings:
-    return Settings(bootstrap_servers=kafka_bootstrap)
-
-
-def test_a_dead_letter_over_the_size_limit_is_written_with_a_reference(base, tmp_path):
-    result = drills.drill_near_limit(base, tmp_path, count=1000, seconds=2.0, big=2)
+def test_a_dead_letter_over_the_size_limit_is_written_with_a_reference(broker_settings, tmp_path):
+    result = drills.drill_near_limit(broker_settings, tmp_path, count=1000, seconds=2.0, big=2)
     assert result.passed, result.problems
     assert (result.lost, result.duplicated, result.dead_letters) == (0, 0, 2)
 
 
-def test_agent_engine_stops_without_committing_past_an_undeliverable_record(base, tmp_path):
+def test_agent_engine_stops_without_committing_past_an_undeliverable_record(broker_settings, tmp_path):
     """Point 4: a send that fails in the faust agent stops the worker before faust can ack or commit it."""
-    drill = drills.Drill(base, "agentfail", tmp_path, topic_config={"dlq": {"max.message.bytes": "16384"}})
+    drill = drills.Drill(broker_settings, "agentfail", tmp_path, topic_config={"dlq": {"max.message.bytes": "16384"}})
     events = drill.events(600, 12)
     drill.produce(events[:300])
     partition, offset = drill.produce_raw(b"\x00" + bytes(16_184), b"big", "corrupt")
@@ -51,28 +46,28 @@ def test_agent_engine_stops_without_committing_past_an_undeliverable_record(base
     assert result.lost == 0 and result.passed, result.problems
 
 
-def test_a_record_the_client_cannot_parse_is_dead_lettered_and_the_rest_predicted(base, tmp_path):
-    result = drills.drill_unparseable(base, tmp_path, count=1000, seconds=2.0)
+def test_a_record_the_client_cannot_parse_is_dead_lettered_and_the_rest_predicted(broker_settings, tmp_path):
+    result = drills.drill_unparseable(broker_settings, tmp_path, count=1000, seconds=2.0)
     assert result.passed, result.problems
     assert (result.lost, result.duplicated) == (0, 0)
     assert result.reasons == {"corrupt": 1} and result.predictions == 1000
 
 
-def test_a_missing_output_topic_stops_the_worker_cleanly_and_a_restart_loses_nothing(base, tmp_path):
-    result = drills.drill_unwritable_output(base, tmp_path, count=1000)
+def test_a_missing_output_topic_stops_the_worker_cleanly_and_a_restart_loses_nothing(broker_settings, tmp_path):
+    result = drills.drill_unwritable_output(broker_settings, tmp_path, count=1000)
     assert result.passed, result.problems
     assert result.lost == 0
 
 
-def test_sigterm_while_deliveries_are_stuck_is_bounded(base, local_broker_port, tmp_path):
-    result = drills.drill_sigterm_stuck(base, tmp_path, local_broker_port, count=20_000)
+def test_sigterm_while_deliveries_are_stuck_is_bounded(broker_settings, local_broker_port, tmp_path):
+    result = drills.drill_sigterm_stuck(broker_settings, tmp_path, local_broker_port, count=20_000)
     assert result.passed, result.problems
     assert result.lost == 0
     assert result.recovery_s is not None and result.recovery_s < 10  # a 5 s deadline, then the exit
 
 
-def test_replaying_twice_publishes_each_dead_letter_once(base, tmp_path):
-    result = drills.drill_replay_twice(base, tmp_path, count=1000, late=100)
+def test_replaying_twice_publishes_each_dead_letter_once(broker_settings, tmp_path):
+    result = drills.drill_replay_twice(broker_settings, tmp_path, count=1000, late=100)
     assert result.passed, result.problems
     assert result.lost == 0 and result.duplicated == 0
 

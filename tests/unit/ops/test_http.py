@@ -36,10 +36,15 @@ def _get(port: int, path: str, token: str | None = None) -> int:
         return exc.code
 
 
-def test_binds_to_loopback_by_default(monitor):
+def _serve(monitor, **options):
     state = HttpState()
     state.monitor = monitor
-    server = serve(state, free_port())
+    port = free_port()
+    return serve(state, port, **options), port
+
+
+def test_binds_to_loopback_by_default(monitor):
+    server, _ = _serve(monitor)
     try:
         assert server.server_address[0] == "127.0.0.1"
     finally:
@@ -47,10 +52,7 @@ def test_binds_to_loopback_by_default(monitor):
 
 
 def test_status_needs_the_token_when_one_is_set_and_probes_do_not(monitor):
-    state = HttpState()
-    state.monitor = monitor
-    port = free_port()
-    server = serve(state, port, token="s3cret-token")
+    server, port = _serve(monitor, token="s3cret-token")
     try:
         assert _get(port, "/status.json") == 401 and _get(port, "/status") == 401
         assert _get(port, "/status.json", "wrong") == 401
@@ -61,11 +63,8 @@ def test_status_needs_the_token_when_one_is_set_and_probes_do_not(monitor):
 
 
 def test_idle_connections_neither_grow_threads_nor_block_the_probes(monitor):
-    state = HttpState()
-    state.monitor = monitor
-    port = free_port()
     before = threading.active_count()
-    server = serve(state, port, max_connections=8, timeout_s=1.0)
+    server, port = _serve(monitor, max_connections=8, timeout_s=1.0)
     idle = []
     try:
         for _ in range(200):  # connections that never send a request
