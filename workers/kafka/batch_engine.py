@@ -302,11 +302,12 @@ class BatchEngine(mode.Service):
         a reference instead of its original bytes.
         """
         by_partition: dict[tuple[str, int], list[OutputRecord]] = {}
-        for o in outputs:
-            if o.is_dead_letter and record_size(o) > self.config.max_message_bytes:
+        known, limit = self._partitions, self.config.max_message_bytes
+        for o in outputs:  # per record: plain lookups, no coroutine unless a topic is new
+            if o.reason is not None and record_size(o) > limit:
                 o = with_reference(o)
-            partition = self._partition(o.topic, o.key, await self._partitions_of(o.topic))
-            by_partition.setdefault((o.topic, partition), []).append(o)
+            partitions = known.get(o.topic) or await self._partitions_of(o.topic)
+            by_partition.setdefault((o.topic, self._partition(o.topic, o.key, partitions)), []).append(o)
         groups: list[Group] = []
         for (topic, partition), items in by_partition.items():
             groups += await self._send_records(topic, partition, items)

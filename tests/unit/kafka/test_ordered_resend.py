@@ -1,0 +1,156 @@
+"""The batch engine's re-send rules, with a scripted producer (the broker behaviour is in the drills).
+
+A batch the producer gave up on is re-sent in the original order, after every failed batch
+before it and before anything new; if a later batch of the same partition was already
+written, re-sending would reorder a key's outputs, so the engine stops instead.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any, NoReturn
+
+import pytest
+from aiokafka.errors import NotLeaderForPartitionError, TopicAuthorizationFailedError
+
+from tests.factories import load_test_pipeline
+from workers.core.pipeline import BatchResult
+from workers.core.records import OutputRecord
+from workers.kafka.batch_engine import BatchEngine, _InFlight
+from workers.kafka.connection import Connection
+from workers.kafka.delivery import Group
+from workers.kafka.engine import EngineConfig, EngineContext
+
+
+class Stop(Exception):
+    """What ``fail`` raises here instead of ending the process."""
+
+
+class ScriptedProducer:
+    """Records every (topic, partition, values) sent; every send succeeds."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, int, list[bytes]]] = []
+
+    def create_batch(self) -> Any:
+        return _Batch()
+
+    async def send_batch(self, batch: Any, topic: str, partition: int) -> asyncio.Future:
+        self.sent.append((topic, partition, list(batch.values)))
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+
+class _Batch:
+    def __init__(self) -> None:
+        self.values: list[bytes] = []
+
+    def append(self, key: Any, value: bytes, timestamp: Any, headers: Any) -> int:
+        self.values.append(value)
+        return 1
+
+
+class Accounting:
+    def batch_delivered(self, records: Any, result: Any) -> None: ...
+
+    def partitions_assigned(self, partitions: set[int]) -> None: ...
+
+    def lag_observed(self, lags: dict[int, int]) -> None: ...
+
+    def offsets_committed(self) -> None: ...
+
+    def heartbeat(self, oldest_undelivered_s: float) -> None: ...
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    return load_test_pipeline()
+
+
+def _engine(pipeline) -> tuple[BatchEngine, ScriptedProducer, list[BaseException]]:
+    failures: list[BaseException] = []
+
+    def fail(exc: BaseException) -> NoReturn:
+        failures.append(exc)
+        raise Stop(str(exc))
+
+    context = EngineContext(pipeline, EngineConfig("g", "c", 500, 0.0, 4, delivery_timeout_s=60.0),
+                            Connection(["x:1"], "PLAINTEXT"), Accounting(), fail)
+    engine = BatchEngine(context)
+    producer = ScriptedProducer()
+    engine._producer = producer  # type: ignore[assignment]
+    return engine, producer, failures
+
+
+def _group(value: bytes, outcome: BaseException | None, partition: int = 0) -> Group:
+    future = asyncio.get_running_loop().create_future()
+    if outcome is None:
+        future.set_result(None)
+    else:
+        future.set_exception(outcome)
+    return Group("t.predictions", partition, [OutputRecord("t.predictions", b"k", value, [])], future)
+
+
+def _entry(*groups: Group) -> _InFlight:
+    return _InFlight({}, [], BatchResult(outputs=[]), list(groups), sent_at=0.0 + asyncio.get_running_loop().time())
+
+
+def test_failed_batches_are_re_sent_in_their_original_order_and_nothing_overtakes_them(pipeline, monkeypatch):
+    monkeypatch.setattr("workers.kafka.batch_engine.backoff", lambda attempt: 0.0)
+
+    async def scenario() -> tuple[list, list, bool]:
+        engine, producer, failures = _engine(pipeline)
+        first = _entry(_group(b"e0", NotLeaderForPartitionError()))
+        second = _entry(_group(b"e1", NotLeaderForPartitionError()))  # the same partition failed after it
+        engine._in_flight.extend([first, second])
+        await engine._settle(first)
+        gate_closed = not engine._send_gate.is_set()  # new batches wait until the held ones are delivered
+        await engine._settle(second)
+        return producer.sent, failures, gate_closed
+
+    sent, failures, gate_closed = asyncio.run(scenario())
+    assert failures == [] and gate_closed
+    assert [values for _, _, values in sent] == [[b"e0"], [b"e1"]]  # in the order they were first sent
+
+
+def test_a_later_batch_already_written_stops_the_engine_instead_of_reordering(pipeline, monkeypatch):
+    monkeypatch.setattr("workers.kafka.batch_engine.backoff", lambda attempt: 0.0)
+
+    async def scenario() -> tuple[list, list]:
+        engine, producer, failures = _engine(pipeline)
+        first = _entry(_group(b"e0", NotLeaderForPartitionError()))
+        second = _entry(_group(b"e1", None))  # written while e0 waited: re-sending e0 would put it after e1
+        engine._in_flight.extend([first, second])
+        with pytest.raises(Stop):
+            await engine._settle(first)
+        return producer.sent, failures
+
+    sent, failures = asyncio.run(scenario())
+    assert sent == [] and "was written before a failed one could be re-sent" in str(failures[0])
+
+
+def test_another_partition_written_meanwhile_does_not_block_the_re_send(pipeline, monkeypatch):
+    monkeypatch.setattr("workers.kafka.batch_engine.backoff", lambda attempt: 0.0)
+
+    async def scenario() -> list:
+        engine, producer, failures = _engine(pipeline)
+        first = _entry(_group(b"e0", NotLeaderForPartitionError(), partition=0))
+        second = _entry(_group(b"e1", None, partition=1))
+        engine._in_flight.extend([first, second])
+        await engine._settle(first)
+        return producer.sent
+
+    assert asyncio.run(scenario()) == [("t.predictions", 0, [b"e0"])]
+
+
+def test_an_authorization_failure_is_never_retried(pipeline):
+    async def scenario() -> tuple[list, list]:
+        engine, producer, failures = _engine(pipeline)
+        entry = _entry(_group(b"e0", TopicAuthorizationFailedError()))
+        engine._in_flight.append(entry)
+        with pytest.raises(Stop):
+            await engine._settle(entry)
+        return producer.sent, failures
+
+    sent, failures = asyncio.run(scenario())
+    assert sent == [] and "cannot WRITE to topic t.predictions: not authorized" in str(failures[0])
