@@ -132,15 +132,16 @@ def test_a_later_batch_already_written_stops_the_engine_instead_of_reordering(pi
 def test_another_partition_written_meanwhile_does_not_block_the_re_send(pipeline, monkeypatch):
     monkeypatch.setattr("workers.kafka.batch_engine.backoff", lambda attempt: 0.0)
 
-    async def scenario() -> list:
+    async def scenario() -> tuple[list, list]:
         engine, producer, failures = _engine(pipeline)
         first = _entry(_group(b"e0", NotLeaderForPartitionError(), partition=0))
         second = _entry(_group(b"e1", None, partition=1))
         engine._in_flight.extend([first, second])
         await engine._settle(first)
-        return producer.sent
+        return producer.sent, failures
 
-    assert asyncio.run(scenario()) == [("t.predictions", 0, [b"e0"])]
+    sent, failures = asyncio.run(scenario())
+    assert sent == [("t.predictions", 0, [b"e0"])] and failures == []
 
 
 def test_an_authorization_failure_is_never_retried(pipeline):
