@@ -88,6 +88,7 @@ class BatchEngine(mode.Service):
         self._in_flight: deque[_InFlight] = deque()  # sent, in order; left until committed
         self._unsettled: asyncio.Queue[_InFlight] = asyncio.Queue()  # sent, in order; until delivered
         self._settling: _InFlight | None = None
+        self._committing: asyncio.Future | None = None
         self._slots = asyncio.Semaphore(self.config.max_batches_in_flight)
         self._send_gate = asyncio.Event()  # cleared while failed batches are re-sent: nothing may overtake them
         self._send_gate.set()
@@ -375,7 +376,10 @@ class BatchEngine(mode.Service):
             self._slots.release()
             if not self._send_gate.is_set() and self._unsettled.empty():
                 self._send_gate.set()  # every batch that was held back is delivered: sending resumes
-            await self._commit_delivered()
+            if self._committing is None or self._committing.done():
+                # in the background: settling the next batches (and freeing their slots) must not wait
+                # for the commit's round trip, or the fetch loop stalls on a full in-flight window
+                self._committing = asyncio.ensure_future(self._commit_delivered())
 
     async def _settle(self, entry: _InFlight) -> None:
         groups = entry.groups
