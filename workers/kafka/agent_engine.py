@@ -22,7 +22,7 @@ from typing import Any
 
 from workers.core.pipeline import BatchResult
 from workers.core.records import InputRecord, OutputRecord
-from workers.kafka.engine import EngineContext
+from workers.kafka.engine import EngineContext, process
 
 HEARTBEAT_INTERVAL_S = 1.0
 
@@ -85,12 +85,7 @@ class AgentEngine:
                 for event in events:
                     event.message.incref()
                 records = [_input_record(e) for e in events]
-                started = time.perf_counter()
-                try:
-                    result = self.pipeline.process(records)
-                except Exception as exc:  # a bug in the core: never ack what was not handled
-                    self.context.fail(exc)
-                result.processing_s = time.perf_counter() - started
+                result = process(self.context, records)
                 await slots.acquire()
                 try:
                     futures = await self._send(result.outputs)

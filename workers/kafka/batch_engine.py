@@ -44,7 +44,7 @@ from workers.core.records import InputRecord, OutputRecord
 from workers.errors import DeliveryError
 from workers.kafka.connection import aiokafka_options
 from workers.kafka.delivery import Failure, Group, backoff, classify, failed_future, fatal_error
-from workers.kafka.engine import EngineContext
+from workers.kafka.engine import EngineContext, process
 from workers.ops.logs import get_logger
 
 log = get_logger("workers.batch_engine")
@@ -268,12 +268,7 @@ class BatchEngine(mode.Service):
                                                list(m.headers or ())))
             offsets[tp] = messages[-1].offset + 1
         self._next_offsets.update(offsets)
-        started = time.perf_counter()
-        try:
-            result = self.pipeline.process(records)
-        except Exception as exc:  # a bug in the core: never commit what was not handled
-            self.context.fail(exc)
-        result.processing_s = time.perf_counter() - started
+        result = process(self.context, records)
         self._update_lag(fetched)
         await self._slots.acquire()
         await self._send_gate.wait()  # failed batches being re-sent go first

@@ -8,6 +8,7 @@ delivered. ``install(app)`` wires it into the faust app that hosts its lifecycle
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
@@ -49,6 +50,18 @@ class EngineContext:
     connection: Connection
     accounting: Accounting
     fail: Callable[[BaseException], NoReturn]
+
+
+def process(context: EngineContext, records: list[InputRecord]) -> BatchResult:
+    """``Pipeline.process``, timed. An exception here is a bug in the core: the engine stops
+    without acking or committing what was not handled."""
+    started = time.perf_counter()
+    try:
+        result = context.pipeline.process(records)
+    except Exception as exc:
+        context.fail(exc)
+    result.processing_s = time.perf_counter() - started
+    return result
 
 
 class Engine(Protocol):
