@@ -221,7 +221,14 @@ def _cmd_acl(args: argparse.Namespace) -> int:
 
 def _cmd_models(args: argparse.Namespace) -> int:
     from workers.core.codec import SchemaStore
-    from workers.core.signing import SIGNATURE_FILE, generate_key_pair, key_id, load_private_key, load_public_key
+    from workers.core.signing import (
+        SIGNATURE_FILE,
+        generate_key_pair,
+        key_id,
+        load_private_key,
+        load_public_key,
+        sign,
+    )
     from workers.pipelines import registry
 
     if args.action == "keygen":
@@ -243,7 +250,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
     directory = models.directory(settings.pipeline, settings.model_version)
     if args.action == "sign":
         key = load_private_key(Path(args.key).read_bytes(), args.key)
-        (directory / SIGNATURE_FILE).write_bytes(sign_manifest((directory / "manifest.json").read_bytes(), key))
+        (directory / SIGNATURE_FILE).write_bytes(sign((directory / "manifest.json").read_bytes(), key))
         print(f"signed {directory / 'manifest.json'} with key {key_id(key.public_key())}")
         return 0
     if not models.trusted_keys:
@@ -252,12 +259,6 @@ def _cmd_models(args: argparse.Namespace) -> int:
     print(f"ok: {loaded.manifest.name} {loaded.manifest.version} signed by {loaded.signer}; artifact "
           f"{loaded.manifest.artifact} sha256 {loaded.manifest.artifact_sha256[:16]}... verified and loaded")
     return 0
-
-
-def sign_manifest(manifest_bytes: bytes, key: Any) -> bytes:
-    from workers.core.signing import sign
-
-    return sign(manifest_bytes, key)
 
 
 def _cmd_schemas_check(args: argparse.Namespace) -> int:

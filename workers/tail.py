@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from workers.core.codec import SingleObjectCodec
 from workers.core.deadletter import (
@@ -14,8 +14,8 @@ from workers.core.deadletter import (
     REASON,
     headers_dict,
 )
-from workers.core.records import Headers
 from workers.errors import RecordError
+from workers.kafka.consumer import Consumed
 from workers.pipelines import load_manifest
 from workers.settings import Settings
 
@@ -26,16 +26,7 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-class OutputLike(Protocol):
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: Headers
-
-
-def describe(record: OutputLike, codec: SingleObjectCodec | None) -> dict[str, Any]:
+def describe(record: Consumed, codec: SingleObjectCodec | None) -> dict[str, Any]:
     """A prediction decoded, or a dead letter's headers with its original bytes' size."""
     base: dict[str, Any] = {
         "topic": record.topic,

@@ -1,7 +1,8 @@
 """kafka-python clients built from the settings, with connection failures as one clear error.
 
-A client that cannot bootstrap raises ``KafkaUnavailableError`` naming the servers and
-the protocol, instead of kafka-python's ``NoBrokersAvailable`` traceback.
+A client that cannot bootstrap raises ``KafkaUnavailableError`` within
+``BOOTSTRAP_TIMEOUT_MS``, naming the servers, the protocol and the cause (authentication,
+TLS, refused), instead of kafka-python's bare "Unable to bootstrap" after 30 s.
 """
 from __future__ import annotations
 

@@ -188,3 +188,18 @@ def test_keygen_writes_a_private_key_only_its_owner_can_read(tmp_path):
     assert main(["models", "keygen", "--out", str(tmp_path), "--name", "k"]) == 0
     assert os.stat(tmp_path / "k.key.pem").st_mode & 0o077 == 0
     assert main(["models", "keygen", "--out", str(tmp_path), "--name", "k"]) == 2  # never overwrites a key
+
+
+def test_sign_and_verify_commands(setup, tmp_path, monkeypatch, capsys):
+    from workers.cli import main
+
+    models = setup[0]
+    monkeypatch.setenv("WORKERS_MODELS_DIR", str(models))
+    assert main(["models", "keygen", "--out", str(tmp_path / "keys"), "--name", "ops"]) == 0
+    key, public = tmp_path / "keys" / "ops.key.pem", tmp_path / "keys" / "ops.pub.pem"
+    assert main(["models", "sign", "--key", str(key)]) == 0
+    assert main(["models", "verify", "--key", str(public)]) == 0
+    assert "verified and loaded" in capsys.readouterr().out
+    reference = REPO / "models" / "trusted-keys" / "reference-test.pub.pem"
+    assert main(["models", "verify", "--key", str(reference)]) == 2  # signed by ops, not the reference key
+    assert "not trusted" in capsys.readouterr().err
