@@ -94,3 +94,31 @@ def test_taken_port_is_a_clear_error(tmp_path):
 def test_logs_show_the_broker_log(tmp_path):
     missing = _cli("logs", "--data-dir", str(tmp_path / "none"))
     assert missing.returncode == 2 and "no log yet" in missing.stderr
+
+
+def test_secure_broker_in_the_foreground_as_the_secure_compose_runs_it(tmp_path):
+    """docker-compose.secure.yml's broker command, with a Kafka distribution's libs/ as its image has."""
+    libs = _cli("fetch").stdout.strip()
+    port = _free_port_pair()
+    data = tmp_path / "secure"
+    broker = subprocess.Popen(
+        [sys.executable, str(KAFKA_LOCAL), "start", "--secure", "--port", str(port), "--advertise-host", "localhost",
+         "--foreground", "--data-dir", str(data)],
+        env={**os.environ, "KAFKA_LOCAL_LIBS": libs}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while _cli("status", "--port", str(port), "--data-dir", str(data)).returncode != 0:
+            assert broker.poll() is None, broker.stdout.read()
+            assert time.monotonic() < deadline, "the foreground broker did not become ready"
+            time.sleep(0.5)
+        env = dict(line.split("=", 1) for line in (data / "clients" / "admin.env").read_text().splitlines())
+        assert env["WORKERS_BOOTSTRAP_SERVERS"] == f"localhost:{port}"  # what containers are told
+        admin = Settings(**{k.removeprefix("WORKERS_").lower(): v for k, v in env.items()})
+        assert create_topics(admin, ["over-the-advertised-name"], partitions=1) == ["over-the-advertised-name"]
+        broker_pid = int((data / "broker.pid").read_text())
+    finally:
+        broker.send_signal(signal.SIGTERM)  # what `docker compose stop` sends
+        output, _ = broker.communicate(timeout=60)
+    assert broker.returncode == 0, output
+    assert "broker exited" in output
+    assert not _alive(broker_pid)

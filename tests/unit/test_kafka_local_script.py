@@ -53,3 +53,23 @@ def test_secure_config_enforces_acls_and_keeps_secrets_private(tmp_path) -> None
     arguments = script.scram_arguments(tmp_path)
     assert arguments.count("--add-scram") == len(users)
     assert f"SCRAM-SHA-512=[name=admin,password={users['admin']}]" in arguments
+
+
+def test_an_advertised_host_listens_on_all_interfaces_and_is_what_clients_are_told(tmp_path) -> None:
+    script = _load_script()
+    props = script.write_config(tmp_path, 9092, secure=True, host="kafka").read_text()
+    assert "listeners=SASL_SSL://0.0.0.0:9092,CONTROLLER://127.0.0.1:9093" in props  # controller stays private
+    assert "advertised.listeners=SASL_SSL://kafka:9092" in props
+    plain = script.write_config(tmp_path, 19092).read_text()
+    assert "listeners=PLAINTEXT://127.0.0.1:19092," in plain  # loopback only unless asked
+    clients = script.write_client_settings(tmp_path, 9092, mtls=False, host="kafka")
+    assert "WORKERS_BOOTSTRAP_SERVERS=kafka:9092\n" in (clients / "worker.env").read_text()
+
+
+def test_provided_kafka_libs_must_hold_kafka(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    script = _load_script()
+    monkeypatch.setenv("KAFKA_LOCAL_LIBS", str(tmp_path))
+    with pytest.raises(script.BrokerError, match=r"holds no kafka_2\.13"):
+        script.fetch_jars()
+    (tmp_path / "kafka_2.13-4.1.0.jar").touch()
+    assert script.fetch_jars() == tmp_path
