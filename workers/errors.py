@@ -40,6 +40,11 @@ class KafkaUnavailableError(WorkersError):
     """The brokers could not be reached, or refused the client (network, TLS, authentication)."""
 
 
+class RegistryUnavailableError(WorkersError):
+    """The schema registry could not be reached or answered with a server error: transient, the
+    worker waits and asks again (never a verdict on a record)."""
+
+
 class DeliveryError(WorkersError):
     """An output could not be delivered; the worker stops without committing past it."""
 

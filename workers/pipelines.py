@@ -9,6 +9,7 @@ from __future__ import annotations
 from pydantic import SecretStr
 
 from workers.core.codec import SchemaStore
+from workers.core.framing import RegisteredSchemas
 from workers.core.manifest import Manifest
 from workers.core.pipeline import Pipeline
 from workers.core.registry import ModelRegistry
@@ -34,15 +35,25 @@ def registry(settings: Settings, schemas: SchemaStore) -> ModelRegistry:
 
 
 def load_pipeline(settings: Settings) -> Pipeline:
+    """The verified pipeline; with a schema registry configured, its prediction schema is registered
+    (for the registry wire format) and registry-framed input is accepted as the settings say."""
     schemas = SchemaStore(settings.schemas_dir)
     loaded = registry(settings, schemas).load(settings.pipeline, settings.model_version)
+    prediction_schema_id = None
+    if settings.prediction_framing == "registry":
+        from workers.kafka.schema_registry import SchemaRegistry, value_subject
+
+        prediction_schema_id = SchemaRegistry.from_settings(settings).register(
+            value_subject(settings.topics.predictions), loaded.prediction_schema.definition)
     policies = loaded.manifest.policies
     if settings.max_lateness_s is not None:  # an operator's override of the manifest's policy
         policies = policies.model_copy(update={"max_lateness_s": settings.max_lateness_s})
     return Pipeline(loaded, schemas, settings.topics, worker_id=settings.worker_id, policies=policies,
                     lean_scoring=settings.lean_scoring, max_isolation_calls=settings.max_isolation_calls,
                     replay_key=replay_key(settings),
-                    pseudonym_key=_secret(settings.pseudonym_key))
+                    pseudonym_key=_secret(settings.pseudonym_key),
+                    framing=settings.input_framing, registered=RegisteredSchemas(schemas),
+                    prediction_schema_id=prediction_schema_id)
 
 
 def _secret(value: SecretStr | None) -> bytes | None:

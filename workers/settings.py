@@ -16,6 +16,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from workers.core.config_errors import one_line
+from workers.core.framing import Framing
 from workers.core.topics import PipelineTopics
 from workers.errors import ConfigError
 
@@ -105,6 +106,18 @@ class Settings(BaseSettings):
     ssl_certfile: Path | None = Field(None, description="client certificate (mutual TLS)")
     ssl_keyfile: Path | None = Field(None, description="client certificate's private key (mutual TLS)")
 
+    input_framing: Framing = Field(
+        Framing.SINGLE_OBJECT, description="how events are framed: single_object (Avro single-object encoding), "
+        "registry (Schema Registry wire format: 0x00 + schema id) or both (told apart by the first byte)")
+    prediction_framing: Literal["single_object", "registry"] = Field(
+        "single_object", description="registry: predictions in the Schema Registry wire format, the prediction "
+        "schema registered under <predictions topic>-value")
+    schema_registry_url: str | None = Field(
+        None, description="a Confluent-compatible Schema Registry, e.g. http://127.0.0.1:18081/apis/ccompat/v7")
+    schema_registry_auth: SecretStr | None = Field(None, description="USER:PASSWORD for the registry (basic auth)")
+    schema_registry_cafile: Path | None = Field(None, description="CA bundle of an https registry")
+    schema_registry_timeout_s: float = Field(5.0, gt=0, description="per registry request")
+
     @model_validator(mode="before")
     @classmethod
     def _upper_case_choices(cls, values: Any) -> Any:
@@ -136,6 +149,15 @@ class Settings(BaseSettings):
         for name in given:
             if not Path(tls_files[name]).is_file():  # type: ignore[arg-type]
                 raise ValueError(f"{PREFIX}{name}={tls_files[name]} is not a readable file")
+        return self
+
+    @model_validator(mode="after")
+    def _registry_when_needed(self) -> Settings:
+        needs = [f"{PREFIX}{name.upper()}={value}" for name, value in
+                 (("input_framing", self.input_framing), ("prediction_framing", self.prediction_framing))
+                 if value != Framing.SINGLE_OBJECT]
+        if needs and not self.schema_registry_url:
+            raise ValueError(f"{' and '.join(needs)} needs {PREFIX}SCHEMA_REGISTRY_URL")
         return self
 
     @classmethod

@@ -56,6 +56,7 @@ class StoredSchema:
     fingerprint: bytes
     plain: Any  # the same schema with date/time logical types read as numbers (same binary encoding)
     personal: frozenset[str] = frozenset()  # fields marked "personal": true
+    definition: Any = None  # the JSON definition as written (what a schema registry is given)
 
 
     @property
@@ -89,6 +90,19 @@ class SchemaStore:
 
     def add_definition(self, raw: Any, rel: str) -> StoredSchema:
         """A schema given as its JSON definition (the project's own, built-in contracts)."""
+        stored = self._parse(raw, rel)
+        self._by_path[rel] = stored
+        self._by_fingerprint[stored.fingerprint] = stored
+        return stored
+
+    def parse_definition(self, raw: Any, rel: str) -> StoredSchema:
+        """A schema from its JSON definition, not added to the store (e.g. a registry's writer schema);
+        one that the store holds already (same fingerprint) is returned as the stored one."""
+        stored = self._parse(raw, rel)
+        return self._by_fingerprint.get(stored.fingerprint, stored)
+
+    @staticmethod
+    def _parse(raw: Any, rel: str) -> StoredSchema:
         try:
             parsed = fastavro.parse_schema(raw)
             plain = fastavro.parse_schema(_without_time_logical_types(raw))
@@ -97,10 +111,7 @@ class SchemaStore:
         name = parsed.get("name", rel) if isinstance(parsed, dict) else rel
         personal = frozenset(f["name"] for f in raw.get("fields", []) if isinstance(f, dict) and f.get("personal")) \
             if isinstance(raw, dict) else frozenset()
-        stored = StoredSchema(rel, name, parsed, schema_fingerprint(parsed), plain, personal)
-        self._by_path[rel] = stored
-        self._by_fingerprint[stored.fingerprint] = stored
-        return stored
+        return StoredSchema(rel, name, parsed, schema_fingerprint(parsed), plain, personal, raw)
 
     def get(self, path: str) -> StoredSchema:
         try:
@@ -118,12 +129,11 @@ class SchemaStore:
 class SingleObjectCodec:
     """Encode with one schema, decode any known writer schema into one reader schema."""
 
-    __slots__ = ("_header", "_reader", "_store", "reader")
+    __slots__ = ("_header", "_store", "reader")
 
     def __init__(self, store: SchemaStore, reader: StoredSchema) -> None:
         self._store = store
         self.reader = reader
-        self._reader = reader.plain
         self._header = MAGIC + reader.fingerprint
 
     def encode(self, record: dict[str, Any], writer: StoredSchema | None = None) -> bytes:
@@ -137,9 +147,7 @@ class SingleObjectCodec:
     def decode(self, payload: bytes | None) -> tuple[dict[str, Any], StoredSchema]:
         """Return the record read with the reader schema, and the writer schema.
 
-        Raises ``RecordError`` with reason ``corrupt`` or ``unknown_schema``; any
-        exception fastavro raises on bad bytes (EOFError, UnicodeDecodeError,
-        IndexError, ...) is classified, never propagated.
+        Raises ``RecordError`` with reason ``corrupt`` or ``unknown_schema`` (``read_body``).
         """
         if not payload:
             raise RecordError(CORRUPT, "empty payload")
@@ -148,20 +156,30 @@ class SingleObjectCodec:
         writer = self._store.by_fingerprint(payload[2:HEADER_SIZE])
         if writer is None:
             raise RecordError(UNKNOWN_SCHEMA, f"unknown writer schema fingerprint {payload[2:HEADER_SIZE].hex()}")
-        body = io.BytesIO(payload)
-        body.seek(HEADER_SIZE)
-        try:
-            if writer is self.reader:
-                record = fastavro.schemaless_reader(body, writer.plain, None)
-            else:
-                record = fastavro.schemaless_reader(body, writer.plain, self._reader)
-        except fastavro.read.SchemaResolutionError as exc:
-            raise RecordError(UNKNOWN_SCHEMA, f"writer schema {writer.path} cannot be read as "
-                              f"{self.reader.path}: {exc}") from exc
-        except Exception as exc:  # fastavro's errors on bad bytes have no common base
-            raise RecordError(CORRUPT, f"undecodable Avro body ({type(exc).__name__}: {exc})") from exc
-        if body.tell() != len(payload):
-            raise RecordError(CORRUPT, f"{len(payload) - body.tell()} trailing bytes after the Avro record")
-        if not isinstance(record, dict):
-            raise RecordError(CORRUPT, "Avro body is not a record")
-        return record, writer
+        return read_body(payload, HEADER_SIZE, writer, self.reader), writer
+
+
+def read_body(payload: bytes, start: int, writer: StoredSchema, reader: StoredSchema) -> dict[str, Any]:
+    """The Avro binary body at ``payload[start:]``, written with ``writer``, read as ``reader``.
+
+    Any exception fastavro raises on bad bytes (EOFError, UnicodeDecodeError, IndexError, ...)
+    becomes a ``RecordError`` (``corrupt``, or ``unknown_schema`` when the schemas do not
+    resolve), never propagated.
+    """
+    body = io.BytesIO(payload)
+    body.seek(start)
+    try:
+        if writer.fingerprint == reader.fingerprint:
+            record = fastavro.schemaless_reader(body, reader.plain, None)
+        else:
+            record = fastavro.schemaless_reader(body, writer.plain, reader.plain)
+    except fastavro.read.SchemaResolutionError as exc:
+        raise RecordError(UNKNOWN_SCHEMA, f"writer schema {writer.path} cannot be read as "
+                          f"{reader.path}: {exc}") from exc
+    except Exception as exc:  # fastavro's errors on bad bytes have no common base
+        raise RecordError(CORRUPT, f"undecodable Avro body ({type(exc).__name__}: {exc})") from exc
+    if body.tell() != len(payload):
+        raise RecordError(CORRUPT, f"{len(payload) - body.tell()} trailing bytes after the Avro record")
+    if not isinstance(record, dict):
+        raise RecordError(CORRUPT, "Avro body is not a record")
+    return record

@@ -19,6 +19,7 @@ import numpy as np
 from workers.core.codec import SchemaStore, SingleObjectCodec
 from workers.core.deadletter import dead_letter
 from workers.core.features import FeatureBuilder
+from workers.core.framing import Framing, InputDecoder, RegisteredSchemas, RegistryEncoder
 from workers.core.manifest import Policies
 from workers.core.reasons import CORRUPT, INFERENCE_ERROR
 from workers.core.records import Headers, InputRecord, OutputRecord
@@ -60,6 +61,8 @@ class Pipeline:
         self, loaded: LoadedModel, schemas: SchemaStore, topics: PipelineTopics, *, worker_id: str = "local",
         policies: Policies | None = None, lean_scoring: bool = True, max_isolation_calls: int = 160,
         replay_key: bytes | None = None, pseudonym_key: bytes | None = None,
+        framing: Framing = Framing.SINGLE_OBJECT, registered: RegisteredSchemas | None = None,
+        prediction_schema_id: int | None = None,
     ) -> None:
         self.model = loaded
         self.manifest = loaded.manifest
@@ -68,7 +71,13 @@ class Pipeline:
         self.worker_id = worker_id
         self.name = self.manifest.name
         self.input_codec = SingleObjectCodec(schemas, loaded.input_schema)
-        self.prediction_codec = SingleObjectCodec(schemas, loaded.prediction_schema)
+        # registry-framed inputs need their writer schemas fetched first (``registered.missing``)
+        self.registered = registered if framing is not Framing.SINGLE_OBJECT else None
+        self.input_decoder = InputDecoder(self.input_codec, framing, registered)
+        # predictions in the registry wire format when the prediction schema has a registry id
+        self.prediction_codec: SingleObjectCodec | RegistryEncoder = (
+            SingleObjectCodec(schemas, loaded.prediction_schema) if prediction_schema_id is None
+            else RegistryEncoder(loaded.prediction_schema, prediction_schema_id))
         self.personal = frozenset(self.manifest.personal_fields) | loaded.input_schema.personal
         self.features = FeatureBuilder(self.manifest.features, self.personal)
         identifying = sorted({self.manifest.key_field, self.manifest.event_id_field} & self.personal)
@@ -107,7 +116,7 @@ class Pipeline:
             try:
                 if record.parse_error is not None:
                     raise RecordError(CORRUPT, f"the Kafka client could not parse this record: {record.parse_error}")
-                event, writer = self.input_codec.decode(record.value)
+                event, writer = self.input_decoder.decode(record.value)
                 event_ms = event_time_ms(event.get(manifest.event_time_field))
                 check_future(event_ms, now, self.policies)
                 check_lateness(event_ms, self._lateness_reference(record, event_ms, now), self.policies, flags)

@@ -85,7 +85,7 @@ class AgentEngine:
                 for event in events:
                     event.message.incref()
                 records = [_input_record(e) for e in events]
-                result = process(self.context, records)
+                result = await process(self.context, records)
                 await slots.acquire()
                 try:
                     futures = await self._send(result.outputs)

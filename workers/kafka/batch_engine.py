@@ -268,7 +268,7 @@ class BatchEngine(mode.Service):
                                                list(m.headers or ())))
             offsets[tp] = messages[-1].offset + 1
         self._next_offsets.update(offsets)
-        result = process(self.context, records)
+        result = await process(self.context, records)
         self._update_lag(fetched)
         await self._slots.acquire()
         await self._send_gate.wait()  # failed batches being re-sent go first

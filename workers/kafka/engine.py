@@ -8,14 +8,23 @@ delivered. ``install(app)`` wires it into the faust app that hosts its lifecycle
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
 
+import structlog
+
+from workers.core.framing import RegisteredSchemas
 from workers.core.pipeline import BatchResult, Pipeline
 from workers.core.records import InputRecord
+from workers.errors import RegistryUnavailableError, SchemaError
 from workers.kafka.connection import Connection
+
+log = structlog.get_logger("workers.engine")
+REGISTRY_RETRY_FIRST_S = 0.5
+REGISTRY_RETRY_MAX_S = 10.0
 
 
 class Accounting(Protocol):
@@ -29,6 +38,9 @@ class Accounting(Protocol):
 
     def heartbeat(self, oldest_undelivered_s: float) -> None:
         """Called every second from the event loop: it runs, and how long the oldest output has waited."""
+
+    def registry_problem(self, problem: str | None) -> None:
+        """The schema registry cannot be reached (``problem``), or can again (None)."""
 
 
 @dataclass(frozen=True)
@@ -50,11 +62,22 @@ class EngineContext:
     connection: Connection
     accounting: Accounting
     fail: Callable[[BaseException], NoReturn]
+    schema_registry: SchemaSource | None = None  # where writer schemas of registry-framed events come from
 
 
-def process(context: EngineContext, records: list[InputRecord]) -> BatchResult:
-    """``Pipeline.process``, timed. An exception here is a bug in the core: the engine stops
-    without acking or committing what was not handled."""
+class SchemaSource(Protocol):
+    def schema(self, schema_id: int) -> Any | None: ...
+
+
+async def process(context: EngineContext, records: list[InputRecord]) -> BatchResult:
+    """``Pipeline.process``, timed, after fetching the writer schemas its records need. An
+    exception here is a bug in the core: the engine stops without acking or committing what
+    was not handled."""
+    registered = context.pipeline.registered
+    if registered is not None:
+        missing = registered.missing(r.value for r in records)
+        if missing:
+            await _fetch_writer_schemas(context, registered, missing)
     started = time.perf_counter()
     try:
         result = context.pipeline.process(records)
@@ -68,3 +91,34 @@ class Engine(Protocol):
     """Built as ``EngineClass(context)``; ``install`` registers it with the faust app."""
 
     def install(self, app: Any) -> None: ...
+
+
+async def _fetch_writer_schemas(context: EngineContext, registered: RegisteredSchemas, ids: set[int]) -> None:
+    """Ask the registry until it answers: while it cannot be reached the batch waits (nothing is
+    dead-lettered or committed) and readiness says why."""
+    source = context.schema_registry
+    if source is None:
+        context.fail(RuntimeError("registry-framed input without a schema registry"))
+    loop = asyncio.get_running_loop()
+    delay = REGISTRY_RETRY_FIRST_S
+    while True:
+        try:
+            answers = await loop.run_in_executor(None, lambda: {i: source.schema(i) for i in sorted(ids)})
+            break
+        except RegistryUnavailableError as exc:
+            context.accounting.registry_problem(str(exc))
+            log.warning("schema registry unavailable; the batch waits", error=str(exc), retry_in_s=delay,
+                        schema_ids=sorted(ids))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, REGISTRY_RETRY_MAX_S)
+        except Exception as exc:  # a refusal (credentials, a malformed answer): an operator must act
+            context.fail(exc)
+    context.accounting.registry_problem(None)
+    for schema_id, definition in answers.items():
+        try:
+            registered.add(schema_id, definition)
+        except SchemaError as exc:  # registered, but not an Avro schema this worker can read
+            log.warning("registry schema unreadable; its events are dead-lettered", schema_id=schema_id,
+                        error=str(exc))
+            registered.add(schema_id, None)
+        log.info("writer schema fetched", schema_id=schema_id, known=definition is not None)

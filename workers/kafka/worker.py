@@ -23,6 +23,7 @@ from workers.kafka.agent_engine import AgentEngine
 from workers.kafka.batch_engine import BatchEngine
 from workers.kafka.connection import connection, faust_options
 from workers.kafka.engine import EngineConfig, EngineContext
+from workers.kafka.schema_registry import SchemaRegistry
 from workers.ops.logs import get_logger, logging_config
 from workers.ops.monitor import WorkerMonitor
 from workers.settings import Settings
@@ -72,6 +73,7 @@ class InferenceWorker:
             connection=conn,
             accounting=self.monitor,
             fail=self.fail,
+            schema_registry=SchemaRegistry.from_settings(settings) if pipeline.registered is not None else None,
         )
         self.engine = BatchEngine(context) if settings.engine == "batch" else AgentEngine(context)
         self.engine.install(self.app)

@@ -58,6 +58,7 @@ class WorkerMonitor:
         self.stall_timeout_s = stall_timeout_s
         self.liveness_timeout_s = liveness_timeout_s
         self.oldest_undelivered_s = 0.0
+        self.registry_unavailable: str | None = None  # why writer schemas cannot be fetched right now
         self.started = time.time()
         self._last_heartbeat = time.monotonic()  # the event loop ran (the engines call heartbeat())
         self._last_progress = time.monotonic()  # a batch was delivered or offsets committed
@@ -121,6 +122,10 @@ class WorkerMonitor:
         self.metrics.oldest_undelivered.set(oldest_undelivered_s)
         self.metrics.ready.set(1 if self.is_ready() else 0)
 
+    def registry_problem(self, problem: str | None) -> None:
+        self.registry_unavailable = problem
+        self.metrics.ready.set(1 if self.is_ready() else 0)
+
     # -- what the endpoints read
     def is_alive(self) -> bool:
         """False once the event loop has not run for ``liveness_timeout_s``: restart the process."""
@@ -133,6 +138,8 @@ class WorkerMonitor:
             problems.append(f"stopping: {self.failed}")
         if not self.assigned_partitions:
             problems.append("no partitions assigned")
+        if self.registry_unavailable:
+            problems.append(self.registry_unavailable)
         if self.oldest_undelivered_s > self.delivery_timeout_s:
             problems.append(f"outputs undelivered for {self.oldest_undelivered_s:.0f}s")
         stalled = time.monotonic() - self._last_progress

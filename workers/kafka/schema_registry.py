@@ -1,0 +1,131 @@
+"""A client of a Confluent-compatible Schema Registry's REST API (stdlib HTTP, no extra package).
+
+The worker asks it for writer schemas by id (cached by the caller, ``RegisteredSchemas``) and
+registers the prediction schema under its topic's subject (TopicNameStrategy:
+``<topic>-value``). ``workers schemas register|check`` use it for a pipeline's schemas.
+A 404 for an id is an answer (the registry does not know it); a connection error, a
+timeout or a 5xx is ``RegistryUnavailableError``: transient, never a verdict on a record.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import ssl
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+from workers.errors import ConfigError, RegistryUnavailableError
+from workers.settings import Settings
+
+CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
+SUBJECT_NOT_FOUND = 40401
+SCHEMA_NOT_FOUND = 40403
+
+
+def value_subject(topic: str) -> str:
+    """TopicNameStrategy: the subject of a topic's record values."""
+    return f"{topic}-value"
+
+
+@dataclass(frozen=True)
+class Compatibility:
+    compatible: bool
+    messages: list[str]
+
+
+class SchemaRegistry:
+    def __init__(self, url: str, *, auth: str | None = None, cafile: str | None = None, timeout_s: float = 5.0):
+        self.url = url.rstrip("/")
+        self._headers = {"Accept": CONTENT_TYPE, "Content-Type": CONTENT_TYPE}
+        if auth:
+            self._headers["Authorization"] = "Basic " + base64.b64encode(auth.encode()).decode()
+        self._context = ssl.create_default_context(cafile=cafile) if cafile else None
+        self._timeout_s = timeout_s
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SchemaRegistry:
+        if not settings.schema_registry_url:
+            raise ConfigError("no schema registry: set WORKERS_SCHEMA_REGISTRY_URL")
+        auth = settings.schema_registry_auth.get_secret_value() if settings.schema_registry_auth else None
+        cafile = str(settings.schema_registry_cafile) if settings.schema_registry_cafile else None
+        return cls(settings.schema_registry_url, auth=auth, cafile=cafile,
+                   timeout_s=settings.schema_registry_timeout_s)
+
+    def schema(self, schema_id: int) -> Any | None:
+        """The JSON definition of schema ``schema_id``, or None when the registry does not know it."""
+        status, body = self._call("GET", f"/schemas/ids/{schema_id}")
+        if status == 404:
+            return None
+        self._expect(status, body, f"schema id {schema_id}")
+        if body.get("schemaType", "AVRO") != "AVRO":
+            return None  # a JSON Schema or Protobuf id cannot be an Avro writer schema
+        return json.loads(body["schema"])
+
+    def register(self, subject: str, definition: Any) -> int:
+        """Register (idempotent: the same schema gets its existing id); returns the schema id."""
+        status, body = self._call("POST", f"/subjects/{_quote(subject)}/versions",
+                                  {"schema": json.dumps(definition), "schemaType": "AVRO"})
+        if status == 409:
+            raise ConfigError(f"the registry refused the schema for subject {subject}: incompatible with its "
+                              f"latest version under the subject's compatibility rule ({_message(body)})")
+        if status == 422:
+            raise ConfigError(f"the registry refused the schema for subject {subject}: {_message(body)}")
+        self._expect(status, body, f"registering under {subject}")
+        return int(body["id"])
+
+    def check(self, subject: str, definition: Any) -> Compatibility:
+        """Would ``definition`` be accepted as the subject's next version? (true when it has none yet)"""
+        status, body = self._call("POST", f"/compatibility/subjects/{_quote(subject)}/versions/latest?verbose=true",
+                                  {"schema": json.dumps(definition), "schemaType": "AVRO"})
+        if status == 404 and body.get("error_code") in (SUBJECT_NOT_FOUND, 40402):
+            return Compatibility(True, [f"{subject} has no version yet"])
+        self._expect(status, body, f"checking against {subject}")
+        return Compatibility(bool(body.get("is_compatible")), [str(m) for m in body.get("messages") or []])
+
+    def compatibility_level(self, subject: str) -> str:
+        """The rule that applies to ``subject`` (its own, else the registry's global one)."""
+        status, body = self._call("GET", f"/config/{_quote(subject)}?defaultToGlobal=true")
+        if status == 404:
+            status, body = self._call("GET", "/config")
+        self._expect(status, body, "reading the compatibility rule")
+        return str(body.get("compatibilityLevel") or body.get("compatibility"))
+
+    def _call(self, method: str, path: str, payload: Any = None) -> tuple[int, dict[str, Any]]:
+        data = None if payload is None else json.dumps(payload).encode()
+        request = urllib.request.Request(self.url + path, data=data, method=method, headers=self._headers)
+        try:
+            with urllib.request.urlopen(request, timeout=self._timeout_s, context=self._context) as response:
+                return response.status, _json(response.read())
+        except urllib.error.HTTPError as exc:
+            if exc.code >= 500:
+                raise RegistryUnavailableError(f"schema registry {self.url} answered {exc.code} to {method} "
+                                               f"{path.split('?')[0]}") from None
+            if exc.code in (401, 403):
+                raise ConfigError(f"schema registry {self.url} refused the credentials ({exc.code})") from None
+            return exc.code, _json(exc.read())
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise RegistryUnavailableError(f"schema registry {self.url} unreachable: {reason}") from None
+
+    def _expect(self, status: int, body: dict[str, Any], doing: str) -> None:
+        if status != 200:
+            raise ConfigError(f"schema registry {self.url}: {doing}: {status} {_message(body)}")
+
+
+def _quote(subject: str) -> str:
+    return urllib.parse.quote(subject, safe="")
+
+
+def _json(raw: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(raw or b"{}")
+    except ValueError:
+        return {"message": raw[:200].decode("utf-8", "replace")}
+    return value if isinstance(value, dict) else {"value": value}
+
+
+def _message(body: dict[str, Any]) -> str:
+    return str(body.get("message") or body.get("error_code") or body)
