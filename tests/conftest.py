@@ -143,3 +143,25 @@ def secure_broker() -> Iterator[SecureBroker]:
     finally:
         if not running:
             subprocess.run([sys.executable, str(KAFKA_LOCAL), "stop", "--port", port], capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def schema_registry_url() -> Iterator[str]:
+    """A real Confluent-compatible schema registry (scripts/schema-registry, Apicurio; no Docker needed):
+    started if not running, stopped again if started here. $SCHEMA_REGISTRY_URL uses another one."""
+    configured = os.environ.get("SCHEMA_REGISTRY_URL")
+    if configured:
+        yield configured
+        return
+    port = os.environ.get("SCHEMA_REGISTRY_PORT", "18081")
+    script = str(KAFKA_LOCAL.parent / "schema-registry")
+    running = subprocess.run([sys.executable, script, "status", "--port", port], capture_output=True).returncode == 0
+    if not running:
+        started = subprocess.run([sys.executable, script, "start", "--port", port], capture_output=True, text=True)
+        if started.returncode != 0:
+            pytest.fail(f"could not start the local schema registry: {started.stdout}{started.stderr}")
+    try:
+        yield f"http://127.0.0.1:{port}/apis/ccompat/v7"
+    finally:
+        if not running:
+            subprocess.run([sys.executable, script, "stop", "--port", port], capture_output=True)

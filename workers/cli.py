@@ -33,6 +33,7 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
         topic_prefix=getattr(args, "topic_prefix", None),
         model_version=getattr(args, "model_version", None),
         partitions=getattr(args, "partitions", None),
+        schema_registry_url=getattr(args, "schema_registry_url", None),
         **extra,
     )
 
@@ -275,7 +276,43 @@ def _cmd_schemas_check(args: argparse.Namespace) -> int:
     print(f"deployed model's input schema reads the new version's events: {reads_new.describe()}")
     print(f"the new version reads events written with the deployed schema: {new_reads_old.describe()}")
     # What a running worker needs: its reader schema must read what producers will write.
-    return 0 if reads_new.compatible else 1
+    accepted = True
+    if settings.schema_registry_url:  # and what the registry's rule for the events subject says
+        from workers.kafka.schema_registry import SchemaRegistry, value_subject
+
+        registry = SchemaRegistry.from_settings(settings)
+        subject = value_subject(settings.topics.events)
+        verdict = registry.check(subject, _read_schema_file(Path(args.schema)))
+        accepted = verdict.compatible
+        why = "" if accepted else ": " + "; ".join(verdict.messages)
+        print(f"the registry accepts it under {subject} ({registry.compatibility_level(subject)}): "
+              f"{'yes' if accepted else 'NO'}{why}")
+    return 0 if reads_new.compatible and accepted else 1
+
+
+def _read_schema_file(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read Avro schema {path}: {exc}") from None
+
+
+def _cmd_schemas_register(args: argparse.Namespace) -> int:
+    from workers.kafka.schema_registry import SchemaRegistry, value_subject
+    from workers.pipelines import load_manifest
+
+    settings = _settings(args)
+    manifest, store = load_manifest(settings)
+    registry = SchemaRegistry.from_settings(settings)
+    topics = settings.topics
+    inputs = [_read_schema_file(Path(p)) for p in args.schema] if args.schema else \
+        [store.get(manifest.input_schema).definition]
+    for definition in inputs:  # oldest first: each must pass the subject's rule against the one before
+        subject = value_subject(topics.events)
+        print(f"{subject}: id {registry.register(subject, definition)} ({definition.get('name')})")
+    subject = value_subject(topics.predictions)
+    print(f"{subject}: id {registry.register(subject, store.get(manifest.prediction_schema).definition)}")
+    return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -356,6 +393,8 @@ def _connection_options() -> _Parser:
     common.add_argument("--pipeline", help=f"pipeline name: models/<pipeline>/ (default: ${PREFIX}PIPELINE or fraud)")
     common.add_argument("--topic-prefix", metavar="PREFIX",
                         help=f"prepended to every topic name (default: ${PREFIX}TOPIC_PREFIX or none)")
+    common.add_argument("--schema-registry-url", metavar="URL",
+                        help=f"a Confluent-compatible schema registry (default: ${PREFIX}SCHEMA_REGISTRY_URL or none)")
     return common
 
 
@@ -466,15 +505,23 @@ def build_parser() -> argparse.ArgumentParser:
                                                        f"${PREFIX}TRUSTED_KEYS)")
     verify.set_defaults(func=_cmd_models)
 
-    schemas = sub.add_parser("schemas", help="schema evolution checks").add_subparsers(
+    schemas = sub.add_parser("schemas", help="schema evolution checks and the schema registry").add_subparsers(
         dest="action", required=True, parser_class=_Parser)
     check = schemas.add_parser(
         "check", parents=[_connection_options(), _model_options()],
         help="can the deployed model read events written with a new schema version (and the other way)?",
-        epilog="exit 0 when the deployed input schema reads the new version's events, 1 when it cannot")
+        epilog="exit 0 when the deployed input schema reads the new version's events (and, with "
+               f"${PREFIX}SCHEMA_REGISTRY_URL set, the registry's rule for the events subject accepts it), else 1")
     check.add_argument("schema", help="the new schema version (.avsc)")
     check.add_argument("--against", help="compare with this .avsc instead of the deployed model's input schema")
     check.set_defaults(func=_cmd_schemas_check)
+    register = schemas.add_parser(
+        "register", parents=[_connection_options(), _model_options()],
+        help=f"register the pipeline's schemas in the schema registry (${PREFIX}SCHEMA_REGISTRY_URL) under "
+             "<events topic>-value and <predictions topic>-value")
+    register.add_argument("--schema", action="append", metavar="AVSC",
+                          help="input schema versions to register, oldest first (default: the model's input schema)")
+    register.set_defaults(func=_cmd_schemas_register)
 
     demo = sub.add_parser("demo", parents=[_connection_options(), _mix_options(20_000, 0.03, 0.05)],
                           help="the whole job end to end on fresh topics (dev tool)")

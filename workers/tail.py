@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
-from workers.core.codec import SingleObjectCodec
+from workers.core.codec import SingleObjectCodec, StoredSchema
 from workers.core.deadletter import (
     ERROR_MESSAGE,
     ORIGINAL_OFFSET,
@@ -14,6 +14,7 @@ from workers.core.deadletter import (
     REASON,
     headers_dict,
 )
+from workers.core.framing import Framing, InputDecoder, RegisteredSchemas
 from workers.errors import RecordError
 from workers.kafka.consumer import Consumed
 from workers.pipelines import load_manifest
@@ -26,7 +27,11 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def describe(record: Consumed, codec: SingleObjectCodec | None) -> dict[str, Any]:
+class Decoder(Protocol):
+    def decode(self, payload: bytes | None) -> tuple[dict[str, Any], StoredSchema]: ...
+
+
+def describe(record: Consumed, codec: Decoder | None) -> dict[str, Any]:
     """A prediction decoded, or a dead letter's headers with its original bytes' size."""
     base: dict[str, Any] = {
         "topic": record.topic,
@@ -63,9 +68,16 @@ def human(d: dict[str, Any]) -> str:
     return f"{where} key={d['key']} {d.get('undecodable', '')}"
 
 
-def prediction_codec(settings: Settings) -> SingleObjectCodec:
+def prediction_codec(settings: Settings) -> Decoder:
+    """Predictions in either framing when a schema registry is configured, else single-object."""
     manifest, store = load_manifest(settings)
-    return SingleObjectCodec(store, store.get(manifest.prediction_schema))
+    single = SingleObjectCodec(store, store.get(manifest.prediction_schema))
+    if not settings.schema_registry_url:
+        return single
+    from workers.kafka.schema_registry import FetchingDecoder, SchemaRegistry
+
+    return FetchingDecoder(InputDecoder(single, Framing.BOTH, RegisteredSchemas(store)),
+                           SchemaRegistry.from_settings(settings))
 
 
 def to_json(d: dict[str, Any]) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 
 from workers.core.pipeline import BatchResult
 from workers.core.records import InputRecord, OutputRecord
-from workers.kafka.engine import EngineContext, process
+from workers.kafka.engine import EngineContext, fetch_writer_schemas, process
 
 HEARTBEAT_INTERVAL_S = 1.0
 
@@ -82,10 +82,12 @@ class AgentEngine:
         try:
             within = self.config.batch_linger_s or TAKE_WITHIN_S
             async for events in stream.take_events(self.config.batch_size, within=within):
+                # a registry that is away makes the batch wait here, before it is referenced
+                await fetch_writer_schemas(self.context, [e.message.value for e in events])
                 for event in events:
                     event.message.incref()
                 records = [_input_record(e) for e in events]
-                result = await process(self.context, records)
+                result = process(self.context, records)
                 await slots.acquire()
                 try:
                     futures = await self._send(result.outputs)

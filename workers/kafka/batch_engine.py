@@ -44,7 +44,7 @@ from workers.core.records import InputRecord, OutputRecord
 from workers.errors import DeliveryError
 from workers.kafka.connection import aiokafka_options
 from workers.kafka.delivery import Failure, Group, backoff, classify, failed_future, fatal_error
-from workers.kafka.engine import EngineContext, process
+from workers.kafka.engine import EngineContext, fetch_writer_schemas, process
 from workers.ops.logs import get_logger
 
 log = get_logger("workers.batch_engine")
@@ -175,6 +175,9 @@ class BatchEngine(mode.Service):
                 continue
             if self.config.batch_linger_s:
                 fetched = await self._linger(fetched)
+            values = [getattr(m, "value", None) for messages in fetched.values() for m in messages]
+            if not await fetch_writer_schemas(self.context, values, lambda: self._stopping):
+                return  # stopping while the registry was away: not processed, not committed
             async with self._batch_lock:
                 if self._stopping:
                     return  # not processed, not committed: the next owner reads it
@@ -268,7 +271,7 @@ class BatchEngine(mode.Service):
                                                list(m.headers or ())))
             offsets[tp] = messages[-1].offset + 1
         self._next_offsets.update(offsets)
-        result = await process(self.context, records)
+        result = process(self.context, records)
         self._update_lag(fetched)
         await self._slots.acquire()
         await self._send_gate.wait()  # failed batches being re-sent go first

@@ -16,7 +16,6 @@ from typing import Any, NoReturn, Protocol
 
 import structlog
 
-from workers.core.framing import RegisteredSchemas
 from workers.core.pipeline import BatchResult, Pipeline
 from workers.core.records import InputRecord
 from workers.errors import RegistryUnavailableError, SchemaError
@@ -69,15 +68,9 @@ class SchemaSource(Protocol):
     def schema(self, schema_id: int) -> Any | None: ...
 
 
-async def process(context: EngineContext, records: list[InputRecord]) -> BatchResult:
-    """``Pipeline.process``, timed, after fetching the writer schemas its records need. An
-    exception here is a bug in the core: the engine stops without acking or committing what
-    was not handled."""
-    registered = context.pipeline.registered
-    if registered is not None:
-        missing = registered.missing(r.value for r in records)
-        if missing:
-            await _fetch_writer_schemas(context, registered, missing)
+def process(context: EngineContext, records: list[InputRecord]) -> BatchResult:
+    """``Pipeline.process``, timed. An exception here is a bug in the core: the engine stops
+    without acking or committing what was not handled."""
     started = time.perf_counter()
     try:
         result = context.pipeline.process(records)
@@ -87,15 +80,20 @@ async def process(context: EngineContext, records: list[InputRecord]) -> BatchRe
     return result
 
 
-class Engine(Protocol):
-    """Built as ``EngineClass(context)``; ``install`` registers it with the faust app."""
+async def fetch_writer_schemas(context: EngineContext, values: list[bytes | None],
+                               stopping: Callable[[], bool] = lambda: False) -> bool:
+    """Before ``process``: fetch the writer schemas of the registry ids these values use.
 
-    def install(self, app: Any) -> None: ...
-
-
-async def _fetch_writer_schemas(context: EngineContext, registered: RegisteredSchemas, ids: set[int]) -> None:
-    """Ask the registry until it answers: while it cannot be reached the batch waits (nothing is
-    dead-lettered or committed) and readiness says why."""
+    While the registry cannot be reached the batch waits (nothing is dead-lettered, scored or
+    committed) and readiness says why. False when the engine is stopping meanwhile: the caller
+    leaves the batch unprocessed and uncommitted for the next owner.
+    """
+    registered = context.pipeline.registered
+    if registered is None:
+        return True
+    ids = registered.missing(values)
+    if not ids:
+        return True
     source = context.schema_registry
     if source is None:
         context.fail(RuntimeError("registry-framed input without a schema registry"))
@@ -109,7 +107,11 @@ async def _fetch_writer_schemas(context: EngineContext, registered: RegisteredSc
             context.accounting.registry_problem(str(exc))
             log.warning("schema registry unavailable; the batch waits", error=str(exc), retry_in_s=delay,
                         schema_ids=sorted(ids))
-            await asyncio.sleep(delay)
+            waited_until = time.monotonic() + delay
+            while time.monotonic() < waited_until:
+                if stopping():
+                    return False
+                await asyncio.sleep(0.1)
             delay = min(delay * 2, REGISTRY_RETRY_MAX_S)
         except Exception as exc:  # a refusal (credentials, a malformed answer): an operator must act
             context.fail(exc)
@@ -122,3 +124,11 @@ async def _fetch_writer_schemas(context: EngineContext, registered: RegisteredSc
                         error=str(exc))
             registered.add(schema_id, None)
         log.info("writer schema fetched", schema_id=schema_id, known=definition is not None)
+    return True
+
+
+class Engine(Protocol):
+    """Built as ``EngineClass(context)``; ``install`` registers it with the faust app."""
+
+    def install(self, app: Any) -> None: ...
+

@@ -17,6 +17,8 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
+from workers.core.codec import StoredSchema
+from workers.core.framing import InputDecoder
 from workers.errors import ConfigError, RegistryUnavailableError
 from workers.settings import Settings
 
@@ -129,3 +131,19 @@ def _json(raw: bytes) -> dict[str, Any]:
 
 def _message(body: dict[str, Any]) -> str:
     return str(body.get("message") or body.get("error_code") or body)
+
+
+class FetchingDecoder:
+    """An ``InputDecoder`` that asks the registry for ids it has not seen (tail, tools: not the hot path)."""
+
+    def __init__(self, decoder: InputDecoder, registry: SchemaRegistry) -> None:
+        self._decoder = decoder
+        self._registry = registry
+        self.reader = decoder.reader
+
+    def decode(self, payload: bytes | None) -> tuple[dict[str, Any], StoredSchema]:
+        registered = self._decoder.registered
+        if registered is not None:
+            for schema_id in registered.missing([payload]):
+                registered.add(schema_id, self._registry.schema(schema_id))
+        return self._decoder.decode(payload)
