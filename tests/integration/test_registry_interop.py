@@ -21,7 +21,6 @@ from workers.kafka.consumer import consume
 from workers.kafka.producer import EventProducer
 from workers.pipelines import load_pipeline
 
-
 pytestmark = pytest.mark.integration
 
 V1, V2 = "fraud/transaction.v1.avsc", "fraud/transaction.v2.avsc"
