@@ -3,6 +3,9 @@ project's code) through the worker, predictions read back with confluent-kafka's
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 
 import confluent_kafka  # the peer: installed with the dev extra, never skipped
@@ -11,6 +14,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from tests.factories import REPO
 from tests.integration.workers_harness import get, pipeline_settings, start_observed_worker
 from workers.core.codec import SchemaStore
 from workers.core.deadletter import headers_dict
@@ -171,6 +175,39 @@ def test_a_registry_that_cannot_be_reached_makes_the_batch_wait_not_dead_letters
 
 
 def get_closed_url() -> str:
-    from tests.integration.workers_harness import free_port
+    from tests.factories import REPO
+from tests.integration.workers_harness import free_port
 
     return f"http://127.0.0.1:{free_port()}/apis/ccompat/v7"
+
+
+def test_schemas_register_and_check_speak_the_registrys_rules(schema_registry_url, unique_name, tmp_path):
+    env = {**os.environ, "WORKERS_SCHEMA_REGISTRY_URL": schema_registry_url,
+           "WORKERS_TOPIC_PREFIX": unique_name("reg") + "-"}
+
+    def workers(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "workers.cli", *args], env=env, capture_output=True, text=True,
+                              timeout=60)
+
+    schemas = REPO / "schemas" / "fraud"
+    registered = workers("schemas", "register", "--schema", str(schemas / "transaction.v1.avsc"),
+                         "--schema", str(schemas / "transaction.v2.avsc"))
+    assert registered.returncode == 0, registered.stderr
+    lines = registered.stdout.splitlines()
+    assert len(lines) == 3 and all(": id " in line for line in lines)
+    assert lines[0].split(": id ")[1] != lines[1].split(": id ")[1]  # two versions of the events subject
+    assert workers("schemas", "register").returncode == 0  # idempotent
+
+    v2 = json.loads((schemas / "transaction.v2.avsc").read_text())
+    required = {**v2, "fields": [*v2["fields"], {"name": "merchant_risk", "type": "double"}]}
+    optional = {**v2, "fields": [*v2["fields"], {"name": "merchant_risk", "type": ["null", "double"],
+                                                  "default": None}]}
+    (tmp_path / "required.avsc").write_text(json.dumps(required))
+    (tmp_path / "optional.avsc").write_text(json.dumps(optional))
+    refused = workers("schemas", "check", str(tmp_path / "required.avsc"))
+    assert refused.returncode == 1
+    assert "reads the new version's events: " in refused.stdout  # the model could still read it...
+    assert "(BACKWARD): NO" in refused.stdout  # ...but the registry's rule refuses it
+    accepted = workers("schemas", "check", str(tmp_path / "optional.avsc"))
+    assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+    assert "(BACKWARD): yes" in accepted.stdout

@@ -85,3 +85,21 @@ def test_secrets_are_masked_when_shown(env):
     assert "hunter2" not in repr(settings) and "hunter2" not in str(settings)
     assert settings.masked()["sasl_password"] == "***"
     assert settings.sasl_password is not None and settings.sasl_password.get_secret_value() == "hunter2"
+
+
+@pytest.mark.parametrize("variable", ["WORKERS_INPUT_FRAMING=registry", "WORKERS_INPUT_FRAMING=both",
+                                      "WORKERS_PREDICTION_FRAMING=registry"])
+def test_registry_framing_without_a_registry_is_one_clear_line(monkeypatch, variable):
+    name, value = variable.split("=")
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=f"{variable} needs WORKERS_SCHEMA_REGISTRY_URL"):
+        Settings.from_env()
+    monkeypatch.setenv("WORKERS_SCHEMA_REGISTRY_URL", "http://127.0.0.1:18081/apis/ccompat/v7")
+    assert Settings.from_env().schema_registry_url.endswith("/ccompat/v7")
+
+
+def test_the_registry_password_is_never_shown(monkeypatch):
+    monkeypatch.setenv("WORKERS_SCHEMA_REGISTRY_URL", "https://registry.example")
+    monkeypatch.setenv("WORKERS_SCHEMA_REGISTRY_AUTH", "svc:s3cret-registry")
+    settings = Settings.from_env()
+    assert "s3cret-registry" not in repr(settings) and "s3cret-registry" not in str(settings.masked())
