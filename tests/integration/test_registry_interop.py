@@ -15,7 +15,7 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerialize
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from tests.factories import REPO
-from tests.integration.workers_harness import get, pipeline_settings, start_observed_worker
+from tests.integration.workers_harness import free_port, get, pipeline_settings, start_observed_worker
 from workers.core.codec import SchemaStore
 from workers.core.deadletter import headers_dict
 from workers.core.records import InputRecord
@@ -175,9 +175,7 @@ def test_a_registry_that_cannot_be_reached_makes_the_batch_wait_not_dead_letters
 
 
 def get_closed_url() -> str:
-    from tests.factories import REPO
-from tests.integration.workers_harness import free_port
-
+    """A registry URL where nothing listens."""
     return f"http://127.0.0.1:{free_port()}/apis/ccompat/v7"
 
 
