@@ -7,7 +7,7 @@ import sys
 from tests.factories import REPO
 
 # Python sources under scripts/ without a .py suffix (ruff picks them only when named)
-SCRIPTS = [REPO / "scripts" / "kafka-local"]
+SCRIPTS = [REPO / "scripts" / "kafka-local", REPO / "scripts" / "schema-registry"]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
