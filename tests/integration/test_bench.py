@@ -26,8 +26,14 @@ def test_quick_benchmark_reports_every_measure(kafka_bootstrap, tmp_path):
     # the worker's share (to its producer) is part of the end-to-end latency, never more
     assert 0 <= result.latency[0]["worker_p50_ms"] <= result.latency[0]["p50_ms"] + 1
     report = json.loads((tmp_path / "bench.json").read_text())
-    assert set(report["ratios"]) == {"worker / ceiling", "worker / naive", "worker / agent engine",
-                                     "two workers / one", "model call, public / lean"}
+    assert set(report["ratios"]) == {"worker / ceiling", "worker / hand-written loop", "worker / naive",
+                                     "worker / agent engine", "two workers / one", "model call, public / lean"}
+    # the hand-written confluent-kafka loop drained the same backlog and was measured like the worker
+    assert result.handwritten_eps > 0 and result.ceiling_public_eps > 0
+    assert set(report["cpu_us_per_event"]) >= {"batch", "handwritten", "agent", "naive"}
+    assert all(v > 0 for v in report["cpu_us_per_event"].values())
+    assert len(result.handwritten_latency) == 1 and result.handwritten_latency[0]["received"] > 0
+    assert result.latency[0]["cpu_us_per_event"] > 0 and result.handwritten_latency[0]["cpu_us_per_event"] > 0
     assert set(report["model_call_ms"]) == {"public", "lean-hgb"} and min(report["model_call_ms"].values()) > 0
     assert result.two_workers_eps > 0
     assert (tmp_path / "bench.png").stat().st_size > 10_000

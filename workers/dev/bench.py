@@ -33,7 +33,7 @@ from workers.core.records import InputRecord
 from workers.core.scoring import Scorer
 from workers.core.topics import PipelineTopics
 from workers.dev import fraud_data
-from workers.dev.processes import rss_mb, start_worker, stop_worker
+from workers.dev.processes import cpu_seconds, rss_mb, start_worker, stop_worker
 from workers.kafka import clients
 from workers.kafka.admin import create_topics
 from workers.pipelines import load_manifest, load_pipeline
@@ -46,7 +46,9 @@ class BenchResult:
     partitions: int
     batch_size: int
     ceiling_eps: float = 0.0
+    ceiling_public_eps: float = 0.0  # the same core, the model's public predict_proba
     worker_eps: float = 0.0
+    handwritten_eps: float = 0.0  # the hand-written confluent-kafka batch loop
     agent_engine_eps: float = 0.0
     two_workers_eps: float = 0.0
     naive_eps: float = 0.0
@@ -54,6 +56,8 @@ class BenchResult:
     backlog_peak_rss_mb: float = 0.0
     steady_rss_mb: float = 0.0
     latency: list[dict[str, float]] = field(default_factory=list)
+    handwritten_latency: list[dict[str, float]] = field(default_factory=list)
+    cpu_us_per_event: dict[str, float] = field(default_factory=dict)  # contender -> CPU while draining
     model_call_ms: dict[str, float] = field(default_factory=dict)  # scoring path -> ms per call
 
     def ratios(self) -> dict[str, float]:
@@ -61,6 +65,7 @@ class BenchResult:
         public = self.model_call_ms.get("public")
         return {
             "worker / ceiling": self.worker_eps / self.ceiling_eps if self.ceiling_eps else 0.0,
+            "worker / hand-written loop": self.worker_eps / self.handwritten_eps if self.handwritten_eps else 0.0,
             "worker / naive": self.worker_eps / self.naive_eps if self.naive_eps else 0.0,
             "worker / agent engine": self.worker_eps / self.agent_engine_eps if self.agent_engine_eps else 0.0,
             "two workers / one": self.two_workers_eps / self.worker_eps if self.worker_eps else 0.0,
@@ -90,9 +95,11 @@ def _output_count(consumer: Any, parts: list[Any]) -> int:
     return sum(consumer.end_offsets(parts).values())
 
 
-def _time_outputs(settings: Settings, topic: str, expected: int, proc: subprocess.Popen, timeout_s: float
-                  ) -> tuple[float, int]:
-    """Seconds from the first to the ``expected``-th output on ``topic`` (and the count reached)."""
+def _time_outputs(settings: Settings, topic: str, expected: int, proc: subprocess.Popen, timeout_s: float,
+                  pids: list[int] | None = None) -> tuple[float, int, float]:
+    """Seconds from the first to the ``expected``-th output on ``topic``, the count reached in that
+    time, and the CPU seconds the processes ``pids`` used meanwhile (start-up not counted)."""
+    pids = pids or [proc.pid]
     from kafka import TopicPartition
 
     consumer = clients.consumer(settings)
@@ -105,13 +112,13 @@ def _time_outputs(settings: Settings, topic: str, expected: int, proc: subproces
             count = _output_count(consumer, parts)
             now = time.monotonic()
             if count and first is None:
-                first = (now, count)
+                first = (now, count, sum(cpu_seconds(pid) for pid in pids))
             if count >= expected:
                 break
             time.sleep(0.02)
         if first is None:
-            return 0.0, 0
-        return time.monotonic() - first[0], count - first[1]
+            return 0.0, 0, 0.0
+        return time.monotonic() - first[0], count - first[1], sum(cpu_seconds(pid) for pid in pids) - first[2]
     finally:
         consumer.close()
 
@@ -258,8 +265,9 @@ def _latency_producer(settings: Settings, topic: str, rate: float, seconds: floa
     out.put(asyncio.run(main()))
 
 
-def measure_latency(settings: Settings, topics: PipelineTopics, rate: float, seconds: float, seed: int
-                    ) -> dict[str, float]:
+def measure_latency(settings: Settings, topics: PipelineTopics, rate: float, seconds: float, seed: int,
+                    pid: int | None = None) -> dict[str, float]:
+    """End-to-end latency at ``rate`` events/s offered; with ``pid``, that process's CPU per event."""
     ctx = multiprocessing.get_context("spawn")
     ready, stop, sending = ctx.Event(), ctx.Event(), ctx.Event()
     latencies_out, achieved_out = ctx.Queue(), ctx.Queue()
@@ -271,8 +279,10 @@ def measure_latency(settings: Settings, topics: PipelineTopics, rate: float, sec
     producer.start()
     sending.wait(60)
     cpu_before = _cpu_jiffies()
+    process_cpu = cpu_seconds(pid) if pid else 0.0
     achieved = achieved_out.get(timeout=seconds + 60)
     cpu_after = _cpu_jiffies()
+    process_cpu = cpu_seconds(pid) - process_cpu if pid else 0.0
     producer.join(10)
     time.sleep(1.0)  # the last predictions arrive
     stop.set()
@@ -280,6 +290,9 @@ def measure_latency(settings: Settings, topics: PipelineTopics, rate: float, sec
     latencies = np.array(received)
     consumer.join(10)
     point: dict[str, float] = {"offered_eps": rate, "achieved_eps": achieved, "received": len(latencies)}
+    if pid and achieved:
+        # what the scoring process spent per event offered while the producer ran
+        point["cpu_us_per_event"] = process_cpu / (achieved * (seconds + WARM_UP_MS / 1000)) * 1e6
     if cpu_before and cpu_after and cpu_after[1] > cpu_before[1]:
         # the whole machine: broker, generator and downstream consumer share it with the worker
         point["machine_cpu_busy"] = (cpu_after[0] - cpu_before[0]) / (cpu_after[1] - cpu_before[1])
@@ -321,7 +334,10 @@ def run(base: Settings, *, events: int, naive_events: int, partitions: int, late
     payloads = [pipeline.input_codec.encode(e) for e in generated]
     keys = [e["account_id"].encode() for e in generated]
     result.ceiling_eps = measure_ceiling(pipeline, payloads, keys, base.batch_size)
-    print(f"ceiling (in-process core): {result.ceiling_eps:,.0f} events/s", flush=True)
+    public = load_pipeline(base.model_copy(update={"lean_scoring": False}))
+    result.ceiling_public_eps = measure_ceiling(public, payloads, keys, base.batch_size)
+    print(f"ceiling (in-process core): {result.ceiling_eps:,.0f} events/s "
+          f"({result.ceiling_public_eps:,.0f} with the public predict_proba)", flush=True)
     result.model_call_ms = measure_model_call(pipeline, payloads, keys, base.model_threads)
     calls = ", ".join(f"{path} {ms:.2f} ms" for path, ms in result.model_call_ms.items())
     print(f"model call, {MODEL_CALL_ROWS} rows: {calls}", flush=True)
@@ -332,6 +348,14 @@ def run(base: Settings, *, events: int, naive_events: int, partitions: int, late
 
     logs = Path(tempfile.mkdtemp(prefix="workers-bench-"))
 
+    def launch(name: str, settings: Settings, env: dict[str, str], module: str | None) -> subprocess.Popen:
+        if not module:
+            return start_worker(settings, logs / f"{name}.log", env)
+        full_env = {**os.environ, "WORKERS_BOOTSTRAP_SERVERS": bootstrap, "WORKERS_TOPIC_PREFIX": settings.topic_prefix,
+                    "WORKERS_MODELS_DIR": str(base.models_dir), "WORKERS_SCHEMAS_DIR": str(base.schemas_dir), **env}
+        with open(logs / f"{name}.log", "ab") as log:
+            return subprocess.Popen([sys.executable, "-m", module], env=full_env, stdout=log, stderr=subprocess.STDOUT)
+
     def drain(name: str, env: dict[str, str], expected: int, module: str | None = None, processes: int = 1
               ) -> tuple[float, float]:
         settings = base.model_copy(update={"topic_prefix": f"{run_id}{name}-", "input_topic": backlog,
@@ -339,27 +363,29 @@ def run(base: Settings, *, events: int, naive_events: int, partitions: int, late
         topics = settings.topics
         create_topics(settings, [topics.predictions, topics.dlq, topics.audit])
         env = {"WORKERS_INPUT_TOPIC": backlog, "WORKERS_LOG_LEVEL": "WARNING", **env}
-        if module:
-            full_env = {**os.environ, "WORKERS_BOOTSTRAP_SERVERS": bootstrap,
-                        "WORKERS_TOPIC_PREFIX": settings.topic_prefix, **env}
-            with open(logs / f"{name}.log", "ab") as log:
-                proc = subprocess.Popen([sys.executable, "-m", module], env=full_env, stdout=log,
-                                        stderr=subprocess.STDOUT)
-        else:
-            proc = start_worker(settings, logs / f"{name}.log", env)
+        proc = launch(name, settings, env, module)
         extra = [start_worker(settings, logs / f"{name}-{i}.log", env) for i in range(1, processes)]
         watcher = _RssWatcher(proc.pid)
         watcher.start()
         try:
-            seconds, count = _time_outputs(settings, topics.predictions, expected, proc, timeout_s=600)
+            seconds, count, cpu = _time_outputs(settings, topics.predictions, expected, proc, timeout_s=600,
+                                                pids=[p.pid for p in [proc, *extra]])
         finally:
             peak = watcher.stop()
             for p in [proc, *extra]:
                 stop_worker(p)
+        if count:
+            result.cpu_us_per_event[name] = cpu / count * 1e6
         return (count / seconds if seconds else 0.0), peak
 
+    def cpu_note(name: str) -> str:
+        return f", {result.cpu_us_per_event[name]:.0f} us CPU per event" if name in result.cpu_us_per_event else ""
+
     result.worker_eps, result.backlog_peak_rss_mb = drain("batch", {"WORKERS_ENGINE": "batch"}, events)
-    print(f"worker, batch engine: {result.worker_eps:,.0f} events/s (peak RSS {result.backlog_peak_rss_mb:.0f} MB)",
+    print(f"worker, batch engine: {result.worker_eps:,.0f} events/s (peak RSS {result.backlog_peak_rss_mb:.0f} MB"
+          f"{cpu_note('batch')})", flush=True)
+    result.handwritten_eps, _ = drain("handwritten", {}, events, module="workers.dev.handwritten")
+    print(f"hand-written confluent-kafka loop: {result.handwritten_eps:,.0f} events/s{cpu_note('handwritten')}",
           flush=True)
     result.two_workers_eps, _ = drain("two", {"WORKERS_ENGINE": "batch"}, events, processes=2)
     print(f"two worker processes, one group: {result.two_workers_eps:,.0f} events/s", flush=True)
@@ -369,27 +395,32 @@ def run(base: Settings, *, events: int, naive_events: int, partitions: int, late
     result.naive_eps, _ = drain("naive", {}, naive_events, module="workers.dev.naive")
     print(f"naive one-event agent: {result.naive_eps:,.0f} events/s (first {naive_events} events)", flush=True)
 
-    # Latency at fixed offered loads, one worker on a fresh topic.
-    settings = base.model_copy(update={"topic_prefix": f"{run_id}latency-", "partitions": partitions})
-    topics = settings.topics
-    create_topics(settings, topics.all())
-    worker = start_worker(settings, logs / "latency.log", {"WORKERS_LOG_LEVEL": "WARNING"})
-    watcher = _RssWatcher(worker.pid)
-    watcher.start()
-    try:
-        time.sleep(4)  # joined the group
-        for i, fraction in enumerate(load_fractions):
-            rate = max(50.0, fraction * result.worker_eps)
-            point = measure_latency(settings, topics, rate, latency_seconds, seed + i)
-            point["fraction"] = fraction
-            result.latency.append(point)
-            print(f"latency at {fraction:.0%} ({rate:,.0f}/s offered): p50 {point.get('p50_ms', 0):.1f} ms, "
-                  f"p95 {point.get('p95_ms', 0):.1f}, p99 {point.get('p99_ms', 0):.1f}, "
-                  f"max {point.get('max_ms', 0):.1f}", flush=True)
-        result.steady_rss_mb = float(np.median(watcher.samples[-20:])) if watcher.samples else 0.0
-    finally:
-        watcher.stop()
-        stop_worker(worker)
+    # Latency at fixed offered loads (fractions of the worker's drain rate), each contender on fresh topics.
+    for name, module, points in (("latency", None, result.latency),
+                                 ("handwritten-latency", "workers.dev.handwritten", result.handwritten_latency)):
+        settings = base.model_copy(update={"topic_prefix": f"{run_id}{name}-", "partitions": partitions})
+        topics = settings.topics
+        create_topics(settings, topics.all())
+        proc = launch(name, settings, {"WORKERS_LOG_LEVEL": "WARNING"}, module)
+        watcher = _RssWatcher(proc.pid)
+        watcher.start()
+        try:
+            time.sleep(4)  # joined the group
+            for i, fraction in enumerate(load_fractions):
+                rate = max(50.0, fraction * result.worker_eps)
+                point = measure_latency(settings, topics, rate, latency_seconds, seed + i, pid=proc.pid)
+                point["fraction"] = fraction
+                points.append(point)
+                print(f"{'worker' if module is None else 'hand-written loop'} latency at {fraction:.0%} "
+                      f"({rate:,.0f}/s offered): p50 {point.get('p50_ms', 0):.1f} ms, "
+                      f"p95 {point.get('p95_ms', 0):.1f}, p99 {point.get('p99_ms', 0):.1f}, "
+                      f"max {point.get('max_ms', 0):.1f}, CPU {point.get('cpu_us_per_event', 0):.0f} us/event",
+                      flush=True)
+            if module is None:
+                result.steady_rss_mb = float(np.median(watcher.samples[-20:])) if watcher.samples else 0.0
+        finally:
+            watcher.stop()
+            stop_worker(proc)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "bench.json").write_text(json.dumps({**asdict(result), "ratios": result.ratios()}, indent=2))
@@ -398,27 +429,36 @@ def run(base: Settings, *, events: int, naive_events: int, partitions: int, late
 
 
 def table(result: BenchResult) -> str:
+    cpu = result.cpu_us_per_event
+
+    def drained(label: str, eps: float, name: str | None = None) -> str:
+        shown = f"{cpu[name]:>9.0f} us/event" if name in cpu else ""
+        return f"{label:<40}{eps:>12,.0f}/s{shown}"
+
     lines = [
-        f"{'measure':<34}{'value':>14}",
-        f"{'ceiling, in-process core':<34}{result.ceiling_eps:>12,.0f}/s",
-        f"{'worker backlog (batch engine)':<34}{result.worker_eps:>12,.0f}/s",
-        f"{'two workers, one group':<34}{result.two_workers_eps:>12,.0f}/s",
-        f"{'worker backlog (faust agent)':<34}{result.agent_engine_eps:>12,.0f}/s",
-        f"{'naive one-event agent':<34}{result.naive_eps:>12,.0f}/s",
-        f"{'worker peak RSS under backlog':<34}{result.backlog_peak_rss_mb:>11,.0f} MB",
-        f"{'worker RSS at steady load':<34}{result.steady_rss_mb:>11,.0f} MB",
-        *(f"{f'model call, {MODEL_CALL_ROWS} rows ({path})':<34}{ms:>11.2f} ms"
+        f"{'drain (one process unless said)':<40}{'events/s':>14}{'CPU while draining':>20}",
+        drained("ceiling, in-process core (lean scoring)", result.ceiling_eps),
+        drained("ceiling, in-process core (public)", result.ceiling_public_eps),
+        drained("worker (batch engine)", result.worker_eps, "batch"),
+        drained("hand-written confluent-kafka loop", result.handwritten_eps, "handwritten"),
+        drained("two workers, one group", result.two_workers_eps, "two"),
+        drained("worker (faust agent engine)", result.agent_engine_eps, "agent"),
+        drained("naive one-event agent", result.naive_eps, "naive"),
+        f"{'worker peak RSS under backlog':<40}{result.backlog_peak_rss_mb:>11,.0f} MB",
+        f"{'worker RSS at steady load':<40}{result.steady_rss_mb:>11,.0f} MB",
+        *(f"{f'model call, {MODEL_CALL_ROWS} rows ({path})':<40}{ms:>11.2f} ms"
           for path, ms in result.model_call_ms.items()),
     ]
     for name, value in result.ratios().items():
-        lines.append(f"{name:<34}{value:>13.2f}x")
-    lines.append(f"{'load':>6} {'offered/s':>10} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8} "
-                 f"{'p99 to worker send':>19} {'machine cpu':>12}")
-    for p in result.latency:
-        cpu = f"{p['machine_cpu_busy']:.0%}" if "machine_cpu_busy" in p else "-"
-        lines.append(f"{p['fraction']:>6.0%} {p['offered_eps']:>10,.0f} {p.get('p50_ms', 0):>8.1f} "
-                     f"{p.get('p95_ms', 0):>8.1f} {p.get('p99_ms', 0):>8.1f} {p.get('max_ms', 0):>8.1f} "
-                     f"{p.get('worker_p99_ms', 0):>19.1f} {cpu:>12}")
+        lines.append(f"{name:<40}{value:>13.2f}x")
+    lines.append(f"{'who':<18} {'load':>5} {'offered/s':>10} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
+                 f"{'max ms':>8} {'CPU us/event':>13} {'machine cpu':>12}")
+    for who, points in (("worker", result.latency), ("hand-written loop", result.handwritten_latency)):
+        for p in points:
+            machine = f"{p['machine_cpu_busy']:.0%}" if "machine_cpu_busy" in p else "-"
+            lines.append(f"{who:<18} {p['fraction']:>5.0%} {p['offered_eps']:>10,.0f} {p.get('p50_ms', 0):>8.1f} "
+                         f"{p.get('p95_ms', 0):>8.1f} {p.get('p99_ms', 0):>8.1f} {p.get('max_ms', 0):>8.1f} "
+                         f"{p.get('cpu_us_per_event', 0):>13.0f} {machine:>12}")
     return "\n".join(lines)
 
 
@@ -429,15 +469,19 @@ def plot(result: BenchResult, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    names = ["ceiling\n(in-process)", "worker\n(batch)", "worker\n(faust agent)", "naive\n(1 event/call)"]
-    values = [result.ceiling_eps, result.worker_eps, result.agent_engine_eps, result.naive_eps]
-    bars = left.bar(names, values, color=["#999999", "#1f77b4", "#6baed6", "#d62728"])
+    names = ["ceiling\n(in-process)", "worker\n(batch)", "hand-written\nconfluent loop", "worker\n(faust agent)",
+             "naive\n(1 event/call)"]
+    values = [result.ceiling_eps, result.worker_eps, result.handwritten_eps, result.agent_engine_eps, result.naive_eps]
+    bars = left.bar(names, values, color=["#999999", "#1f77b4", "#ff7f0e", "#6baed6", "#d62728"])
     left.bar_label(bars, labels=[f"{v:,.0f}" for v in values], fontsize=8)
     left.set_ylabel("events/s (one process)")
     left.set_title("Throughput, backlog drained")
-    loads = [p["offered_eps"] for p in result.latency if "p50_ms" in p]
-    for key, style in (("p50_ms", "o-"), ("p95_ms", "s-"), ("p99_ms", "^-"), ("max_ms", "x--")):
-        right.plot(loads, [p[key] for p in result.latency if "p50_ms" in p], style, label=key[:-3])
+    for who, points, color in (("worker", result.latency, "#1f77b4"),
+                               ("hand-written", result.handwritten_latency, "#ff7f0e")):
+        measured = [p for p in points if "p50_ms" in p]
+        loads = [p["offered_eps"] for p in measured]
+        for key, style in (("p50_ms", "o-"), ("p99_ms", "^--")):
+            right.plot(loads, [p[key] for p in measured], style, color=color, label=f"{who} {key[:-3]}")
     right.set_xlabel("offered load (events/s)")
     right.set_ylabel("end-to-end latency (ms)")
     right.set_yscale("log")
