@@ -16,6 +16,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import fastavro
 import joblib
@@ -60,14 +61,15 @@ def main() -> None:
         messages = consumer.consume(500, timeout=0.1)
         if not messages:
             continue
-        events, good = [], []
+        events: list[dict[str, Any]] = []
+        good = []
         for m in messages:
             if m.error():
                 continue
             try:
-                body = io.BytesIO(m.value())
+                body = io.BytesIO(m.value() or b"")
                 body.seek(HEADER)
-                events.append(fastavro.schemaless_reader(body, reader))
+                events.append(fastavro.schemaless_reader(body, reader))  # type: ignore[arg-type]
                 good.append(m)
             except Exception:
                 skipped += 1
