@@ -136,6 +136,11 @@ class SingleObjectCodec:
         self.reader = reader
         self._header = MAGIC + reader.fingerprint
 
+    @property
+    def header(self) -> bytes:
+        """What precedes the Avro body of a record encoded with the reader schema."""
+        return self._header
+
     def encode(self, record: dict[str, Any], writer: StoredSchema | None = None) -> bytes:
         """Encode ``record`` with the reader schema (or an explicit older ``writer``)."""
         schema = writer or self.reader

@@ -16,10 +16,21 @@ from workers.errors import RecordError
 IMPUTED = "imputed"
 
 
-class FeatureBuilder:
-    """Compiled once per model version; ``row()`` runs once per event on the hot path."""
+_LARGEST = 1.7976931348623157e308  # an "unbounded" range still refuses inf (and NaN fails every comparison)
 
-    __slots__ = ("_personal", "_plan", "names")
+
+class FeatureBuilder:
+    """Compiled once per model version; ``row()`` runs once per event on the hot path.
+
+    ``row`` is a function generated for the manifest's features: one straight-line
+    expression that accepts a record whose every value is present, of the right type and in
+    range (the common case). Anything else (a null to impute, a wrong type, NaN, a value out
+    of range, an unknown category) goes to ``checked_row``, which handles it one feature at a
+    time and raises the dead-letter reason: the generated code only decides *that* a record
+    is ordinary, never *why* one is not, so both paths give the same rows and errors.
+    """
+
+    __slots__ = ("_personal", "_plan", "names", "row")
 
     def __init__(self, features: Sequence[FeatureSpec], personal: frozenset[str] = frozenset()) -> None:
         self._personal = personal  # their values never appear in an error message (dead-letter headers)
@@ -36,8 +47,42 @@ class FeatureBuilder:
             )
             for f in features
         ]
+        self.row = self._compile()
 
-    def row(self, record: dict[str, Any], flags: list[str]) -> list[float]:
+    def _compile(self) -> Any:
+        """The fast path as Python source, compiled once (as ``dataclasses`` builds ``__init__``)."""
+        namespace: dict[str, Any] = {"checked_row": self.checked_row, "IMPUTED": IMPUTED}
+        reads, checks, values = [], [], []
+        for i, (name, kind, lo, hi, codes, impute) in enumerate(self._plan):
+            reads.append(f"v{i} = get({name!r})")
+            if impute is not None:  # a null takes the impute value, then is checked like any value
+                namespace[f"impute{i}"] = impute
+                reads += [f"if v{i} is None:", f"    v{i} = impute{i}",
+                          "    if IMPUTED not in flags:", "        flags.append(IMPUTED)"]
+            if kind == "numeric":
+                namespace[f"lo{i}"], namespace[f"hi{i}"] = max(lo, -_LARGEST), min(hi, _LARGEST)
+                checks.append(f"(v{i}.__class__ is float or v{i}.__class__ is int) and lo{i} <= v{i} <= hi{i}")
+                values.append(f"float(v{i})")
+            elif kind == "categorical":
+                namespace[f"codes{i}"] = codes
+                checks.append(f"v{i}.__class__ is str and (c{i} := codes{i}.get(v{i})) is not None")
+                values.append(f"c{i}")
+            else:  # boolean: any present value
+                checks.append(f"v{i} is not None")
+                values.append(f"(1.0 if v{i} else 0.0)")
+        source = "\n".join([
+            "def row(record, flags):",
+            "    get = record.get",
+            *(f"    {line}" for line in reads),
+            f"    if {' and '.join(checks) or 'True'}:",
+            f"        return [{', '.join(values)}]",
+            "    return checked_row(record, flags)",
+        ])
+        exec(compile(source, f"<features of {', '.join(self.names)[:60]}>", "exec"), namespace)
+        return namespace["row"]
+
+    def checked_row(self, record: dict[str, Any], flags: list[str]) -> list[float]:
+        """One feature at a time: imputes, or raises ``RecordError`` with the dead-letter reason."""
         out: list[float] = []
         append = out.append
         isfinite = math.isfinite
@@ -60,7 +105,7 @@ class FeatureBuilder:
                     raise RecordError(INVALID_VALUE, f"feature {name!r}={shown} is outside [{lo}, {hi}]")
                 append(number)
             elif kind == "categorical":
-                code = codes.get(value)
+                code = codes.get(value) if isinstance(value, str) else None
                 if code is None:
                     shown = "(personal: not shown)" if name in self._personal else repr(value)
                     raise RecordError(INVALID_VALUE, f"feature {name!r} has unknown category {shown}")

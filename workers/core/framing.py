@@ -119,6 +119,10 @@ class RegistryEncoder:
         self.reader = schema
         self._header = bytes([REGISTRY_MAGIC]) + schema_id.to_bytes(4, "big")
 
+    @property
+    def header(self) -> bytes:
+        return self._header
+
     def encode(self, record: dict[str, Any]) -> bytes:
         out = io.BytesIO()
         out.write(self._header)
