@@ -71,7 +71,7 @@ def test_shifted_feature_raises_its_drift_gauge_and_logs_an_alert(kafka_bootstra
     worker, port = start_observed_worker(settings, tmp_path / "worker.log", {"WORKERS_DRIFT_WINDOW": "1000"})
     try:
         collect(settings, len(sent), worker=worker)
-        time.sleep(0.5)
+        time.sleep(1.5)  # drift is checked every 0.25 s and on the heartbeat (1 s): the last batches too
         m = metrics(port)
     finally:
         stop_worker(worker)

@@ -191,21 +191,26 @@ class BatchEngine(mode.Service):
         consumer = self._consumer
         assert consumer is not None
         count = sum(len(messages) for messages in fetched.values())
-        if count >= self.config.batch_size:
-            return fetched
-        await asyncio.sleep(self.config.batch_linger_s)
-        try:
-            more = await consumer.getmany(timeout_ms=0, max_records=self.config.batch_size - count)
-        except KafkaError:
-            raise
-        except Exception as exc:
-            # what was fetched is kept; the partitions are rewound past it and read carefully
-            for tp, messages in fetched.items():
-                self._next_offsets[tp] = messages[-1].offset + 1
-            await self._rewind_after_unparseable(exc)
-            return fetched
-        for tp, messages in more.items():
-            fetched.setdefault(tp, []).extend(messages)  # same partition: still in offset order
+        deadline = time.monotonic() + self.config.batch_linger_s
+        # keep taking what arrives until the batch is full or the budget is spent: each getmany
+        # drains the fetcher's buffer, so it fetches again meanwhile (a sleep would stall it)
+        while count < self.config.batch_size:
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            if remaining_ms <= 0:
+                break
+            try:
+                more = await consumer.getmany(timeout_ms=remaining_ms, max_records=self.config.batch_size - count)
+            except KafkaError:
+                raise
+            except Exception as exc:
+                # what was fetched is kept; the partitions are rewound past it and read carefully
+                for tp, messages in fetched.items():
+                    self._next_offsets[tp] = messages[-1].offset + 1
+                await self._rewind_after_unparseable(exc)
+                return fetched
+            for tp, messages in more.items():
+                fetched.setdefault(tp, []).extend(messages)  # same partition: still in offset order
+                count += len(messages)
         return fetched
 
     async def _rewind_after_unparseable(self, exc: BaseException) -> None:

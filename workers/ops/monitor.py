@@ -25,6 +25,7 @@ log = get_logger("workers.monitor")
 
 PROGRESS_EVERY_S = 10.0
 RATE_WINDOW_S = 10.0
+DRIFT_CHECK_INTERVAL_S = 0.25  # binning and PSI at most this often (and on the heartbeat)
 LATENCY_SAMPLES = 5000  # the status page's percentiles are over the last this many predictions
 
 
@@ -58,7 +59,10 @@ class WorkerMonitor:
         self.stall_timeout_s = stall_timeout_s
         self.liveness_timeout_s = liveness_timeout_s
         self.oldest_undelivered_s = 0.0
-        self.registry_unavailable: str | None = None  # why writer schemas cannot be fetched right now
+        self.registry_unavailable: str | None = None
+        self._drift_pending: list[tuple[np.ndarray, np.ndarray]] = []  # scored since the last drift check
+        self._drift_pending_rows = 0
+        self._last_drift_check = 0.0  # why writer schemas cannot be fetched right now
         self.started = time.time()
         self._last_heartbeat = time.monotonic()  # the event loop ran (the engines call heartbeat())
         self._last_progress = time.monotonic()  # a batch was delivered or offsets committed
@@ -89,8 +93,11 @@ class WorkerMonitor:
         if result.scores is not None:
             scores = result.scores[np.isfinite(result.scores)]
             if result.matrix is not None:
-                self.drift.update(result.matrix, result.scores)
-                self._check_drift()
+                self._drift_pending.append((result.matrix, result.scores))
+                self._drift_pending_rows += len(result.matrix)
+                if (time.monotonic() - self._last_drift_check >= DRIFT_CHECK_INTERVAL_S
+                        or self._drift_pending_rows >= self.drift.window):
+                    self._check_drift()
         self.metrics.batch(len(records), result.predictions, dict(result.dead_letters), result.processing_s,
                            latencies, scores)
         self._last_progress = time.monotonic()
@@ -118,6 +125,8 @@ class WorkerMonitor:
 
     def heartbeat(self, oldest_undelivered_s: float) -> None:
         self._last_heartbeat = time.monotonic()
+        if self._drift_pending and self._last_heartbeat - self._last_drift_check >= DRIFT_CHECK_INTERVAL_S:
+            self._check_drift()  # the last batches of a burst are checked too
         self.oldest_undelivered_s = oldest_undelivered_s
         self.metrics.oldest_undelivered.set(oldest_undelivered_s)
         self.metrics.ready.set(1 if self.is_ready() else 0)
@@ -183,7 +192,19 @@ class WorkerMonitor:
 
     # -- internals
     def _check_drift(self) -> None:
-        self._psi = psi = self.drift.psi()  # once per batch: gauges, alerts and the status page share it
+        """Bin what was scored since the last check and compare the window with the reference.
+
+        At most every ``DRIFT_CHECK_INTERVAL_S`` (and from the heartbeat): at moderate rates a
+        worker scores hundreds of small batches a second, and binning and PSI per batch cost
+        more than scoring them."""
+        self._last_drift_check = time.monotonic()
+        if not self._drift_pending:
+            return
+        pending, self._drift_pending, self._drift_pending_rows = self._drift_pending, [], 0
+        matrix = pending[0][0] if len(pending) == 1 else np.concatenate([m for m, _ in pending])
+        scores = pending[0][1] if len(pending) == 1 else np.concatenate([s for _, s in pending])
+        self.drift.update(matrix, scores)
+        self._psi = psi = self.drift.psi()  # gauges, alerts and the status page share it
         self.metrics.set_drift(psi)
         started, ended = self.drift.changes(psi)
         if started:
