@@ -83,6 +83,37 @@ def record_start(settings: Settings, pipeline: Any) -> None:
                     settings.worker_id)
 
 
+def _cmd_score(args: argparse.Namespace) -> int:
+    from threadpoolctl import threadpool_limits
+
+    from workers.batch.formats import OUTPUT_FORMATS, DeadLetterWriter, PredictionWriter, Reader, format_of
+    from workers.batch.score import Progress, score_file, summary
+    from workers.pipelines import load_pipeline
+
+    settings = _settings(args)
+    source, target = Path(args.input), Path(args.output)
+    input_format = format_of(source, args.input_format, "input")
+    output_format = format_of(target, args.output_format, "output")
+    if output_format not in OUTPUT_FORMATS:
+        raise ConfigError(f"predictions are written as {', '.join(OUTPUT_FORMATS)}, not {output_format}")
+    dlq_path = Path(args.dead_letters) if args.dead_letters else target.with_name(target.stem + ".dlq.jsonl")
+    if len({source.resolve(), target.resolve(), dlq_path.resolve()}) < 3:
+        raise ConfigError("the input, the predictions and the dead letters must be three different files")
+    reader = Reader(source, input_format)  # a missing input fails before the model is loaded
+    pipeline = load_pipeline(settings)  # verified as the worker's: sha256, signature, model/schema agreement
+    if args.clock:
+        pipeline.policies = pipeline.policies.model_copy(update={"clock": args.clock})
+    threadpool_limits(settings.model_threads)
+    predictions = PredictionWriter(target, output_format, pipeline.model.prediction_schema)
+    dead_letters = DeadLetterWriter(dlq_path)
+    print(f"scoring {source} ({input_format}) with {pipeline.name} {pipeline.manifest.version} "
+          f"({pipeline.scorer.path} scoring), batches of {args.batch_size}", flush=True)
+    report = score_file(pipeline, reader, predictions, dead_letters, args.batch_size,
+                        Progress(sys.stderr, f"{source.name}"))
+    summary(report, source, predictions, dead_letters)
+    return 0
+
+
 def _cmd_audit(args: argparse.Namespace) -> int:
     from workers.core.audit import describe
     from workers.kafka.audit import read
@@ -438,6 +469,28 @@ def build_parser() -> argparse.ArgumentParser:
                          epilog=f"HTTP endpoints (/metrics, /healthz, /readyz, /status) on ${PREFIX}METRICS_PORT "
                                 "(default: none); engine, batch size and the rest: README, Configuration.")
     run.set_defaults(func=_cmd_run)
+
+    score = sub.add_parser(
+        "score", parents=[_model_options()],
+        help="score a file of events (Avro container, JSON lines, Parquet) with the same core as the worker",
+        epilog="Predictions follow the prediction schema (Avro container or Parquet; .jsonl for a look); dead "
+               "letters are JSON lines with the same reasons and messages as the dead-letter topic. Reads "
+               f"${PREFIX}PIPELINE, ${PREFIX}SCHEMAS_DIR, ${PREFIX}MODELS_DIR, ${PREFIX}TRUSTED_KEYS, "
+               f"${PREFIX}MAX_LATENESS_S, ${PREFIX}MODEL_THREADS and ${PREFIX}PSEUDONYM_KEY. Exit 0 when every "
+               "record was accounted for (dead letters included), 2 for an unreadable file or a bad setting.")
+    score.add_argument("--pipeline", help=f"pipeline name: models/<pipeline>/ (default: ${PREFIX}PIPELINE or fraud)")
+    score.add_argument("input", metavar="INPUT", help="events: .avro (container file), .jsonl or .parquet")
+    score.add_argument("output", metavar="OUTPUT", help="predictions: .avro (container file) or .parquet")
+    score.add_argument("--input-format", choices=["avro", "jsonl", "parquet"], help="default: from INPUT's suffix")
+    score.add_argument("--output-format", choices=["avro", "parquet", "jsonl"], help="default: from OUTPUT's suffix")
+    score.add_argument("--dead-letters", metavar="PATH", help="dead letters, JSON lines (default: OUTPUT's name "
+                                                              "with .dlq.jsonl)")
+    score.add_argument("--batch-size", type=_positive_int, default=2000,
+                       help="rows per Pipeline.process call; bounds memory (default: 2000)")
+    score.add_argument("--clock", choices=["wall", "stream"],
+                       help="judge lateness against the clock (wall) or the file's latest event time so far "
+                            "(stream, for a backfill of old events); default: the manifest's policy")
+    score.set_defaults(func=_cmd_score)
 
     produce = sub.add_parser("produce", parents=[_connection_options(), _mix_options(10_000, 0.0, 0.0)],
                              help="emit realistic events (reference pipeline), bad inputs optionally mixed in")
