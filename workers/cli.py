@@ -114,6 +114,41 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from threadpoolctl import threadpool_limits
+
+    from workers.ops import logs
+    from workers.ops.monitor import WorkerMonitor
+    from workers.pipelines import load_pipeline
+    from workers.serve.app import InferenceServer, serve
+
+    extra = {"http_host": args.host, "serve_port": args.port, "serve_max_batch_rows": args.max_batch_rows,
+             "serve_max_delay_ms": args.max_delay_ms}
+    settings = _settings(args, **extra)
+    logs.configure(settings.log_level, settings.log_format)
+    pipeline = load_pipeline(settings)  # verified as the worker's: sha256, signature, model/schema agreement
+    threadpool_limits(settings.model_threads)
+    monitor = WorkerMonitor.from_settings(pipeline, settings)
+    token = settings.http_token.get_secret_value() if settings.http_token else None
+    server = InferenceServer(pipeline, monitor, max_rows=settings.serve_max_batch_rows,
+                             max_delay_s=settings.serve_max_delay_ms / 1000, token=token)
+    log = logs.get_logger("workers.serve")
+
+    def started(port: int) -> None:
+        print(f"serving {pipeline.name} {pipeline.manifest.version} ({pipeline.scorer.path} scoring) on "
+              f"http://{settings.http_host}:{port}/v2/models/{pipeline.name}", flush=True)
+        log.info("serving", pipeline=pipeline.name, model_version=pipeline.manifest.version, port=port,
+                 max_batch_rows=settings.serve_max_batch_rows, max_delay_ms=settings.serve_max_delay_ms)
+
+    try:
+        asyncio.run(serve(server, settings.http_host, settings.serve_port, started))
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {settings.http_host}:{settings.serve_port}: {exc.strerror}") from None
+    return 0
+
+
 def _cmd_audit(args: argparse.Namespace) -> int:
     from workers.core.audit import describe
     from workers.kafka.audit import read
@@ -491,6 +526,25 @@ def build_parser() -> argparse.ArgumentParser:
                        help="judge lateness against the clock (wall) or the file's latest event time so far "
                             "(stream, for a backfill of old events); default: the manifest's policy")
     score.set_defaults(func=_cmd_score)
+
+    srv = sub.add_parser(
+        "serve", parents=[_model_options()],
+        help="answer the Open Inference Protocol (KServe v2 / MLServer) over HTTP with the same core",
+        epilog="POST /v2/models/<pipeline>/infer with the input fields as named tensors; rejected rows are "
+               "answered 422 with their dead-letter reasons. Reads "
+               f"${PREFIX}PIPELINE, ${PREFIX}SCHEMAS_DIR, ${PREFIX}MODELS_DIR, ${PREFIX}TRUSTED_KEYS, "
+               f"${PREFIX}HTTP_HOST, ${PREFIX}HTTP_TOKEN (bearer token of the model endpoints), ${PREFIX}SERVE_PORT, "
+               f"${PREFIX}SERVE_MAX_BATCH_ROWS, ${PREFIX}SERVE_MAX_DELAY_MS, ${PREFIX}MODEL_THREADS, "
+               f"${PREFIX}MAX_LATENESS_S and ${PREFIX}PSEUDONYM_KEY. Runs until SIGTERM.")
+    srv.add_argument("--pipeline", help=f"pipeline name: models/<pipeline>/ (default: ${PREFIX}PIPELINE or fraud)")
+    srv.add_argument("--host", help=f"address to listen on (default: ${PREFIX}HTTP_HOST or 127.0.0.1)")
+    srv.add_argument("--port", type=_non_negative_int, help=f"default: ${PREFIX}SERVE_PORT or 8080 (0: any free port)")
+    srv.add_argument("--max-batch-rows", type=_positive_int,
+                     help=f"rows per micro-batch, at most (default: ${PREFIX}SERVE_MAX_BATCH_ROWS or 256)")
+    srv.add_argument("--max-delay-ms", type=float,
+                     help="how long a request waits for others to share its model call, at most "
+                          f"(default: ${PREFIX}SERVE_MAX_DELAY_MS or 2)")
+    srv.set_defaults(func=_cmd_serve)
 
     produce = sub.add_parser("produce", parents=[_connection_options(), _mix_options(10_000, 0.0, 0.0)],
                              help="emit realistic events (reference pipeline), bad inputs optionally mixed in")
