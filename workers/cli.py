@@ -133,7 +133,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     monitor = WorkerMonitor.from_settings(pipeline, settings)
     token = settings.http_token.get_secret_value() if settings.http_token else None
     server = InferenceServer(pipeline, monitor, max_rows=settings.serve_max_batch_rows,
-                             max_delay_s=settings.serve_max_delay_ms / 1000, token=token)
+                             max_delay_s=settings.serve_max_delay_ms / 1000, token=token,
+                             model_threads=settings.model_threads)
     log = logs.get_logger("workers.serve")
 
     def started(port: int) -> None:
@@ -418,6 +419,19 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_http(args: argparse.Namespace) -> int:
+    from workers.dev import bench_http
+
+    settings = _settings(args)
+    levels = [int(c) for c in args.concurrency.split(",")]
+    seconds, warmup = (2.0, 0.5) if args.quick else (args.seconds, 2.0)
+    result = bench_http.run(settings, levels=levels, seconds=seconds, warmup_s=warmup,
+                            mlserver=None if args.no_mlserver else Path(args.mlserver), out_dir=Path(args.out))
+    print("\n" + bench_http.table(result))
+    print(f"\nclient: {result['client']}\nwrote {Path(args.out) / 'bench-http.json'}")
+    return 0
+
+
 # ---------------------------------------------------------------- arguments
 
 
@@ -649,6 +663,20 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", default="bench-results",
                        help="directory for bench.json and bench.png (default: bench-results)")
     bench.set_defaults(func=_cmd_bench)
+
+    bench_http = sub.add_parser(
+        "bench-http", help="workers serve against MLServer's scikit-learn runtime, same model and machine (dev tool)",
+        epilog="Each server runs alone, driven by aiohttp's asyncio client with one-row requests. MLServer runs "
+               "from its own virtualenv (--mlserver); without it only workers serve is measured.")
+    bench_http.add_argument("--pipeline", help=f"default: ${PREFIX}PIPELINE or fraud")
+    bench_http.add_argument("--quick", action="store_true", help="2 s per level (CI smoke)")
+    bench_http.add_argument("--seconds", type=_positive_float, default=10.0, help="per level (default: 10)")
+    bench_http.add_argument("--concurrency", default="1,8,64", help="concurrent clients (default: 1,8,64)")
+    bench_http.add_argument("--mlserver", default=str(Path("~/.cache/mlserver-bench/venv/bin/mlserver").expanduser()),
+                            help="the mlserver executable (default: ~/.cache/mlserver-bench/venv/bin/mlserver)")
+    bench_http.add_argument("--no-mlserver", action="store_true", help="measure workers serve alone")
+    bench_http.add_argument("--out", default="bench-results", help="directory for bench-http.json")
+    bench_http.set_defaults(func=_cmd_bench_http)
     return parser
 
 

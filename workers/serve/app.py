@@ -4,7 +4,9 @@ Why aiohttp: an asyncio server holds many concurrent callers on one thread, whic
 micro-batching needs (every waiting request is a cheap future, not a blocked thread), and
 aiohttp 3.x is already installed with faust, so serving adds no dependency. Scoring runs in
 one worker thread (``MicroBatcher``), so the event loop keeps reading and answering
-requests while a batch is scored.
+requests while a batch is scored; that thread's native thread count is set to
+``WORKERS_MODEL_THREADS`` (1): OpenMP's limit is per calling thread, and a second OpenMP
+thread spinning for one-row batches takes the core the event loop needs.
 
 Endpoints (KServe v2 / MLServer REST):
 
@@ -30,6 +32,7 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from threadpoolctl import threadpool_limits
 
 from workers import __version__
 from workers.core.pipeline import Pipeline
@@ -49,12 +52,14 @@ def _json(status: int, body: Any) -> web.Response:
 
 class InferenceServer:
     def __init__(self, pipeline: Pipeline, monitor: WorkerMonitor, *, max_rows: int = 256,
-                 max_delay_s: float = 0.002, token: str | None = None, in_thread: bool = True) -> None:
+                 max_delay_s: float = 0.002, token: str | None = None, in_thread: bool = True,
+                 model_threads: int = 1) -> None:
         self.pipeline = pipeline
         self.monitor = monitor
         self.spec = ModelSpec(pipeline)
         self.batcher = MicroBatcher(pipeline.process, max_rows=max_rows, max_delay_s=max_delay_s,
-                                    delivered=self._delivered, in_thread=in_thread)
+                                    delivered=self._delivered, in_thread=in_thread,
+                                    thread_init=lambda: threadpool_limits(model_threads))
         self._expected = f"Bearer {token}".encode() if token else None
         registry = monitor.metrics.registry
         self.requests = Counter("workers_http_requests_total", "HTTP requests answered",

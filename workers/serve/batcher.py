@@ -36,7 +36,8 @@ class _Pending:
 
 class MicroBatcher:
     def __init__(self, process: Process, *, max_rows: int = 256, max_delay_s: float = 0.002,
-                 delivered: Delivered | None = None, in_thread: bool = True) -> None:
+                 delivered: Delivered | None = None, in_thread: bool = True,
+                 thread_init: Callable[[], object] | None = None) -> None:
         self.process = process
         self.max_rows = max_rows
         self.max_delay_s = max_delay_s
@@ -48,7 +49,9 @@ class MicroBatcher:
         self._queued_rows = 0
         self._arriving = 0  # requests being read that have not queued their rows yet
         self._wake: asyncio.Future[None] | None = None
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="workers-score") if in_thread else None
+        # thread_init: per-thread settings of the scoring thread (OpenMP's thread count is per calling thread)
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="workers-score", initializer=thread_init) \
+            if in_thread else None
         self._task: asyncio.Task[None] | None = None
 
     @property
