@@ -38,10 +38,19 @@ _SUFFIXES = {".avro": AVRO, ".jsonl": JSONL, ".ndjson": JSONL, ".json": JSONL, "
 PARQUET_ROW_GROUP = 16_384  # predictions buffered per Parquet row group
 
 
+def _pyarrow() -> None:
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise ConfigError("Parquet needs pyarrow: pip install 'kafka-inference-workers[parquet]'") from None
+
+
 def format_of(path: Path, given: str | None, what: str) -> str:
+    found = given or _SUFFIXES.get(path.suffix.lower())
+    if found == PARQUET:
+        _pyarrow()
     if given:
         return given
-    found = _SUFFIXES.get(path.suffix.lower())
     if found is None:
         raise ConfigError(f"cannot tell the format of {what} {path} from its name: use .avro, .jsonl or .parquet, "
                           f"or give --{what}-format")
