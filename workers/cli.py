@@ -83,6 +83,73 @@ def record_start(settings: Settings, pipeline: Any) -> None:
                     settings.worker_id)
 
 
+def _cmd_score(args: argparse.Namespace) -> int:
+    from threadpoolctl import threadpool_limits
+
+    from workers.batch.formats import OUTPUT_FORMATS, DeadLetterWriter, PredictionWriter, Reader, format_of
+    from workers.batch.score import Progress, score_file, summary
+    from workers.pipelines import load_pipeline
+
+    settings = _settings(args)
+    source, target = Path(args.input), Path(args.output)
+    input_format = format_of(source, args.input_format, "input")
+    output_format = format_of(target, args.output_format, "output")
+    if output_format not in OUTPUT_FORMATS:
+        raise ConfigError(f"predictions are written as {', '.join(OUTPUT_FORMATS)}, not {output_format}")
+    dlq_path = Path(args.dead_letters) if args.dead_letters else target.with_name(target.stem + ".dlq.jsonl")
+    if len({source.resolve(), target.resolve(), dlq_path.resolve()}) < 3:
+        raise ConfigError("the input, the predictions and the dead letters must be three different files")
+    reader = Reader(source, input_format)  # a missing input fails before the model is loaded
+    pipeline = load_pipeline(settings)  # verified as the worker's: sha256, signature, model/schema agreement
+    if args.clock:
+        pipeline.policies = pipeline.policies.model_copy(update={"clock": args.clock})
+    threadpool_limits(settings.model_threads)
+    predictions = PredictionWriter(target, output_format, pipeline.model.prediction_schema)
+    dead_letters = DeadLetterWriter(dlq_path)
+    print(f"scoring {source} ({input_format}) with {pipeline.name} {pipeline.manifest.version} "
+          f"({pipeline.scorer.path} scoring), batches of {args.batch_size}", flush=True)
+    report = score_file(pipeline, reader, predictions, dead_letters, args.batch_size,
+                        Progress(sys.stderr, f"{source.name}"))
+    summary(report, source, predictions, dead_letters)
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from threadpoolctl import threadpool_limits
+
+    from workers.ops import logs
+    from workers.ops.monitor import WorkerMonitor
+    from workers.pipelines import load_pipeline
+    from workers.serve.app import InferenceServer, serve
+
+    extra = {"http_host": args.host, "serve_port": args.port, "serve_max_batch_rows": args.max_batch_rows,
+             "serve_max_delay_ms": args.max_delay_ms}
+    settings = _settings(args, **extra)
+    logs.configure(settings.log_level, settings.log_format)
+    pipeline = load_pipeline(settings)  # verified as the worker's: sha256, signature, model/schema agreement
+    threadpool_limits(settings.model_threads)
+    monitor = WorkerMonitor.from_settings(pipeline, settings)
+    token = settings.http_token.get_secret_value() if settings.http_token else None
+    server = InferenceServer(pipeline, monitor, max_rows=settings.serve_max_batch_rows,
+                             max_delay_s=settings.serve_max_delay_ms / 1000, token=token,
+                             model_threads=settings.model_threads)
+    log = logs.get_logger("workers.serve")
+
+    def started(port: int) -> None:
+        print(f"serving {pipeline.name} {pipeline.manifest.version} ({pipeline.scorer.path} scoring) on "
+              f"http://{settings.http_host}:{port}/v2/models/{pipeline.name}", flush=True)
+        log.info("serving", pipeline=pipeline.name, model_version=pipeline.manifest.version, port=port,
+                 max_batch_rows=settings.serve_max_batch_rows, max_delay_ms=settings.serve_max_delay_ms)
+
+    try:
+        asyncio.run(serve(server, settings.http_host, settings.serve_port, started))
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {settings.http_host}:{settings.serve_port}: {exc.strerror}") from None
+    return 0
+
+
 def _cmd_audit(args: argparse.Namespace) -> int:
     from workers.core.audit import describe
     from workers.kafka.audit import read
@@ -352,6 +419,19 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_http(args: argparse.Namespace) -> int:
+    from workers.dev import bench_http
+
+    settings = _settings(args)
+    levels = [int(c) for c in args.concurrency.split(",")]
+    seconds, warmup = (2.0, 0.5) if args.quick else (args.seconds, 2.0)
+    result = bench_http.run(settings, levels=levels, seconds=seconds, warmup_s=warmup,
+                            mlserver=None if args.no_mlserver else Path(args.mlserver), out_dir=Path(args.out))
+    print("\n" + bench_http.table(result))
+    print(f"\nclient: {result['client']}\nwrote {Path(args.out) / 'bench-http.json'}")
+    return 0
+
+
 # ---------------------------------------------------------------- arguments
 
 
@@ -438,6 +518,47 @@ def build_parser() -> argparse.ArgumentParser:
                          epilog=f"HTTP endpoints (/metrics, /healthz, /readyz, /status) on ${PREFIX}METRICS_PORT "
                                 "(default: none); engine, batch size and the rest: README, Configuration.")
     run.set_defaults(func=_cmd_run)
+
+    score = sub.add_parser(
+        "score", parents=[_model_options()],
+        help="score a file of events (Avro container, JSON lines, Parquet) with the same core as the worker",
+        epilog="Predictions follow the prediction schema (Avro container or Parquet; .jsonl for a look); dead "
+               "letters are JSON lines with the same reasons and messages as the dead-letter topic. Reads "
+               f"${PREFIX}PIPELINE, ${PREFIX}SCHEMAS_DIR, ${PREFIX}MODELS_DIR, ${PREFIX}TRUSTED_KEYS, "
+               f"${PREFIX}MAX_LATENESS_S, ${PREFIX}MODEL_THREADS and ${PREFIX}PSEUDONYM_KEY. Exit 0 when every "
+               "record was accounted for (dead letters included), 2 for an unreadable file or a bad setting.")
+    score.add_argument("--pipeline", help=f"pipeline name: models/<pipeline>/ (default: ${PREFIX}PIPELINE or fraud)")
+    score.add_argument("input", metavar="INPUT", help="events: .avro (container file), .jsonl or .parquet")
+    score.add_argument("output", metavar="OUTPUT", help="predictions: .avro (container file) or .parquet")
+    score.add_argument("--input-format", choices=["avro", "jsonl", "parquet"], help="default: from INPUT's suffix")
+    score.add_argument("--output-format", choices=["avro", "parquet", "jsonl"], help="default: from OUTPUT's suffix")
+    score.add_argument("--dead-letters", metavar="PATH", help="dead letters, JSON lines (default: OUTPUT's name "
+                                                              "with .dlq.jsonl)")
+    score.add_argument("--batch-size", type=_positive_int, default=2000,
+                       help="rows per Pipeline.process call; bounds memory (default: 2000)")
+    score.add_argument("--clock", choices=["wall", "stream"],
+                       help="judge lateness against the clock (wall) or the file's latest event time so far "
+                            "(stream, for a backfill of old events); default: the manifest's policy")
+    score.set_defaults(func=_cmd_score)
+
+    srv = sub.add_parser(
+        "serve", parents=[_model_options()],
+        help="answer the Open Inference Protocol (KServe v2 / MLServer) over HTTP with the same core",
+        epilog="POST /v2/models/<pipeline>/infer with the input fields as named tensors; rejected rows are "
+               "answered 422 with their dead-letter reasons. Reads "
+               f"${PREFIX}PIPELINE, ${PREFIX}SCHEMAS_DIR, ${PREFIX}MODELS_DIR, ${PREFIX}TRUSTED_KEYS, "
+               f"${PREFIX}HTTP_HOST, ${PREFIX}HTTP_TOKEN (bearer token of the model endpoints), ${PREFIX}SERVE_PORT, "
+               f"${PREFIX}SERVE_MAX_BATCH_ROWS, ${PREFIX}SERVE_MAX_DELAY_MS, ${PREFIX}MODEL_THREADS, "
+               f"${PREFIX}MAX_LATENESS_S and ${PREFIX}PSEUDONYM_KEY. Runs until SIGTERM.")
+    srv.add_argument("--pipeline", help=f"pipeline name: models/<pipeline>/ (default: ${PREFIX}PIPELINE or fraud)")
+    srv.add_argument("--host", help=f"address to listen on (default: ${PREFIX}HTTP_HOST or 127.0.0.1)")
+    srv.add_argument("--port", type=_non_negative_int, help=f"default: ${PREFIX}SERVE_PORT or 8080 (0: any free port)")
+    srv.add_argument("--max-batch-rows", type=_positive_int,
+                     help=f"rows per micro-batch, at most (default: ${PREFIX}SERVE_MAX_BATCH_ROWS or 256)")
+    srv.add_argument("--max-delay-ms", type=float,
+                     help="how long a request waits for others to share its model call, at most "
+                          f"(default: ${PREFIX}SERVE_MAX_DELAY_MS or 2)")
+    srv.set_defaults(func=_cmd_serve)
 
     produce = sub.add_parser("produce", parents=[_connection_options(), _mix_options(10_000, 0.0, 0.0)],
                              help="emit realistic events (reference pipeline), bad inputs optionally mixed in")
@@ -542,6 +663,20 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", default="bench-results",
                        help="directory for bench.json and bench.png (default: bench-results)")
     bench.set_defaults(func=_cmd_bench)
+
+    bench_http = sub.add_parser(
+        "bench-http", help="workers serve against MLServer's scikit-learn runtime, same model and machine (dev tool)",
+        epilog="Each server runs alone, driven by aiohttp's asyncio client with one-row requests. MLServer runs "
+               "from its own virtualenv (--mlserver); without it only workers serve is measured.")
+    bench_http.add_argument("--pipeline", help=f"default: ${PREFIX}PIPELINE or fraud")
+    bench_http.add_argument("--quick", action="store_true", help="2 s per level (CI smoke)")
+    bench_http.add_argument("--seconds", type=_positive_float, default=10.0, help="per level (default: 10)")
+    bench_http.add_argument("--concurrency", default="1,8,64", help="concurrent clients (default: 1,8,64)")
+    bench_http.add_argument("--mlserver", default=str(Path("~/.cache/mlserver-bench/venv/bin/mlserver").expanduser()),
+                            help="the mlserver executable (default: ~/.cache/mlserver-bench/venv/bin/mlserver)")
+    bench_http.add_argument("--no-mlserver", action="store_true", help="measure workers serve alone")
+    bench_http.add_argument("--out", default="bench-results", help="directory for bench-http.json")
+    bench_http.set_defaults(func=_cmd_bench_http)
     return parser
 
 

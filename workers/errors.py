@@ -36,6 +36,11 @@ class ModelMismatchError(ConfigError):
     """The model, its manifest and the input schema disagree (features, order, types, classes)."""
 
 
+class InputFileError(ConfigError):
+    """An input file of ``workers score`` cannot be read: missing, not in its format, or corrupt
+    past a point where its rows can no longer be told apart."""
+
+
 class KafkaUnavailableError(WorkersError):
     """The brokers could not be reached, or refused the client (network, TLS, authentication)."""
 

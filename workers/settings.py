@@ -93,6 +93,10 @@ class Settings(BaseSettings):
     http_host: str = Field("127.0.0.1", description="address the HTTP endpoints bind to (0.0.0.0 in a container)")
     http_token: SecretStr | None = Field(None, description="if set, /status and /status.json need "
                                                            "`Authorization: Bearer <token>`")
+    serve_port: int = Field(8080, ge=0, le=65535, description="port of `workers serve` (Open Inference Protocol)")
+    serve_max_batch_rows: int = Field(256, ge=1, description="`workers serve`: rows per scored micro-batch, at most")
+    serve_max_delay_ms: float = Field(2.0, ge=0, description="`workers serve`: how long a queued request waits for "
+                                                             "others to share its model call, at most")
     drift_window: int = Field(5000, ge=1, description="scored events compared with the reference profile")
     drift_threshold: float = Field(0.2, gt=0, description="PSI above which a feature counts as drifted")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"

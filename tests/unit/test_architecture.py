@@ -3,6 +3,7 @@
 * ``workers/core`` imports nothing of the package outside itself, except the error types;
 * a Kafka client library (faust, mode, aiokafka, kafka-python, confluent-kafka) is imported
   only in the Kafka adapter layer (``workers/kafka``) and in the dev tools (``workers/dev``);
+* the file and HTTP adapters (``workers/batch``, ``workers/serve``) import neither Kafka nor the dev tools;
 * nothing that a production worker runs imports the dev tools (only the CLI, lazily, for the
   ``demo``/``drills``/``bench`` commands);
 * no import cycle anywhere in the package, counting imports inside functions too.
@@ -132,3 +133,11 @@ def test_the_kafka_rule_sees_a_planted_import(tmp_path, source):
     planted = tmp_path / "planted.py"
     planted.write_text(source)
     assert {name.split(".")[0] for name, _ in _imports(planted)} & KAFKA_CLIENTS
+
+
+def test_file_and_http_serving_run_without_kafka():
+    """``workers score`` and ``workers serve`` are adapters on the core: no broker, no dev tools."""
+    misplaced = [f"{module}:{line} imports {imported}" for module, imported, line in _all_imports()
+                 if _in(module, "workers.batch", "workers.serve")
+                 and (_in(imported, "workers.kafka", "workers.dev") or imported.split(".")[0] in KAFKA_CLIENTS)]
+    assert misplaced == []

@@ -26,6 +26,7 @@ from workers.core.reasons import CORRUPT, INFERENCE_ERROR
 from workers.core.records import Headers, InputRecord, OutputRecord
 from workers.core.registry import LoadedModel
 from workers.core.replay import verified_replay_headers
+from workers.core.rows import RowReader
 from workers.core.scoring import Scorer
 from workers.core.topics import PipelineTopics
 from workers.core.validation import check_future, check_lateness, event_time_ms
@@ -33,6 +34,7 @@ from workers.errors import ConfigError, RecordError
 
 EVENT_ID_HEADER = "workers.event_id"
 REPLAYED_FLAG = "replayed"
+JSON = "json"  # InputRecord.value_format of a JSON object
 
 
 @dataclass
@@ -76,6 +78,7 @@ class Pipeline:
         self.registered = registered if framing is not Framing.SINGLE_OBJECT else None
         self.input_decoder = InputDecoder(self.input_codec, framing, registered)
         self._decode = self.input_codec.decode if framing is Framing.SINGLE_OBJECT else self.input_decoder.decode
+        self.rows = RowReader(loaded.input_schema)  # events read by a file or HTTP adapter
         # predictions in the registry wire format when the prediction schema has a registry id
         self.prediction_codec: SingleObjectCodec | RegistryEncoder = (
             SingleObjectCodec(schemas, loaded.prediction_schema) if prediction_schema_id is None
@@ -121,7 +124,12 @@ class Pipeline:
             try:
                 if record.parse_error is not None:
                     raise RecordError(CORRUPT, f"the Kafka client could not parse this record: {record.parse_error}")
-                event, writer = self._decode(record.value)
+                if record.decoded is not None:
+                    event, writer = self.rows.read(record.decoded), self.rows.schema
+                elif record.value_format == JSON:
+                    event, writer = self.rows.read_json(record.value), self.rows.schema
+                else:
+                    event, writer = self._decode(record.value)
                 event_ms = event_time_ms(event.get(manifest.event_time_field))
                 check_future(event_ms, now, self.policies)
                 check_lateness(event_ms, self._lateness_reference(record, event_ms, now), self.policies, flags)
@@ -186,7 +194,8 @@ class Pipeline:
         headers = [(EVENT_ID_HEADER, event_id.encode())]
         headers += item.replay  # a verified replay: downstream can tell it, and which one, from headers
         return OutputRecord(
-            self.topics.predictions, record_key, self._encode_prediction(prediction), headers, score=score
+            self.topics.predictions, record_key, self._encode_prediction(prediction), headers, score=score,
+            prediction=prediction,
         )
 
     def _shown(self, field_name: str, value: str) -> str:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 Headers = list[tuple[str, bytes]]
 
@@ -18,6 +19,10 @@ class InputRecord:
     timestamp_ms: int | None = None
     headers: Headers = field(default_factory=list)
     parse_error: str | None = None  # the Kafka client could not parse this record (value and key are lost)
+    # An event the adapter has read already (a file's row, an HTTP request's row): checked against the
+    # input schema (``workers.core.rows``) instead of decoding ``value``.
+    decoded: dict[str, Any] | None = None
+    value_format: str = "avro"  # "json": ``value`` is one JSON object (a line of a JSON-lines file)
 
     def header(self, name: str) -> bytes | None:
         for k, v in self.headers:
@@ -36,6 +41,7 @@ class OutputRecord:
     headers: Headers
     reason: str | None = None  # set for dead letters only
     score: float | None = None  # set for predictions only
+    prediction: dict[str, Any] | None = None  # the prediction before encoding (for file and HTTP outputs)
 
     @property
     def is_dead_letter(self) -> bool:

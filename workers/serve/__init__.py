@@ -1,0 +1,1 @@
+"""Synchronous scoring over HTTP: the Open Inference Protocol on the same core (``workers serve``)."""
