@@ -92,12 +92,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
 
 def _cmd_produce(args: argparse.Namespace) -> int:
-    from workers.dev.demo import produce_mix
-
     settings = _settings(args)
-    if settings.pipeline != "fraud":
-        raise ConfigError("`workers produce` generates events for the reference pipeline 'fraud' only; "
-                          "use workers.kafka.producer.EventProducer for other pipelines")
     shift = {}
     for item in args.shift or ():
         name, _, factor = item.partition("=")
@@ -105,6 +100,16 @@ def _cmd_produce(args: argparse.Namespace) -> int:
             shift[name] = float(factor)
         except ValueError:
             raise ConfigError(f"--shift expects FEATURE=FACTOR, got {item!r}") from None
+    if args.source is None and settings.pipeline == "fraud":
+        return _produce_fraud(args, settings, shift)
+    if args.bad_fraction or args.old_schema_fraction:
+        raise ConfigError("--bad-fraction and --old-schema-fraction apply to the reference pipeline 'fraud' only")
+    return _produce_events(args, settings, shift)
+
+
+def _produce_fraud(args: argparse.Namespace, settings: Settings, shift: dict[str, float]) -> int:
+    from workers.dev.demo import produce_mix
+
     sent = produce_mix(settings, args.count, args.bad_fraction, args.old_schema_fraction,
                        seed=args.seed, rate=args.rate, shift=shift)
     kinds: dict[str, int] = {}
@@ -112,6 +117,34 @@ def _cmd_produce(args: argparse.Namespace) -> int:
         kinds[s.kind] = kinds.get(s.kind, 0) + 1
     print(f"sent {len(sent)} events to {settings.topics.events}: "
           + ", ".join(f"{k}={v}" for k, v in sorted(kinds.items())))
+    return 0
+
+
+def _produce_events(args: argparse.Namespace, settings: Settings, shift: dict[str, float]) -> int:
+    """Any pipeline: the records of a file, or events drawn from the manifest's reference profile."""
+    import time
+
+    from workers.kafka.producer import send_events
+    from workers.pipelines import load_manifest
+
+    manifest, store = load_manifest(settings)
+    schema = store.get(manifest.input_schema)
+    if args.source is not None:
+        from workers.byom.records import events_from_file
+
+        if shift:
+            raise ConfigError("--shift applies to generated events, not to --from")
+        found = events_from_file(Path(args.source), manifest, schema)
+        if found.ignored_columns:
+            print(f"note: columns not in {manifest.input_schema} are not sent: {', '.join(found.ignored_columns)}")
+        events, origin = found.events, args.source
+    else:
+        from workers.dev.profile_events import generate
+
+        events = generate(manifest, schema, args.count, args.seed, int(time.time() * 1000), shift)
+        origin = f"the reference profile of {manifest.name} {manifest.version}"
+    sent = send_events(settings, manifest, store, events, args.rate)
+    print(f"sent {len(sent)} events to {settings.topics.events} (from {origin})")
     return 0
 
 
@@ -522,8 +555,16 @@ def build_parser() -> argparse.ArgumentParser:
                                 "(default: none); engine, batch size and the rest: README, Configuration.")
     run.set_defaults(func=_cmd_run)
 
-    produce = sub.add_parser("produce", parents=[_connection_options(), _mix_options(10_000, 0.0, 0.0)],
-                             help="emit realistic events (reference pipeline), bad inputs optionally mixed in")
+    produce = sub.add_parser(
+        "produce", parents=[_connection_options(), _mix_options(10_000, 0.0, 0.0)],
+        help="emit events: realistic ones (fraud, bad inputs optionally mixed in), drawn from the manifest's "
+             "reference profile (other pipelines), or the records of a file",
+        epilog="--count applies to generated events; --from sends every record of the file, each fitted to the "
+               "input schema (a record that does not fit stops the command, naming its line or row, before "
+               "anything is sent)")
+    produce.add_argument("--from", dest="source", metavar="FILE",
+                         help="send the records of this file (.jsonl, .csv, .avro, .parquet); a missing event id "
+                              "or event time is made up, the key and other fields must be there")
     produce.add_argument("--seed", type=int, default=1, help="seed of the synthetic events (default: 1)")
     produce.add_argument("--shift", action="append", metavar="FEATURE=FACTOR",
                          help="multiply a numeric feature to simulate drift (repeatable), e.g. amount=5")

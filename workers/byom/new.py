@@ -103,7 +103,8 @@ def create(request: NewPipeline, settings: Settings) -> Created:
                                 "score": score_profile(scores, probabilities=manifest.is_classifier)}
     manifest = Manifest.from_dict(raw, source="the drafted manifest")
 
-    wrote_schema = not schema_path.exists()
+    # what did not exist before is removed again if anything below fails
+    made = [p for p in (schema_path, schema_path.parent, directory.parent) if not p.exists()]
     try:
         directory.mkdir(parents=True)
         (directory / model_file.artifact).write_bytes(model_file.data)
@@ -115,8 +116,11 @@ def create(request: NewPipeline, settings: Settings) -> Created:
         report = pipeline_check.check(pipeline, table, settings.batch_size)
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
-        if wrote_schema:
-            schema_path.unlink(missing_ok=True)
+        for path in made:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
         raise
     return Created(directory, schema_path, manifest, draft.order_source, quality, report, signed_by)
 
