@@ -98,7 +98,9 @@ def create(request: NewPipeline, settings: Settings) -> Created:
     check_model(manifest, model)  # what the registry will check at start-up, before anything is written
     check_schema(manifest, schema)
     scores = predict(model, manifest, draft.matrix)
-    quality = _quality_gate(model, manifest, table, request.target, draft, scores)
+    quality, metrics = _quality_gate(model, manifest, table, request.target, draft, scores)
+    if metrics:
+        raw["metrics"] = metrics
     raw["reference_profile"] = {"features": feature_profile(draft.matrix, manifest.features),
                                 "score": score_profile(scores, probabilities=manifest.is_classifier)}
     manifest = Manifest.from_dict(raw, source="the drafted manifest")
@@ -220,11 +222,11 @@ def _manifest(request: NewPipeline, task: Task, model_file: ModelFile, schema: S
 
 
 def _quality_gate(model: Any, manifest: Manifest, table: Table, target: str | None, draft: Draft,
-                  scores: np.ndarray) -> str | None:
+                  scores: np.ndarray) -> tuple[str | None, dict[str, float]]:
     """With labels, the model must beat a constant on the reference rows: a model given its columns
     in the wrong order (or categories in the wrong code order) rarely does."""
     if target is None:
-        return None
+        return None, {}
     if target not in table.columns:
         raise ConfigError(f"--target {target!r} is not a column of {table.path} (columns: {table.columns})")
     labels = [row.values.get(target) for row in table.rows]
@@ -240,7 +242,7 @@ def _quality_gate(model: Any, manifest: Manifest, table: Table, target: str | No
         if accuracy <= constant:
             raise ConfigError(f"the model is no better than a constant on the reference rows ({summary}): are the "
                               "features in the order it was fitted with (and the categories in their code order)?")
-        return summary
+        return summary, {"reference_accuracy": round(accuracy, 6)}
     try:
         truth = np.array([float(y) for y in labels if y is not None])
     except (TypeError, ValueError):
@@ -250,7 +252,7 @@ def _quality_gate(model: Any, manifest: Manifest, table: Table, target: str | No
     if r2 <= 0:
         raise ConfigError(f"the model is no better than the mean on the reference rows ({summary}): are the "
                           "features in the order it was fitted with (and the categories in their code order)?")
-    return summary
+    return summary, {"reference_r2": round(r2, 6)}
 
 
 def _sign(directory: Path, key_path: Path) -> str:

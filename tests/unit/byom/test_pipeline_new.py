@@ -77,6 +77,7 @@ def test_a_dataframe_model_becomes_a_pipeline_the_worker_loads_and_scores_like_t
     assert (workspace / "schemas" / "cancer" / "tumour.v1.avsc").read_text() == schema.read_text()
     assert set(manifest["reference_profile"]["features"]) == set(x.columns)
     assert manifest["training"]["feature_order"] == "the model's feature_names_in_"
+    assert manifest["metrics"]["reference_accuracy"] > 0.95
 
     pipeline = load_test_pipeline("cancer", workspace / "schemas", workspace / "models")
     rows = np.array([pipeline.features.row(r, []) for r in x.to_dict("records")])
