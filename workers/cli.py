@@ -160,12 +160,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
 
 def _cmd_produce(args: argparse.Namespace) -> int:
-    from workers.dev.demo import produce_mix
-
     settings = _settings(args)
-    if settings.pipeline != "fraud":
-        raise ConfigError("`workers produce` generates events for the reference pipeline 'fraud' only; "
-                          "use workers.kafka.producer.EventProducer for other pipelines")
     shift = {}
     for item in args.shift or ():
         name, _, factor = item.partition("=")
@@ -173,6 +168,16 @@ def _cmd_produce(args: argparse.Namespace) -> int:
             shift[name] = float(factor)
         except ValueError:
             raise ConfigError(f"--shift expects FEATURE=FACTOR, got {item!r}") from None
+    if args.source is None and settings.pipeline == "fraud":
+        return _produce_fraud(args, settings, shift)
+    if args.bad_fraction or args.old_schema_fraction:
+        raise ConfigError("--bad-fraction and --old-schema-fraction apply to the reference pipeline 'fraud' only")
+    return _produce_events(args, settings, shift)
+
+
+def _produce_fraud(args: argparse.Namespace, settings: Settings, shift: dict[str, float]) -> int:
+    from workers.dev.demo import produce_mix
+
     sent = produce_mix(settings, args.count, args.bad_fraction, args.old_schema_fraction,
                        seed=args.seed, rate=args.rate, shift=shift)
     kinds: dict[str, int] = {}
@@ -180,6 +185,34 @@ def _cmd_produce(args: argparse.Namespace) -> int:
         kinds[s.kind] = kinds.get(s.kind, 0) + 1
     print(f"sent {len(sent)} events to {settings.topics.events}: "
           + ", ".join(f"{k}={v}" for k, v in sorted(kinds.items())))
+    return 0
+
+
+def _produce_events(args: argparse.Namespace, settings: Settings, shift: dict[str, float]) -> int:
+    """Any pipeline: the records of a file, or events drawn from the manifest's reference profile."""
+    import time
+
+    from workers.kafka.producer import send_events
+    from workers.pipelines import load_manifest
+
+    manifest, store = load_manifest(settings)
+    schema = store.get(manifest.input_schema)
+    if args.source is not None:
+        from workers.byom.records import events_from_file
+
+        if shift:
+            raise ConfigError("--shift applies to generated events, not to --from")
+        found = events_from_file(Path(args.source), manifest, schema)
+        if found.ignored_columns:
+            print(f"note: columns not in {manifest.input_schema} are not sent: {', '.join(found.ignored_columns)}")
+        events, origin = found.events, args.source
+    else:
+        from workers.dev.profile_events import generate
+
+        events = generate(manifest, schema, args.count, args.seed, int(time.time() * 1000), shift)
+        origin = f"the reference profile of {manifest.name} {manifest.version}"
+    sent = send_events(settings, manifest, store, events, args.rate)
+    print(f"sent {len(sent)} events to {settings.topics.events} (from {origin})")
     return 0
 
 
@@ -382,6 +415,66 @@ def _cmd_schemas_register(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pipeline_new(args: argparse.Namespace) -> int:
+    from workers.byom.new import NewPipeline, create, summary
+
+    settings = _settings(args)
+    request = NewPipeline(
+        name=args.pipeline, version=args.model_version, model=Path(args.model), schema=Path(args.schema),
+        reference=Path(args.reference), features=_names(args.features, "--features"),
+        features_from_reference=args.features_from_reference, target=args.target,
+        categories=dict(_categories(item) for item in args.categories or ()),
+        sorted_categories=args.sorted_categories, bounds=not args.no_bounds, task=args.task,
+        positive_class=args.positive_class, labels=_labels(args.labels), threshold=args.threshold,
+        key_field=args.key_field, event_id_field=args.event_id_field, event_time_field=args.event_time_field,
+        trusted_types=args.trusted_type or [], owner=args.owner, description=args.description,
+        sign_key=Path(args.sign_key) if args.sign_key else None)
+    if request.features is not None and request.features_from_reference:
+        raise ConfigError("give the column order once: --features or --features-from-reference")
+    print("\n".join(summary(create(request, settings))))
+    return 0
+
+
+def _names(text: str | None, option: str) -> list[str] | None:
+    if text is None:
+        return None
+    names = [n.strip() for n in text.split(",")]
+    if not all(names):
+        raise ConfigError(f"{option} expects comma-separated names, got {text!r}")
+    return names
+
+
+def _categories(item: str) -> tuple[str, list[str]]:
+    name, _, values = item.partition("=")
+    if not name or not values:
+        raise ConfigError(f"--categories expects FEATURE=a,b,c (in the model's code order), got {item!r}")
+    return name, _names(values, "--categories") or []
+
+
+def _labels(text: str | None) -> tuple[str, str] | None:
+    labels = _names(text, "--labels")
+    if labels is None:
+        return None
+    if len(labels) != 2:
+        raise ConfigError(f"--labels expects two names, below and at/above the threshold, got {text!r}")
+    return labels[0], labels[1]
+
+
+def _cmd_pipeline_check(args: argparse.Namespace) -> int:
+    from workers.byom.check import check, reference_of
+    from workers.byom.tables import read_table
+    from workers.pipelines import load_pipeline
+
+    settings = _settings(args)
+    pipeline = load_pipeline(settings)
+    reference = Path(args.reference) if args.reference else reference_of(pipeline)
+    if reference is None:
+        raise ConfigError(f"no reference data recorded for {pipeline.name} {pipeline.manifest.version} "
+                          "(or the file is gone): give --reference FILE")
+    print(check(pipeline, read_table(reference), settings.batch_size).describe())
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     import time
 
@@ -497,6 +590,68 @@ def _mix_options(count: int, bad: float, old: float) -> _Parser:
     return mix
 
 
+def _pipeline_parsers(sub: Any) -> None:
+    dirs = (f"writes under ${PREFIX}MODELS_DIR and ${PREFIX}SCHEMAS_DIR (default: models/ and schemas/ of the "
+            "checkout, else of the current directory)")
+    pipeline = sub.add_parser("pipeline", help="bring your own model: build a pipeline from it, check it")
+    actions = pipeline.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    new = actions.add_parser(
+        "new", help="a pipeline from a trained model, an Avro input schema and reference data",
+        epilog=f"{dirs}. The model's column order is never guessed: a model fitted on a DataFrame gives it "
+               "(feature_names_in_); for one fitted on an array, give --features or --features-from-reference, "
+               "and --target if the reference data has labels (a model no better than a constant is refused).")
+    new.add_argument("--pipeline", required=True, help="the new pipeline's name (models/<pipeline>/, topics)")
+    new.add_argument("--model-version", default="1.0.0", help="its first version (default: 1.0.0); an existing "
+                                                              "version directory is never overwritten")
+    new.add_argument("--model", required=True, metavar="FILE", help="the trained model: .joblib (pickle: loading "
+                                                                     "it runs code) or .skops")
+    new.add_argument("--schema", required=True, metavar="FILE.avsc", help="the events' Avro schema "
+                                                                          "(copied to schemas/<pipeline>/)")
+    new.add_argument("--reference", required=True, metavar="FILE",
+                     help="reference rows with named columns (.csv, .jsonl, .avro, .parquet), e.g. the training "
+                          "data: bounds, categories, the drift profile and the check come from them")
+    new.add_argument("--features", metavar="A,B,C", help="the model's columns in the order it was fitted with "
+                                                          "(needed when it has no feature_names_in_)")
+    new.add_argument("--features-from-reference", action="store_true",
+                     help="the reference file's columns (less the target, event id, key and time) are in the "
+                          "model's order")
+    new.add_argument("--target", metavar="COLUMN", help="a label column of the reference data: the model must "
+                                                        "beat a constant on it")
+    new.add_argument("--categories", action="append", metavar="FEATURE=A,B,C",
+                     help="a string feature's values in the model's code order (repeatable); an enum's default "
+                          "is its symbols' order")
+    new.add_argument("--sorted-categories", action="store_true",
+                     help="string features without --categories: the sorted distinct reference values "
+                          "(OrdinalEncoder's order)")
+    new.add_argument("--no-bounds", action="store_true",
+                     help="no min/max (default: the reference data's, values outside are dead-lettered)")
+    new.add_argument("--task", choices=["binary_classification", "regression"],
+                     help="default: from the model (a classifier with two classes, or a regressor)")
+    new.add_argument("--positive-class", metavar="VALUE", help="classifiers: the class (one of classes_) whose "
+                                                               "probability is the score; required")
+    new.add_argument("--labels", metavar="BELOW,ABOVE", help="classifiers: label names below and at/above the "
+                                                            "threshold (default: negative,positive)")
+    new.add_argument("--threshold", type=_fraction, default=0.5, help="classifiers (default: 0.5)")
+    new.add_argument("--key-field", help="the entity key field (default: a field named key)")
+    new.add_argument("--event-id-field", help="the event id field (default: event_id)")
+    new.add_argument("--event-time-field", help="the event time field, epoch millis (default: event_time)")
+    new.add_argument("--trusted-type", action="append", metavar="TYPE",
+                     help=".skops: a type to trust beyond skops' defaults (repeatable)")
+    new.add_argument("--sign-key", metavar="KEY.pem", help="sign the manifest with this Ed25519 private key")
+    new.add_argument("--owner", help="who answers for this model")
+    new.add_argument("--description", help="free text")
+    new.set_defaults(func=_cmd_pipeline_new)
+
+    check = actions.add_parser(
+        "check", parents=[_model_options()],
+        help="score reference rows through the pipeline as a worker would, and compare with the model's own",
+        epilog="exit 0 when every score equals the model's own predict_proba/predict (within 1e-9), 2 otherwise")
+    check.add_argument("--pipeline", help=f"pipeline name (default: ${PREFIX}PIPELINE or fraud)")
+    check.add_argument("--reference", metavar="FILE", help="rows to score (.csv, .jsonl, .avro, .parquet; "
+                                                           "default: the file `pipeline new` was given)")
+    check.set_defaults(func=_cmd_pipeline_check)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="workers", description="Kafka inference workers for scikit-learn models",
@@ -560,8 +715,16 @@ def build_parser() -> argparse.ArgumentParser:
                           f"(default: ${PREFIX}SERVE_MAX_DELAY_MS or 2)")
     srv.set_defaults(func=_cmd_serve)
 
-    produce = sub.add_parser("produce", parents=[_connection_options(), _mix_options(10_000, 0.0, 0.0)],
-                             help="emit realistic events (reference pipeline), bad inputs optionally mixed in")
+    produce = sub.add_parser(
+        "produce", parents=[_connection_options(), _mix_options(10_000, 0.0, 0.0)],
+        help="emit events: realistic ones (fraud, bad inputs optionally mixed in), drawn from the manifest's "
+             "reference profile (other pipelines), or the records of a file",
+        epilog="--count applies to generated events; --from sends every record of the file, each fitted to the "
+               "input schema (a record that does not fit stops the command, naming its line or row, before "
+               "anything is sent)")
+    produce.add_argument("--from", dest="source", metavar="FILE",
+                         help="send the records of this file (.jsonl, .csv, .avro, .parquet); a missing event id "
+                              "or event time is made up, the key and other fields must be there")
     produce.add_argument("--seed", type=int, default=1, help="seed of the synthetic events (default: 1)")
     produce.add_argument("--shift", action="append", metavar="FEATURE=FACTOR",
                          help="multiply a numeric feature to simulate drift (repeatable), e.g. amount=5")
@@ -643,6 +806,8 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("--schema", action="append", metavar="AVSC",
                           help="input schema versions to register, oldest first (default: the model's input schema)")
     register.set_defaults(func=_cmd_schemas_register)
+
+    _pipeline_parsers(sub)
 
     demo = sub.add_parser("demo", parents=[_connection_options(), _mix_options(20_000, 0.03, 0.05)],
                           help="the whole job end to end on fresh topics (dev tool)")

@@ -14,7 +14,8 @@ from workers.errors import EXIT_CONFIG
 
 # command line -> the defaults its help promises
 DEFAULTS = {
-    "produce": {"count": 10_000, "bad_fraction": 0.0, "old_schema_fraction": 0.0, "rate": None, "seed": 1},
+    "produce": {"count": 10_000, "bad_fraction": 0.0, "old_schema_fraction": 0.0, "rate": None, "seed": 1,
+                "source": None},
     "demo": {"count": 20_000, "bad_fraction": 0.03, "old_schema_fraction": 0.05, "rate": None},
     "bench": {"events": 200_000, "quick": False, "out": "bench-results", "partitions": None},
     "drills": {"quick": False, "broker_port": None},
@@ -23,6 +24,10 @@ DEFAULTS = {
     "run": {"model_version": None, "pipeline": None, "bootstrap_servers": None, "topic_prefix": None},
     "topics create": {"partitions": None},
     "schemas check new.avsc": {"schema": "new.avsc", "against": None},
+    "pipeline check": {"pipeline": None, "model_version": None, "reference": None},
+    "pipeline new --pipeline p --model m --schema s --reference r": {
+        "model_version": "1.0.0", "threshold": 0.5, "features": None, "features_from_reference": False,
+        "no_bounds": False, "sign_key": None},
 }
 
 
@@ -71,7 +76,10 @@ def _bad_inputs(bad_manifest) -> dict[str, tuple[list[str], dict[str, str], str]
                                           "positive_class 'fraud' is not one of the model's classes [0, 1]"),
         "produce": (["produce", "--shift", "amount"], {}, "--shift expects FEATURE=FACTOR"),
         "produce (fraction)": (["produce", "--bad-fraction", "2"], {}, "must be between 0 and 1"),
+        "produce (no such file)": (["produce", "--from", "/nonexistent.csv"], {}, "/nonexistent.csv: no such file"),
         "tail": (["tail", "--pipeline", "nope"], {}, "no model versions under"),
+        "pipeline new": (["pipeline", "new", "--pipeline", "x"], {}, "the following arguments are required: --model"),
+        "pipeline check": (["pipeline", "check", "--pipeline", "nope"], {}, "no model versions under"),
         "replay": (["replay", "--since", "yesterday"], {}, "neither ISO 8601"),
         "schemas check": (["schemas", "check", "/nonexistent.avsc"], {}, "cannot parse Avro schema /nonexistent.avsc"),
         "demo": (["demo", "--count", "-5"], {}, "--count: must be >= 0"),

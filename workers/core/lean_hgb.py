@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from workers.core.named_features import quiet_about_names
+
 Predict = Callable[[np.ndarray], np.ndarray]
 
 PROBE_ROWS = 2048
@@ -36,7 +38,7 @@ def build(model: Any, classification: bool) -> tuple[Predict | None, str]:
     try:
         predict = _compile(model, classification)
         probe = probe_matrix(model, PROBE_ROWS, seed=0)
-        public = model.predict_proba(probe) if classification else model.predict(probe)
+        public = quiet_about_names(model.predict_proba if classification else model.predict)(probe)
         lean = predict(probe)
     except Exception as exc:  # internals moved in this scikit-learn version: use the public path
         return None, f"lean path unavailable: {exc!r}"

@@ -23,7 +23,7 @@ def feature_profile(x: np.ndarray, features: Sequence[FeatureSpec]) -> dict[str,
             "max": float(column.max()),
         }
         if spec.kind == "numeric":
-            edges = np.unique(np.quantile(column, np.linspace(0, 1, BINS + 1)[1:-1]))
+            edges = quantile_edges(column)
             entry["bin_edges"] = [round(float(e), 6) for e in edges]
             entry["bin_fractions"] = _fractions(np.searchsorted(edges, column, side="right"), len(edges) + 1)
         else:
@@ -33,11 +33,17 @@ def feature_profile(x: np.ndarray, features: Sequence[FeatureSpec]) -> dict[str,
     return profile
 
 
-def score_profile(scores: np.ndarray) -> dict[str, Any]:
-    edges = np.linspace(0, 1, BINS + 1)[1:-1]
+def quantile_edges(values: np.ndarray) -> np.ndarray:
+    """Inner edges of decile bins (fewer when values repeat)."""
+    return np.unique(np.quantile(values, np.linspace(0, 1, BINS + 1)[1:-1]))
+
+
+def score_profile(scores: np.ndarray, probabilities: bool = True) -> dict[str, Any]:
+    """Probabilities in ten equal bins of [0, 1]; other scores (regression) in deciles."""
+    edges = np.linspace(0, 1, BINS + 1)[1:-1] if probabilities else quantile_edges(scores)
     return {
         "bin_edges": [round(float(e), 6) for e in edges],
-        "bin_fractions": _fractions(np.searchsorted(edges, scores, side="right"), BINS),
+        "bin_fractions": _fractions(np.searchsorted(edges, scores, side="right"), len(edges) + 1),
         "mean": round(float(scores.mean()), 6),
     }
 

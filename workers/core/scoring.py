@@ -9,7 +9,9 @@ heartbeats) for as long; rows still unresolved when the budget runs out are fail
 
 HistGradientBoosting models are scored by a lean path (``lean_hgb``) that gives the same
 bits at a third of the fixed cost per call; ``lean=False`` or any other model keeps the
-model's public method.
+model's public method. A model fitted on a DataFrame is given plain arrays in the columns
+it was fitted on, without scikit-learn's warning about their missing names
+(``named_features``).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import sklearn
 
 from workers.core import lean_hgb
 from workers.core.manifest import Manifest
+from workers.core.named_features import fitted_with_names, quiet_about_names
 from workers.errors import ModelMismatchError
 
 
@@ -39,6 +42,8 @@ class Scorer:
             fast, self.path_reason = lean_hgb.build(model, self._classification)
             if fast is not None:
                 self._predict, self.path = fast, "lean-hgb"
+        if self.path == "public" and fitted_with_names(model):
+            self._predict = quiet_about_names(self._predict)  # the registry checked the column order
         self._positive_column = positive_column(manifest, model) if self._classification else 0
 
     def _score(self, matrix: np.ndarray) -> np.ndarray:

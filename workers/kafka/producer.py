@@ -80,6 +80,13 @@ class EventProducer:
         self.close()
 
 
+def send_events(settings: Settings, manifest: Manifest, schemas: SchemaStore, events: Iterable[dict[str, Any]],
+                rate: float | None = None) -> list[Sent]:
+    """Send ``events`` to the pipeline's input topic; returns once every one was acknowledged."""
+    with EventProducer(settings, manifest, schemas, settings.topics.events) as producer:
+        return [producer.send_event(event) for event in paced(events, rate)]
+
+
 def fit_to_schema(event: dict[str, Any], schema: StoredSchema) -> dict[str, Any]:
     """Drop the fields an older writer schema does not have."""
     names = schema.field_names
