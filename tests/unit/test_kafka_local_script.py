@@ -73,3 +73,42 @@ def test_provided_kafka_libs_must_hold_kafka(tmp_path, monkeypatch: pytest.Monke
         script.fetch_jars()
     (tmp_path / "kafka_2.13-4.1.0.jar").touch()
     assert script.fetch_jars() == tmp_path
+
+
+def test_cluster_nodes_get_their_own_ports_ids_and_dirs(tmp_path) -> None:
+    script = _load_script()
+    paths = script.write_cluster_config(tmp_path, 39092, 3)
+    assert paths == [tmp_path / f"node-{i}" / "server.properties" for i in (1, 2, 3)]
+    assert [script.node_ports(39092, i) for i in (1, 2, 3)] == [(39092, 39093), (39094, 39095), (39096, 39097)]
+    assert script.cluster_bootstrap(39092, 3) == "127.0.0.1:39092,127.0.0.1:39094,127.0.0.1:39096"
+    voters = "controller.quorum.voters=1@127.0.0.1:39093,2@127.0.0.1:39095,3@127.0.0.1:39097\n"
+    for node_id, props in enumerate((p.read_text() for p in paths), start=1):
+        client, controller = script.node_ports(39092, node_id)
+        assert f"node.id={node_id}\n" in props and "process.roles=broker,controller\n" in props
+        assert voters in props and "controller.quorum.bootstrap.servers" not in props  # one static quorum
+        assert f"listeners=PLAINTEXT://127.0.0.1:{client},CONTROLLER://127.0.0.1:{controller}\n" in props
+        assert f"advertised.listeners=PLAINTEXT://127.0.0.1:{client}\n" in props
+        assert f"log.dirs={tmp_path / f'node-{node_id}' / 'data'}\n" in props
+    assert script.cluster_size(tmp_path) == 3
+
+
+def test_cluster_replicates_internal_and_default_topics_three_ways(tmp_path) -> None:
+    script = _load_script()
+    props = script.write_cluster_config(tmp_path, 39092, 3)[0].read_text()
+    for line in ("default.replication.factor=3", "min.insync.replicas=2", "offsets.topic.replication.factor=3",
+                 "transaction.state.log.replication.factor=3", "transaction.state.log.min.isr=2",
+                 "share.coordinator.state.topic.replication.factor=3", "unclean.leader.election.enable=false"):
+        assert f"\n{line}\n" in props
+    five = script.write_cluster_config(tmp_path / "five", 40000, 5)
+    assert "\ndefault.replication.factor=3\n" in five[4].read_text()  # at most 3 replicas
+    assert "5@127.0.0.1:40009" in five[0].read_text()
+
+
+def test_a_cluster_needs_two_nodes_and_single_node_mode_is_unchanged(tmp_path) -> None:
+    script = _load_script()
+    with pytest.raises(script.BrokerError, match="2 or more"):
+        script.write_cluster_config(tmp_path, 39092, 1)
+    assert script.cluster_size(tmp_path) == 0
+    plain = script.write_config(tmp_path, 19092).read_text()
+    assert "--standalone" not in plain and "controller.quorum.bootstrap.servers=127.0.0.1:19093" in plain
+    assert "offsets.topic.replication.factor=1" in plain

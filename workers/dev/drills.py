@@ -7,6 +7,7 @@ Used by the integration tests (small sizes) and by ``workers drills`` (the repor
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -526,6 +527,93 @@ def local_broker_restart(port: int | str) -> Callable[[], None]:
     return restart
 
 
+def cluster_bootstrap(port: int, brokers: int = 3) -> str:
+    """The bootstrap list of a ``scripts/kafka-local start --brokers N --port P`` cluster (node i on P+2(i-1))."""
+    return ",".join(f"127.0.0.1:{port + 2 * i}" for i in range(brokers))
+
+
+def partition_states(settings: Settings, topics: list[str]) -> dict[tuple[str, int], tuple[int, list[int]]]:
+    """(topic, partition) -> (leader node id, in-sync replica node ids), from the cluster's metadata."""
+    from workers.kafka.clients import admin_client
+
+    with admin_client(settings) as admin:
+        described = admin.describe_topics(topics)
+    return {(t["name"], p["partition_index"]): (p["leader_id"], sorted(p["isr_nodes"]))
+            for t in described for p in t["partitions"]}
+
+
+def wait_fully_replicated(settings: Settings, topics: list[str], replicas: int, timeout_s: float = 90) -> float | None:
+    """Seconds until every partition of ``topics`` has ``replicas`` in-sync replicas (None: not in time)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        try:
+            if all(len(isr) >= replicas for _, isr in partition_states(settings, topics).values()):
+                return time.monotonic() - started
+        except Exception:  # metadata while a node is away: ask again
+            pass
+        time.sleep(0.5)
+    return None
+
+
+def drill_leader_kill(base: Settings, workdir: Path, cluster_port: int, data_dir: Path | str | None = None,
+                      brokers: int = 3, count: int = 12_000, seconds: float = 30, down_s: float = 5
+                      ) -> DrillResult:
+    """A ``scripts/kafka-local --brokers 3`` cluster: topics with replication factor 3 and
+    min.insync.replicas 2; under a steady load, the leader of the events topic's partition 0 is
+    killed with SIGKILL, the stream goes on, and the node is restarted ``down_s`` later.
+    stopped_s is the longest gap in the output stream; recover_s is kill to every partition
+    fully in sync again."""
+    script = REPO / "scripts" / "kafka-local"
+    cli = [sys.executable, str(script)]
+    where = ["--port", str(cluster_port)] + (["--data-dir", str(data_dir)] if data_dir else [])
+    run = Path(data_dir) if data_dir else Path(os.environ.get("KAFKA_LOCAL_CACHE") or Path(
+        os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kafka-workers") / "run" / str(cluster_port)
+    settings = base.model_copy(update={"bootstrap_servers": cluster_bootstrap(cluster_port, brokers),
+                                       "replication_factor": min(brokers, 3)})
+    isr = {"min.insync.replicas": "2"}
+    drill = Drill(settings, "leaderkill", workdir, topic_config={r: isr for r in ("events", "predictions", "dlq",
+                                                                                  "audit")})
+    result = DrillResult("leader kill -9")
+    topics = [drill.topics.events, drill.topics.predictions, drill.topics.dlq, drill.topics.audit]
+    drill.start_worker()
+    drill.produce(drill.events(count, 12), rate=count / seconds, background=True)
+    _wait_for_outputs(drill, count // 3)
+    leader = partition_states(drill.settings, [drill.topics.events])[(drill.topics.events, 0)][0]
+    pid = int((run / f"node-{leader}" / "broker.pid").read_text())
+    killed_at = time.monotonic()
+    killed_ms = int(time.time() * 1000)
+    os.kill(pid, signal.SIGKILL)
+    moved_to, failover_s = leader, None
+    while time.monotonic() - killed_at < 60:  # the controller notices after broker.session.timeout.ms
+        with contextlib.suppress(Exception):
+            moved_to = partition_states(drill.settings, [drill.topics.events])[(drill.topics.events, 0)][0]
+        if moved_to not in (leader, -1):
+            failover_s = time.monotonic() - killed_at
+            break
+        time.sleep(0.2)
+    time.sleep(down_s)  # the stream goes on without the node
+    started = subprocess.run([*cli, "start", "--node", str(leader), *where], capture_output=True, text=True,
+                             timeout=180)
+    if started.returncode != 0:
+        raise RuntimeError(f"restarting node {leader} failed: {started.stderr.strip()}")
+    restarted_s = time.monotonic() - killed_at
+    all_topics = [*topics, "__consumer_offsets"]
+    if wait_fully_replicated(drill.settings, all_topics, min(brokers, 3)) is not None:
+        result.recovery_s = time.monotonic() - killed_at
+    drill.wait_produced()
+    drill.account(result, timeout_s=180)
+    drill.stop_all()
+    if wait_fully_replicated(drill.settings, all_topics, min(brokers, 3), timeout_s=30) is None:
+        result.problems.append("some partition did not get all its replicas back in sync")
+    times = sorted(drill.output_times_ms)
+    around = [b - a for a, b in itertools.pairwise(times) if b >= killed_ms and a <= killed_ms + down_s * 1000 + 15_000]
+    result.stopped_s = max(around, default=0) / 1000
+    failover = "-" if failover_s is None else f"{failover_s:.1f}s"
+    result.notes = (f"node {leader} (leader of events/0) killed: leader moved to node {moved_to} after {failover}, "
+                    f"node back after {restarted_s:.1f}s; recover_s = kill to all replicas in sync" + result.notes)
+    return result
+
+
 def run_report(base: Settings, quick: bool, broker_port: int | None) -> list[DrillResult]:
     scale = 0.3 if quick else 1.0
     n = int(20_000 * scale)
@@ -553,3 +641,26 @@ def run_report(base: Settings, quick: bool, broker_port: int | None) -> list[Dri
             print(result.row(), flush=True)
             results.append(result)
         return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m workers.dev.drills --cluster-port 39092 [--data-dir DIR]``: the cluster drill alone."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m workers.dev.drills", description=main.__doc__)
+    parser.add_argument("--cluster-port", type=int, required=True,
+                        help="base port of a `scripts/kafka-local start --brokers 3` cluster")
+    parser.add_argument("--data-dir", help="its --data-dir, if one was given")
+    parser.add_argument("--count", type=int, default=20_000)
+    parser.add_argument("--seconds", type=float, default=30)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="workers-drills-") as tmp:
+        result = drill_leader_kill(Settings(), Path(tmp), args.cluster_port, args.data_dir, count=args.count,
+                                   seconds=args.seconds)
+    print(HEADER)
+    print(result.row())
+    return 0 if result.passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
