@@ -490,7 +490,7 @@ def _cmd_drills(args: argparse.Namespace) -> int:
     from workers.dev.drills import run_report
 
     settings = _settings(args)
-    results = run_report(settings, args.quick, args.broker_port)
+    results = run_report(settings, args.quick, args.broker_port, args.cluster_port)
     failed = [r.name for r in results if not r.passed]
     print(f"\n{len(results)} drills; failed: {failed or 'none'}")
     return 1 if failed else 0
@@ -818,6 +818,9 @@ def build_parser() -> argparse.ArgumentParser:
     drills.add_argument("--quick", action="store_true", help="smaller streams (CI-sized)")
     drills.add_argument("--broker-port", type=_positive_int,
                         help="port of a scripts/kafka-local broker to restart mid-stream (default: no restart drill)")
+    drills.add_argument("--cluster-port", type=_positive_int,
+                        help="base port of a `scripts/kafka-local start --brokers 3` cluster: its partition leader is "
+                             "killed with kill -9 under load (default: no cluster drill)")
     drills.set_defaults(func=_cmd_drills)
 
     bench = sub.add_parser("bench", parents=[_connection_options()],

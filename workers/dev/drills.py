@@ -614,7 +614,8 @@ def drill_leader_kill(base: Settings, workdir: Path, cluster_port: int, data_dir
     return result
 
 
-def run_report(base: Settings, quick: bool, broker_port: int | None) -> list[DrillResult]:
+def run_report(base: Settings, quick: bool, broker_port: int | None, cluster_port: int | None = None
+               ) -> list[DrillResult]:
     scale = 0.3 if quick else 1.0
     n = int(20_000 * scale)
     with tempfile.TemporaryDirectory(prefix="workers-drills-") as tmp:
@@ -634,6 +635,8 @@ def run_report(base: Settings, quick: bool, broker_port: int | None) -> list[Dri
             drills.insert(2, lambda: drill_broker_restart(base, workdir, local_broker_restart(broker_port),
                                                           count=int(12_000 * scale)))
             drills.append(lambda: drill_sigterm_stuck(base, workdir, broker_port, count=n))
+        if cluster_port:
+            drills.append(lambda: drill_leader_kill(base, workdir, cluster_port, count=int(20_000 * scale)))
         print(HEADER, flush=True)
         results = []
         for run in drills:
@@ -641,26 +644,3 @@ def run_report(base: Settings, quick: bool, broker_port: int | None) -> list[Dri
             print(result.row(), flush=True)
             results.append(result)
         return results
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m workers.dev.drills --cluster-port 39092 [--data-dir DIR]``: the cluster drill alone."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m workers.dev.drills", description=main.__doc__)
-    parser.add_argument("--cluster-port", type=int, required=True,
-                        help="base port of a `scripts/kafka-local start --brokers 3` cluster")
-    parser.add_argument("--data-dir", help="its --data-dir, if one was given")
-    parser.add_argument("--count", type=int, default=20_000)
-    parser.add_argument("--seconds", type=float, default=30)
-    args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="workers-drills-") as tmp:
-        result = drill_leader_kill(Settings(), Path(tmp), args.cluster_port, args.data_dir, count=args.count,
-                                   seconds=args.seconds)
-    print(HEADER)
-    print(result.row())
-    return 0 if result.passed else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
