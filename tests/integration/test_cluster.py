@@ -1,14 +1,12 @@
 """A 3-node scripts/kafka-local cluster: the partition leader killed with kill -9 under load."""
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
-import sys
 
 import pytest
 
 from tests.conftest import KAFKA_LOCAL
+from tests.local_services import alive, free_port_run, run_script
 from workers.dev import drills
 from workers.settings import Settings
 
@@ -17,51 +15,25 @@ pytestmark = pytest.mark.integration
 BROKERS = 3
 
 
-def _free_port_run(width: int) -> int:
-    """A base port with ``width`` consecutive free ports (node i: base+2(i-1), its controller +1)."""
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + width >= 65000:
-            continue
-        taken = []
-        try:
-            for port in range(base, base + width):
-                sock = socket.socket()
-                taken.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in taken:
-                sock.close()
-    raise RuntimeError("no run of free ports")
+def _kafka_local(*args: str) -> subprocess.CompletedProcess:
+    return run_script(KAFKA_LOCAL, *args)
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(KAFKA_LOCAL), *args], capture_output=True, text=True, timeout=240)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().split()[2] != "Z"
+
+
 
 
 def test_leader_kill_9_loses_nothing_and_replicas_come_back(tmp_path):
-    port = _free_port_run(2 * BROKERS)
+    port = free_port_run(2 * BROKERS)
     data = tmp_path / "cluster"
     where = ("--port", str(port), "--data-dir", str(data))
-    started = _cli("start", "--brokers", str(BROKERS), *where)
+    started = _kafka_local("start", "--brokers", str(BROKERS), *where)
     assert started.returncode == 0, started.stderr
     pids: set[int] = set()
     try:
-        status = _cli("status", *where)
+        status = _kafka_local("status", *where)
         assert status.returncode == 0, status.stdout
         assert status.stdout.count("the cluster lists 3 brokers") == BROKERS
 
@@ -76,8 +48,8 @@ def test_leader_kill_9_loses_nothing_and_replicas_come_back(tmp_path):
         states = drills.partition_states(settings, ["__consumer_offsets"])
         assert states and all(isr == [1, 2, 3] for _, isr in states.values())
     finally:
-        stopped = _cli("stop", *where)
+        stopped = _kafka_local("stop", *where)
     assert stopped.returncode == 0, stopped.stderr
-    assert not any(_alive(pid) for pid in pids)
-    assert _cli("status", *where).returncode == 3
+    assert not any(alive(pid) for pid in pids)
+    assert _kafka_local("status", *where).returncode == 3
     assert not list(data.glob("node-*/broker.pid"))

@@ -11,49 +11,32 @@ import time
 import pytest
 
 from tests.conftest import KAFKA_LOCAL
+from tests.local_services import alive, free_port_run, run_script
 from workers.kafka.admin import create_topics
 from workers.settings import Settings
 
 pytestmark = pytest.mark.integration
 
 
-def _free_port_pair() -> int:
-    for _ in range(50):
-        with socket.socket() as a:
-            a.bind(("127.0.0.1", 0))
-            port = a.getsockname()[1]
-        if port < 65000:
-            try:
-                with socket.socket() as b:
-                    b.bind(("127.0.0.1", port + 1))
-                return port
-            except OSError:
-                continue
-    raise RuntimeError("no free port pair")
+def _kafka_local(*args: str) -> subprocess.CompletedProcess:
+    return run_script(KAFKA_LOCAL, *args, timeout=180)
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(KAFKA_LOCAL), *args], capture_output=True, text=True, timeout=180)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().split()[2] != "Z"
+
+
 
 
 def test_start_is_idempotent_survives_kill_9_and_stop_leaves_nothing(tmp_path):
-    port = _free_port_pair()
+    port = free_port_run(2)
     base = ("--port", str(port), "--data-dir", str(tmp_path / "broker"))
-    assert _cli("status", *base).returncode == 3  # not running yet
-    first = _cli("start", *base)
+    assert _kafka_local("status", *base).returncode == 3  # not running yet
+    first = _kafka_local("start", *base)
     assert first.returncode == 0, first.stderr
     pid = int((tmp_path / "broker" / "broker.pid").read_text())
     try:
-        again = _cli("start", *base)
+        again = _kafka_local("start", *base)
         assert again.returncode == 0 and "already running" in again.stdout
         assert int((tmp_path / "broker" / "broker.pid").read_text()) == pid
 
@@ -61,19 +44,19 @@ def test_start_is_idempotent_survives_kill_9_and_stop_leaves_nothing(tmp_path):
         assert create_topics(settings, ["survives-crash"], partitions=2) == ["survives-crash"]
 
         os.kill(pid, signal.SIGKILL)  # a crash: stale pid file, unclean log
-        while _alive(pid):
+        while alive(pid):
             time.sleep(0.05)
-        assert _cli("status", *base).returncode == 3
-        recovered = _cli("start", *base)
+        assert _kafka_local("status", *base).returncode == 3
+        recovered = _kafka_local("start", *base)
         assert recovered.returncode == 0, recovered.stderr
         new_pid = int((tmp_path / "broker" / "broker.pid").read_text())
         assert new_pid != pid
         assert create_topics(settings, ["survives-crash"], partitions=2) == []  # the data survived
         pid = new_pid
     finally:
-        stopped = _cli("stop", *base)
+        stopped = _kafka_local("stop", *base)
     assert stopped.returncode == 0
-    assert not _alive(pid)
+    assert not alive(pid)
     assert not (tmp_path / "broker" / "broker.pid").exists()
     for p in (port, port + 1):  # nothing listens any more
         with socket.socket() as s:
@@ -86,20 +69,20 @@ def test_taken_port_is_a_clear_error(tmp_path):
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        result = _cli("start", "--port", str(port), "--data-dir", str(tmp_path / "b"))
+        result = _kafka_local("start", "--port", str(port), "--data-dir", str(tmp_path / "b"))
     assert result.returncode == 2
     assert f"port {port} on 127.0.0.1 is taken" in result.stderr
 
 
 def test_logs_show_the_broker_log(tmp_path):
-    missing = _cli("logs", "--data-dir", str(tmp_path / "none"))
+    missing = _kafka_local("logs", "--data-dir", str(tmp_path / "none"))
     assert missing.returncode == 2 and "no log yet" in missing.stderr
 
 
 def test_secure_broker_in_the_foreground_as_the_secure_compose_runs_it(tmp_path):
     """docker-compose.secure.yml's broker command, with a Kafka distribution's libs/ as its image has."""
-    libs = _cli("fetch").stdout.strip()
-    port = _free_port_pair()
+    libs = _kafka_local("fetch").stdout.strip()
+    port = free_port_run(2)
     data = tmp_path / "secure"
     broker = subprocess.Popen(
         [sys.executable, str(KAFKA_LOCAL), "start", "--secure", "--port", str(port), "--advertise-host", "localhost",
@@ -107,7 +90,7 @@ def test_secure_broker_in_the_foreground_as_the_secure_compose_runs_it(tmp_path)
         env={**os.environ, "KAFKA_LOCAL_LIBS": libs}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 120
-        while _cli("status", "--port", str(port), "--data-dir", str(data)).returncode != 0:
+        while _kafka_local("status", "--port", str(port), "--data-dir", str(data)).returncode != 0:
             assert broker.poll() is None, broker.stdout.read()
             assert time.monotonic() < deadline, "the foreground broker did not become ready"
             time.sleep(0.5)
@@ -121,4 +104,4 @@ def test_secure_broker_in_the_foreground_as_the_secure_compose_runs_it(tmp_path)
         output, _ = broker.communicate(timeout=60)
     assert broker.returncode == 0, output
     assert "broker exited" in output
-    assert not _alive(broker_pid)
+    assert not alive(broker_pid)

@@ -5,7 +5,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -16,29 +15,19 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
+from tests.local_services import alive, free_port_run, run_script
 
 pytestmark = pytest.mark.integration
 
 SCHEMA_REGISTRY = REPO / "scripts" / "schema-registry"
 
 
-def _free_port_pair() -> int:
-    for _ in range(50):
-        with socket.socket() as a:
-            a.bind(("127.0.0.1", 0))
-            port = a.getsockname()[1]
-        if port < 65000:
-            try:
-                with socket.socket() as b:
-                    b.bind(("127.0.0.1", port + 1))
-                return port
-            except OSError:
-                continue
-    raise RuntimeError("no free port pair")
+def _registry(*args: str) -> subprocess.CompletedProcess:
+    return run_script(SCHEMA_REGISTRY, *args)
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCHEMA_REGISTRY), *args], capture_output=True, text=True, timeout=240)
+
+
 
 
 def _call(url: str, method: str = "GET", body: object = None) -> tuple[int, object]:
@@ -53,13 +42,6 @@ def _call(url: str, method: str = "GET", body: object = None) -> tuple[int, obje
             return exc.code, json.loads(exc.read() or b"null")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().split()[2] != "Z"
 
 
 def _listening_addresses(pid: int) -> set[tuple[str, int]]:
@@ -94,11 +76,11 @@ def _is_loopback(address: str) -> bool:
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path, str]]:
     """A registry started by the script on a port of its own: (port, run dir, client URL)."""
-    port = _free_port_pair()
+    port = free_port_run(2)
     run = tmp_path_factory.mktemp("registry")
     base = ("--port", str(port), "--run-dir", str(run))
-    assert _cli("status", *base).returncode == 3  # not running yet
-    started = _cli("start", *base)
+    assert _registry("status", *base).returncode == 3  # not running yet
+    started = _registry("start", *base)
     assert started.returncode == 0, started.stdout + started.stderr
     url = f"http://127.0.0.1:{port}/apis/ccompat/v7"
     assert url in started.stdout
@@ -106,9 +88,9 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Pa
         yield port, run, url
     finally:
         pid = int((run / "registry.pid").read_text()) if (run / "registry.pid").exists() else None
-        stopped = _cli("stop", *base)
+        stopped = _registry("stop", *base)
         assert stopped.returncode == 0, stopped.stderr
-        assert pid is None or not _alive(pid)
+        assert pid is None or not alive(pid)
         assert not (run / "registry.pid").exists()
         for p in (port, port + 1):  # nothing listens any more
             with socket.socket() as s:
@@ -124,10 +106,10 @@ def _record(*fields: dict) -> dict:
 def test_start_is_idempotent_and_binds_loopback_only(registry) -> None:
     port, run, _url = registry
     pid = int((run / "registry.pid").read_text())
-    again = _cli("start", "--port", str(port), "--run-dir", str(run))
+    again = _registry("start", "--port", str(port), "--run-dir", str(run))
     assert again.returncode == 0 and "already running" in again.stdout
     assert int((run / "registry.pid").read_text()) == pid
-    assert _cli("status", "--port", str(port), "--run-dir", str(run)).returncode == 0
+    assert _registry("status", "--port", str(port), "--run-dir", str(run)).returncode == 0
     listening = _listening_addresses(pid)
     assert any(p == port for _a, p in listening), listening
     assert all(_is_loopback(address) for address, _p in listening), listening
@@ -194,13 +176,13 @@ def test_taken_port_is_a_clear_error(tmp_path) -> None:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        result = _cli("start", "--port", str(port), "--run-dir", str(tmp_path / "r"))
+        result = _registry("start", "--port", str(port), "--run-dir", str(tmp_path / "r"))
     assert result.returncode == 2
     assert f"schema-registry: error: port {port} on 127.0.0.1 is taken" in result.stderr
 
 
 def test_stop_when_not_running_is_harmless(tmp_path) -> None:
     started = time.monotonic()
-    result = _cli("stop", "--run-dir", str(tmp_path / "none"))
+    result = _registry("stop", "--run-dir", str(tmp_path / "none"))
     assert result.returncode == 0 and "not running" in result.stdout
     assert time.monotonic() - started < 30

@@ -1,23 +1,17 @@
 """Pure helpers of scripts/kafka-local (no broker)."""
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import uuid
 from types import ModuleType
 
 import pytest
 
 from tests.conftest import KAFKA_LOCAL
+from tests.local_services import load_script
 
 
 def _load_script() -> ModuleType:
-    loader = importlib.machinery.SourceFileLoader("kafka_local_script", str(KAFKA_LOCAL))
-    spec = importlib.util.spec_from_loader("kafka_local_script", loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
+    return load_script(KAFKA_LOCAL)
 
 
 def test_cluster_id_never_starts_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:

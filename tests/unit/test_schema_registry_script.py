@@ -1,8 +1,6 @@
 """Pure parts of scripts/schema-registry (no server, no download)."""
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import io
 import os
 import socket
@@ -15,17 +13,13 @@ from types import ModuleType
 import pytest
 
 from tests.conftest import REPO
+from tests.local_services import load_script
 
 SCHEMA_REGISTRY = REPO / "scripts" / "schema-registry"
 
 
 def _load_script() -> ModuleType:
-    loader = importlib.machinery.SourceFileLoader("schema_registry_script", str(SCHEMA_REGISTRY))
-    spec = importlib.util.spec_from_loader("schema_registry_script", loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
+    return load_script(SCHEMA_REGISTRY)
 
 
 @pytest.fixture
