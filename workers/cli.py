@@ -407,11 +407,13 @@ def _cmd_schemas_register(args: argparse.Namespace) -> int:
     topics = settings.topics
     inputs = [_read_schema_file(Path(p)) for p in args.schema] if args.schema else \
         [store.get(manifest.input_schema).definition]
+    events, predictions = value_subject(topics.events), value_subject(topics.predictions)
+    if args.compatibility:  # a registry's default may be NONE (Apicurio's is): say what the subjects need
+        for subject in (events, predictions):
+            registry.set_compatibility(subject, args.compatibility)
     for definition in inputs:  # oldest first: each must pass the subject's rule against the one before
-        subject = value_subject(topics.events)
-        print(f"{subject}: id {registry.register(subject, definition)} ({definition.get('name')})")
-    subject = value_subject(topics.predictions)
-    print(f"{subject}: id {registry.register(subject, store.get(manifest.prediction_schema).definition)}")
+        print(f"{events}: id {registry.register(events, definition)} ({definition.get('name')})")
+    print(f"{predictions}: id {registry.register(predictions, store.get(manifest.prediction_schema).definition)}")
     return 0
 
 
@@ -805,6 +807,9 @@ def build_parser() -> argparse.ArgumentParser:
              "<events topic>-value and <predictions topic>-value")
     register.add_argument("--schema", action="append", metavar="AVSC",
                           help="input schema versions to register, oldest first (default: the model's input schema)")
+    register.add_argument("--compatibility", type=str.upper, choices=[
+        "BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE", "FULL", "FULL_TRANSITIVE", "NONE"],
+        help="set both subjects' compatibility rule first (default: leave the registry's rule)")
     register.set_defaults(func=_cmd_schemas_register)
 
     _pipeline_parsers(sub)

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 
 import confluent_kafka  # the peer: installed with the dev extra, never skipped
 import pytest
@@ -195,6 +196,12 @@ def test_schemas_register_and_check_speak_the_registrys_rules(schema_registry_ur
     assert len(lines) == 3 and all(": id " in line for line in lines)
     assert lines[0].split(": id ")[1] != lines[1].split(": id ")[1]  # two versions of the events subject
     assert workers("schemas", "register").returncode == 0  # idempotent
+    forward = workers("schemas", "register", "--compatibility", "forward")
+    assert forward.returncode == 0, forward.stderr
+    assert json.loads(urllib.request.urlopen(  # the subject's own rule now
+        f"{schema_registry_url}/config/{env['WORKERS_TOPIC_PREFIX']}fraud.events-value").read())[
+        "compatibilityLevel"] == "FORWARD"
+    assert workers("schemas", "register", "--compatibility", "backward").returncode == 0
 
     v2 = json.loads((schemas / "transaction.v2.avsc").read_text())
     required = {**v2, "fields": [*v2["fields"], {"name": "merchant_risk", "type": "double"}]}

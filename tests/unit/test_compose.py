@@ -99,3 +99,15 @@ def test_grafana_dashboard_queries_metrics_the_worker_exports():
     assert used and used <= exported, used - exported
     mounts = " ".join(SERVICES["grafana"]["volumes"])
     assert "monitoring/grafana/dashboards" in mounts and "monitoring/grafana/provisioning" in mounts
+
+
+def test_the_registry_is_the_one_the_workers_are_told_about_and_schemas_are_registered_first():
+    registry = SERVICES["schema-registry"]
+    assert registry["image"].startswith("apicurio/apicurio-registry:")
+    url = _env(SERVICES["worker"])["WORKERS_SCHEMA_REGISTRY_URL"]
+    host, port = re.match(r"http://([\w-]+):(\d+)/apis/ccompat/v7$", url).groups()
+    assert host == "schema-registry" and any(p.endswith(f":{port}") for p in registry["ports"])
+    assert port in registry["healthcheck"]["test"][1]
+    assert _env(SERVICES["worker"])["WORKERS_INPUT_FRAMING"] == "both"
+    assert SERVICES["schemas"]["command"][:2] == ["schemas", "register"]
+    assert SERVICES["worker"]["depends_on"]["schemas"]["condition"] == "service_completed_successfully"

@@ -87,6 +87,11 @@ class SchemaRegistry:
         self._expect(status, body, f"checking against {subject}")
         return Compatibility(bool(body.get("is_compatible")), [str(m) for m in body.get("messages") or []])
 
+    def set_compatibility(self, subject: str, level: str) -> None:
+        """The subject's own rule (BACKWARD, FORWARD, FULL, their _TRANSITIVE forms, or NONE)."""
+        status, body = self._call("PUT", f"/config/{_quote(subject)}", {"compatibility": level})
+        self._expect(status, body, f"setting {subject}'s compatibility to {level}")
+
     def compatibility_level(self, subject: str) -> str:
         """The rule that applies to ``subject`` (its own, else the registry's global one)."""
         status, body = self._call("GET", f"/config/{_quote(subject)}?defaultToGlobal=true")
