@@ -42,6 +42,8 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    if args.processes > 1:
+        return _run_processes(args)
     from workers.kafka.clients import check_access
     from workers.kafka.worker import InferenceWorker
     from workers.ops import logs
@@ -64,6 +66,50 @@ def _cmd_run(args: argparse.Namespace) -> int:
     state.monitor = monitor
     worker.run()
     return 0
+
+
+STOP_MARGIN_S = 15.0  # beyond the shutdown timeout: leaving the group, closing clients, interpreter exit
+
+
+def _run_processes(args: argparse.Namespace) -> int:
+    """``--processes N``: the pipeline is loaded and verified and the input topic checked once, here,
+    so a configuration error is one line before any child starts; then N ordinary workers run under
+    a supervisor (workers/ops/supervisor.py)."""
+    import gc
+    import os
+
+    from workers.kafka.clients import check_access
+    from workers.ops import logs
+    from workers.ops.supervisor import ChildSpec, Supervisor, child_environments
+    from workers.pipelines import load_pipeline
+
+    settings = _settings(args)
+    logs.configure(settings.log_level, settings.log_format)
+    last_port = settings.metrics_port + args.processes - 1
+    if settings.metrics_port and last_port > 65535:
+        raise ConfigError(f"{PREFIX}METRICS_PORT={settings.metrics_port} with --processes {args.processes} needs "
+                          f"ports up to {last_port} (one per process: port + i); the last is above 65535")
+    pipeline = load_pipeline(settings)
+    version = pipeline.manifest.version
+    partitions = check_access(settings, [pipeline.topics.events])[pipeline.topics.events]
+    del pipeline
+    gc.collect()  # the supervisor keeps nothing of the model it verified
+    if args.processes > partitions:
+        from workers.ops.logs import get_logger
+
+        get_logger("workers.supervisor").warning(
+            "more worker processes than input partitions: some will stay idle", processes=args.processes,
+            partitions=partitions, topic=settings.topics.events)
+    # Children read what this process resolved (command-line options included) and serve the version verified here.
+    base = {**os.environ, f"{PREFIX}BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+            f"{PREFIX}PIPELINE": settings.pipeline, f"{PREFIX}TOPIC_PREFIX": settings.topic_prefix,
+            f"{PREFIX}MODEL_VERSION": version}
+    if settings.schema_registry_url:
+        base[f"{PREFIX}SCHEMA_REGISTRY_URL"] = settings.schema_registry_url
+    argv = [sys.executable, "-m", "workers.cli", "run"]
+    children = [ChildSpec(f"worker-{i}", argv, env) for i, env in enumerate(
+        child_environments(base, args.processes, settings.worker_id, settings.metrics_port))]
+    return Supervisor(children, settings.shutdown_timeout_s + STOP_MARGIN_S).run()
 
 
 def record_start(settings: Settings, pipeline: Any) -> None:
@@ -437,6 +483,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="run an inference worker (until SIGTERM)",
                          epilog=f"HTTP endpoints (/metrics, /healthz, /readyz, /status) on ${PREFIX}METRICS_PORT "
                                 "(default: none); engine, batch size and the rest: README, Configuration.")
+    run.add_argument("--processes", type=_positive_int, default=1,
+                     help="run N worker processes in one consumer group under a supervisor that forwards "
+                          f"SIGTERM/SIGINT and exits with the worst exit code; process i serves HTTP on "
+                          f"${PREFIX}METRICS_PORT + i (default: 1, no supervisor)")
     run.set_defaults(func=_cmd_run)
 
     produce = sub.add_parser("produce", parents=[_connection_options(), _mix_options(10_000, 0.0, 0.0)],

@@ -20,7 +20,7 @@ DEFAULTS = {
     "drills": {"quick": False, "broker_port": None},
     "tail": {"what": "both", "json": False, "latest": False, "max": None},
     "replay": {"reason": None, "dry_run": False, "limit": None, "rate": None},
-    "run": {"model_version": None, "pipeline": None, "bootstrap_servers": None, "topic_prefix": None},
+    "run": {"model_version": None, "pipeline": None, "bootstrap_servers": None, "topic_prefix": None, "processes": 1},
     "topics create": {"partitions": None},
     "schemas check new.avsc": {"schema": "new.avsc", "against": None},
 }
@@ -69,6 +69,12 @@ def _bad_inputs(bad_manifest) -> dict[str, tuple[list[str], dict[str, str], str]
         "run (bad setting)": (["run"], {"WORKERS_BATCH_SIZE": "0"}, "WORKERS_BATCH_SIZE"),
         "run (label as positive class)": (["run"], {"WORKERS_MODELS_DIR": str(bad_manifest)},
                                           "positive_class 'fraud' is not one of the model's classes [0, 1]"),
+        "run --processes (label as positive class)": (
+            ["run", "--processes", "2"], {"WORKERS_MODELS_DIR": str(bad_manifest)},
+            "positive_class 'fraud' is not one of the model's classes [0, 1]"),
+        "run --processes 0": (["run", "--processes", "0"], {}, "--processes: must be >= 1"),
+        "run --processes (ports)": (["run", "--processes", "3"], {"WORKERS_METRICS_PORT": "65534"},
+                                    "needs ports up to 65536"),
         "produce": (["produce", "--shift", "amount"], {}, "--shift expects FEATURE=FACTOR"),
         "produce (fraction)": (["produce", "--bad-fraction", "2"], {}, "must be between 0 and 1"),
         "tail": (["tail", "--pipeline", "nope"], {}, "no model versions under"),
