@@ -42,6 +42,10 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    if args.check:
+        return _check_run(args)
+    if args.processes > 1:
+        return _run_processes(args)
     from workers.kafka.clients import check_access
     from workers.kafka.worker import InferenceWorker
     from workers.ops import logs
@@ -64,6 +68,64 @@ def _cmd_run(args: argparse.Namespace) -> int:
     state.monitor = monitor
     worker.run()
     return 0
+
+
+def _check_run(args: argparse.Namespace) -> int:
+    """``run --check``: what a worker checks before it starts (the model verified, the brokers, the
+    credentials and the input topic), then one JSON line and exit 0, without consuming anything."""
+    from workers.kafka.clients import check_access
+    from workers.pipelines import load_pipeline
+
+    settings = _settings(args)
+    pipeline = load_pipeline(settings)
+    events = pipeline.topics.events
+    partitions = check_access(settings, [events])[events]
+    print(json.dumps({"pipeline": pipeline.name, "model_version": pipeline.manifest.version,
+                      "sha256": pipeline.manifest.artifact_sha256, "scoring": pipeline.scorer.path,
+                      "input_topic": events, "partitions": partitions, "group": settings.group_id}))
+    return 0
+
+
+STOP_MARGIN_S = 15.0  # beyond the shutdown timeout: leaving the group, closing clients, interpreter exit
+
+
+def _run_processes(args: argparse.Namespace) -> int:
+    """``--processes N``: ``run --check`` once, in a short-lived process (a configuration error is its
+    one line, before any worker starts, and the supervisor keeps no model in memory); then N ordinary
+    workers under a supervisor (workers/ops/supervisor.py), all serving the version checked."""
+    import os
+    import subprocess
+
+    from workers.ops import logs
+    from workers.ops.supervisor import ChildSpec, Supervisor, child_environments
+
+    settings = _settings(args)
+    logs.configure(settings.log_level, settings.log_format)
+    log = logs.get_logger("workers.supervisor")
+    last_port = settings.metrics_port + args.processes - 1
+    if settings.metrics_port and last_port > 65535:
+        raise ConfigError(f"{PREFIX}METRICS_PORT={settings.metrics_port} with --processes {args.processes} needs "
+                          f"ports up to {last_port} (one per process: port + i); the last is above 65535")
+    # Children read what this process resolved (command-line options included).
+    base = {**os.environ, f"{PREFIX}BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+            f"{PREFIX}PIPELINE": settings.pipeline, f"{PREFIX}TOPIC_PREFIX": settings.topic_prefix}
+    for name, value in (("MODEL_VERSION", settings.model_version),
+                        ("SCHEMA_REGISTRY_URL", settings.schema_registry_url)):
+        if value:
+            base[PREFIX + name] = value
+    argv = [sys.executable, "-m", "workers.cli", "run"]
+    check = subprocess.run([*argv, "--check"], env=base, stdout=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    if check.returncode != 0:
+        return check.returncode  # its one error line is already on stderr
+    checked = json.loads(check.stdout.strip().splitlines()[-1])
+    log.info("pipeline checked", **checked)
+    if args.processes > checked["partitions"]:
+        log.warning("more worker processes than input partitions: some will stay idle", processes=args.processes,
+                    partitions=checked["partitions"], topic=checked["input_topic"])
+    base[f"{PREFIX}MODEL_VERSION"] = checked["model_version"]  # all serve it, even if a newer one appears meanwhile
+    children = [ChildSpec(f"worker-{i}", argv, env) for i, env in enumerate(
+        child_environments(base, args.processes, settings.worker_id, settings.metrics_port))]
+    return Supervisor(children, settings.shutdown_timeout_s + STOP_MARGIN_S).run()
 
 
 def record_start(settings: Settings, pipeline: Any) -> None:
@@ -674,6 +736,13 @@ def build_parser() -> argparse.ArgumentParser:
                          help="run an inference worker (until SIGTERM)",
                          epilog=f"HTTP endpoints (/metrics, /healthz, /readyz, /status) on ${PREFIX}METRICS_PORT "
                                 "(default: none); engine, batch size and the rest: README, Configuration.")
+    run.add_argument("--check", action="store_true",
+                     help="load and verify the model, check the brokers, credentials and input topic, print one "
+                          "JSON line and exit (0: a worker would start)")
+    run.add_argument("--processes", type=_positive_int, default=1,
+                     help="run N worker processes in one consumer group under a supervisor that forwards "
+                          f"SIGTERM/SIGINT and exits with the worst exit code; process i serves HTTP on "
+                          f"${PREFIX}METRICS_PORT + i (default: 1, no supervisor)")
     run.set_defaults(func=_cmd_run)
 
     score = sub.add_parser(

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -21,7 +22,8 @@ DEFAULTS = {
     "drills": {"quick": False, "broker_port": None},
     "tail": {"what": "both", "json": False, "latest": False, "max": None},
     "replay": {"reason": None, "dry_run": False, "limit": None, "rate": None},
-    "run": {"model_version": None, "pipeline": None, "bootstrap_servers": None, "topic_prefix": None},
+    "run": {"model_version": None, "pipeline": None, "bootstrap_servers": None, "topic_prefix": None, "processes": 1,
+            "check": False},
     "topics create": {"partitions": None},
     "schemas check new.avsc": {"schema": "new.avsc", "against": None},
     "pipeline check": {"pipeline": None, "model_version": None, "reference": None},
@@ -74,6 +76,12 @@ def _bad_inputs(bad_manifest) -> dict[str, tuple[list[str], dict[str, str], str]
         "run (bad setting)": (["run"], {"WORKERS_BATCH_SIZE": "0"}, "WORKERS_BATCH_SIZE"),
         "run (label as positive class)": (["run"], {"WORKERS_MODELS_DIR": str(bad_manifest)},
                                           "positive_class 'fraud' is not one of the model's classes [0, 1]"),
+        "run --check (label as positive class)": (
+            ["run", "--check"], {"WORKERS_MODELS_DIR": str(bad_manifest)},
+            "positive_class 'fraud' is not one of the model's classes [0, 1]"),
+        "run --processes 0": (["run", "--processes", "0"], {}, "--processes: must be >= 1"),
+        "run --processes (ports)": (["run", "--processes", "3"], {"WORKERS_METRICS_PORT": "65534"},
+                                    "needs ports up to 65536"),
         "produce": (["produce", "--shift", "amount"], {}, "--shift expects FEATURE=FACTOR"),
         "produce (fraction)": (["produce", "--bad-fraction", "2"], {}, "must be between 0 and 1"),
         "produce (no such file)": (["produce", "--from", "/nonexistent.csv"], {}, "/nonexistent.csv: no such file"),
@@ -111,6 +119,16 @@ def test_the_installed_command_prints_no_traceback():
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == EXIT_CONFIG
     assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr, out.stderr
+
+
+def test_a_configuration_error_with_processes_is_one_line_and_no_worker_starts(bad_manifest):
+    """The supervisor's check runs in a short-lived process; its one line is the only output on stderr."""
+    out = subprocess.run([sys.executable, "-m", "workers.cli", "run", "--processes", "2"], capture_output=True,
+                         text=True, timeout=60, env={**os.environ, "WORKERS_MODELS_DIR": str(bad_manifest)})
+    assert out.returncode == EXIT_CONFIG
+    assert out.stderr.count("\n") == 1 and out.stderr.startswith("workers: error: "), out.stderr
+    assert "positive_class 'fraud' is not one of the model's classes [0, 1]" in out.stderr
+    assert "worker process started" not in out.stdout + out.stderr
 
 
 def test_schemas_check_says_whether_the_deployed_model_reads_a_new_version(tmp_path, capsys):

@@ -103,18 +103,22 @@ def describe_client_error(exc: BaseException) -> str:
     return f"unexpected {type(exc).__name__}: {exc} (a bug: please report it with the command that caused it)"
 
 
-def check_access(settings: Settings, read: list[str]) -> None:
+def check_access(settings: Settings, read: list[str]) -> dict[str, int]:
     """Before a worker starts: the brokers answer, the credentials are accepted, and each topic in
     ``read`` exists and can be described by this principal. One clear error instead of a client's
-    traceback after its own retries."""
+    traceback after its own retries. Returns each topic's partition count."""
     from workers.errors import ConfigError
 
     probe = consumer(settings, client_id="workers-preflight", enable_auto_commit=False)
+    counts = {}
     try:
         for topic in read:
-            if not probe.partitions_for_topic(topic):
+            partitions = probe.partitions_for_topic(topic)
+            if not partitions:
                 raise ConfigError(
                     f"topic {topic} does not exist on {settings.bootstrap_servers}, or "
                     f"{settings.sasl_username or 'this client'} may not DESCRIBE it (see `workers acl print`)")
+            counts[topic] = len(partitions)
     finally:
         probe.close()
+    return counts
