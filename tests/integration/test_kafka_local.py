@@ -11,7 +11,7 @@ import time
 import pytest
 
 from tests.conftest import KAFKA_LOCAL
-from tests.local_services import alive, free_port_run, run_script
+from tests.local_services import alive, free_port_run, held_port, run_script
 from workers.kafka.admin import create_topics
 from workers.settings import Settings
 
@@ -65,10 +65,7 @@ def test_start_is_idempotent_survives_kill_9_and_stop_leaves_nothing(tmp_path):
 
 
 def test_taken_port_is_a_clear_error(tmp_path):
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        port = holder.getsockname()[1]
+    with held_port() as port:
         result = _kafka_local("start", "--port", str(port), "--data-dir", str(tmp_path / "b"))
     assert result.returncode == 2
     assert f"port {port} on 127.0.0.1 is taken" in result.stderr

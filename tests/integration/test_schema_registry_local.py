@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from tests.local_services import alive, free_port_run, run_script
+from tests.local_services import alive, free_port_run, held_port, run_script
 
 pytestmark = pytest.mark.integration
 
@@ -172,10 +172,7 @@ def test_confluent_kafka_clients_round_trip_a_record(registry) -> None:
 
 
 def test_taken_port_is_a_clear_error(tmp_path) -> None:
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        port = holder.getsockname()[1]
+    with held_port() as port:
         result = _registry("start", "--port", str(port), "--run-dir", str(tmp_path / "r"))
     assert result.returncode == 2
     assert f"schema-registry: error: port {port} on 127.0.0.1 is taken" in result.stderr
