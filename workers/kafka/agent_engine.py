@@ -20,7 +20,7 @@ import asyncio
 import time
 from typing import Any
 
-from workers.core.pipeline import BatchResult
+from workers.core.pipeline import BatchResult, Pipeline
 from workers.core.records import InputRecord, OutputRecord
 from workers.kafka.engine import EngineContext, fetch_writer_schemas, process
 
@@ -46,10 +46,13 @@ def _input_record(event: Any) -> InputRecord:
 class AgentEngine:
     def __init__(self, context: EngineContext) -> None:
         self.context = context
-        self.pipeline = context.pipeline
         self.config = context.config
         self._app: Any = None
         self._sent_at: dict[asyncio.Future, float] = {}  # delivery confirmations in progress
+
+    @property
+    def pipeline(self) -> Pipeline:
+        return self.context.pipeline  # the one serving now (a rollout may switch it between batches)
 
     def install(self, app: Any) -> None:
         self._app = app
