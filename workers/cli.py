@@ -79,7 +79,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     worker = InferenceWorker(settings, pipeline, monitor)
     state.monitor = monitor
     if reader is not None:
-        RolloutFollower(settings, reader, rollout, pipeline, worker.context.switch, load, monitor.model_refused).start()
+        RolloutFollower(settings, reader, rollout, pipeline, worker.context.switch, load, monitor.model_refused,
+                        refused_at_start=[version for version, _ in refusals]).start()
     worker.run()
     return 0
 

@@ -11,7 +11,7 @@ and writes an audit record; so does every switch.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from workers.core import audit
@@ -76,12 +76,13 @@ class RolloutFollower(threading.Thread):
     """Applies each new state of the control topic; one per worker process."""
 
     def __init__(self, settings: Settings, reader: ControlReader, state: RolloutState | None, serving: Pipeline,
-                 switch: PipelineSwitch, load: Loader, refused: Callable[[str, str], None]) -> None:
+                 switch: PipelineSwitch, load: Loader, refused: Callable[[str, str], None],
+                 refused_at_start: Iterable[str] = ()) -> None:
         super().__init__(name="rollout-follower", daemon=True)
         self.settings, self.reader, self.state, self.switch, self.load = settings, reader, state, switch, load
         self.serving = serving.manifest.version
         self.on_refused = refused
-        self.refused: set[str] = set()  # versions refused for the current state
+        self.refused: set[str] = set(refused_at_start)  # versions refused for the current state
         self.stopping = threading.Event()
 
     def run(self) -> None:

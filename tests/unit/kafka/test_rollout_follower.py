@@ -110,6 +110,12 @@ def test_a_version_that_fails_verification_is_refused_once_and_never_serves(pipe
     assert [(a, d["version"], d["command"]) for a, d in audited] == [(audit.ROLLOUT_REFUSED, "9.9.9", "promote 9.9.9")]
     follower.step(RolloutState("fraud", primary="9.9.9", previous="1.0.0", command="promote 9.9.9", at_ms=2))
     assert calls == ["9.9.9", "9.9.9"]  # the same version named again by a new command: tried again
+    at_start = RolloutFollower(Settings(worker_id="w2"), None, None, pipelines["1.0.0"], switch, load,  # type: ignore[arg-type]
+                               lambda version, why: None, refused_at_start=["9.9.9"])
+    at_start.step(None)
+    at_start.state = RolloutState("fraud", primary="9.9.9", previous="1.0.0")
+    at_start.step(None)
+    assert calls == ["9.9.9", "9.9.9"]  # refused before serving: not tried again for the same state
 
 
 def test_a_starting_worker_falls_back_from_a_refused_primary(pipelines, audited):
