@@ -137,7 +137,8 @@ def _run_processes(args: argparse.Namespace) -> int:
     if args.processes > checked["partitions"]:
         log.warning("more worker processes than input partitions: some will stay idle", processes=args.processes,
                     partitions=checked["partitions"], topic=checked["input_topic"])
-    base[f"{PREFIX}MODEL_VERSION"] = checked["model_version"]  # all serve it, even if a newer one appears meanwhile
+    # all serve it, even if a newer one appears meanwhile (a rollout's primary on <pipeline>.control still wins)
+    base[f"{PREFIX}MODEL_VERSION"] = checked["model_version"]
     children = [ChildSpec(f"worker-{i}", argv, env) for i, env in enumerate(
         child_environments(base, args.processes, settings.worker_id, settings.metrics_port))]
     return Supervisor(children, settings.shutdown_timeout_s + STOP_MARGIN_S).run()

@@ -97,7 +97,8 @@ class RolloutFollower(threading.Thread):
     def step(self, new_state: RolloutState | None) -> None:
         if new_state is not None:
             self.state, self.refused = new_state, set()
-            log.info("rollout state received", state=new_state.describe())
+            log.info("rollout state received", pipeline=self.settings.pipeline, worker_id=self.settings.worker_id,
+                     serving=self.serving, state=new_state.describe())
         version = wanted_version(self.state, self.serving, self.refused)
         if version is not None:
             self._switch_to(version)
