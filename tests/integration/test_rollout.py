@@ -75,10 +75,13 @@ def _versions(predictions: list[dict], ids: list[str]) -> set[str]:
     return {p["model_version"] for p in predictions if p["event_id"] in wanted}
 
 
-def test_promote_rollback_and_a_refused_version_with_two_workers(kafka_bootstrap, unique_name, tmp_path, models):
+@pytest.mark.parametrize("engine", ["batch", "agent"])
+def test_promote_rollback_and_a_refused_version_with_two_workers(kafka_bootstrap, unique_name, tmp_path, models,
+                                                                 engine):
     settings = pipeline_settings(kafka_bootstrap, unique_name("p") + "-", models_dir=models,
                                  schemas_dir=REPO / "schemas")
-    workers = [start_observed_worker(settings, tmp_path / f"{w}.log", {"WORKERS_WORKER_ID": w}) for w in WORKERS]
+    workers = [start_observed_worker(settings, tmp_path / f"{w}.log",
+                                     {"WORKERS_WORKER_ID": w, "WORKERS_ENGINE": engine}) for w in WORKERS]
     try:
         deadline = time.monotonic() + 90
         while not all(get(port, "/readyz")[0] == 200 for _, port in workers):

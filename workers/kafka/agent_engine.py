@@ -114,6 +114,7 @@ class AgentEngine:
     async def _heartbeat(self) -> None:
         now = time.monotonic()
         self.context.accounting.heartbeat(now - min(self._sent_at.values(), default=now))
+        self.context.switch.apply(self.context)  # an idle worker switches too (never inside a batch: process is sync)
 
     async def _confirm(self, events: list[Any], records: list[InputRecord], result: BatchResult,
                        futures: list[Any], slots: asyncio.Semaphore) -> None:
