@@ -132,3 +132,15 @@ def test_a_starting_worker_falls_back_from_a_refused_primary(pipelines, audited)
     assert refusals == [("9.9.9", "bad sha256")] and audited[0][0] == audit.ROLLOUT_REFUSED
     with pytest.raises(ModelIntegrityError):  # the configured version failing is a start-up error, as before
         load_at_start(Settings(worker_id="w1"), None, lambda version: load("9.9.9"))
+
+
+def test_status_shows_each_workers_latest_report():
+    from workers.kafka.rollout_commands import describe_report
+
+    state = RolloutState("fraud", primary="1.2.0", previous="1.0.0")
+    switched = {"action": audit.MODEL_SWITCHED, "details": {"version": "1.2.0"}}
+    behind = {"action": audit.MODEL_LOADED, "details": {"version": "1.0.0"}}
+    refused = {"action": audit.ROLLOUT_REFUSED, "details": {"version": "1.2.0", "error": "bad sha256"}}
+    assert describe_report(switched, state) == "serves 1.2.0 since model switched"
+    assert describe_report(behind, state) == "serves 1.0.0 (not the primary 1.2.0) since model loaded"
+    assert describe_report(refused, state) == "REFUSED 1.2.0 (keeps its model): bad sha256"
