@@ -74,9 +74,11 @@ def promote(state: RolloutState | None, version: str, serving: str, actor: str, 
             pipeline: str) -> RolloutState:
     """``version`` becomes the primary; ``serving`` is the primary when no state was written yet."""
     primary = state.primary if state is not None else serving
-    return RolloutState(pipeline, primary=version, previous=primary if primary != version else
-                        (state.previous if state is not None else None),
-                        command=f"promote {version}", actor=actor, at_ms=at_ms)
+    previous: str | None = primary
+    if primary == version:  # promoting the primary again keeps what to roll back to
+        previous = state.previous if state is not None else None
+    return RolloutState(pipeline, primary=version, previous=previous, command=f"promote {version}", actor=actor,
+                        at_ms=at_ms)
 
 
 def rollback(state: RolloutState | None, actor: str, at_ms: int) -> RolloutState:
