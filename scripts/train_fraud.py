@@ -6,6 +6,12 @@ training (no early-stopping split). With the same numpy/scikit-learn versions th
 artifact is byte-identical; across versions, the holdout metrics match closely.
 
     .venv/bin/python scripts/train_fraud.py [--version 1.0.0] [--out models] [--rows 60000]
+        [--param NAME=VALUE ...]
+
+The second reference version, 1.1.0, is the same data with other hyper-parameters:
+
+    .venv/bin/python scripts/train_fraud.py --version 1.1.0 --param max_iter=200 \
+        --param learning_rate=0.05 --param max_leaf_nodes=15
 """
 from __future__ import annotations
 
@@ -51,7 +57,8 @@ def matrix(events: list[dict], builder: FeatureBuilder) -> np.ndarray:
     return np.array([builder.row(e, []) for e in events], dtype=np.float64)
 
 
-def train(out_dir: Path, version: str, rows: int) -> Path:
+def train(out_dir: Path, version: str, rows: int, overrides: dict | None = None) -> Path:
+    params = {**PARAMS, **(overrides or {})}
     events, labels = generate(rows, SEED)
     holdout = rows // 5
     manifest_features = tuple(FeatureSpec.model_validate(f) for f in FEATURES)
@@ -59,7 +66,7 @@ def train(out_dir: Path, version: str, rows: int) -> Path:
     x = matrix(events, builder)
     x_train, y_train, x_test, y_test = x[holdout:], labels[holdout:], x[:holdout], labels[:holdout]
     categorical = [i for i, f in enumerate(FEATURES) if f["kind"] == "categorical"]
-    model = HistGradientBoostingClassifier(categorical_features=categorical, **PARAMS)
+    model = HistGradientBoostingClassifier(categorical_features=categorical, **params)
     model.fit(x_train, y_train)
     proba = model.predict_proba(x_test)[:, 1]
 
@@ -71,7 +78,7 @@ def train(out_dir: Path, version: str, rows: int) -> Path:
     manifest.update(
         version=version,
         artifact_sha256=hashlib.sha256(artifact.read_bytes()).hexdigest(),
-        parameters={**PARAMS, "categorical_features": categorical, "estimator": "HistGradientBoostingClassifier"},
+        parameters={**params, "categorical_features": categorical, "estimator": "HistGradientBoostingClassifier"},
         training={
             "generator": "workers.dev.fraud_data.generate",
             "seed": SEED,
@@ -119,13 +126,28 @@ def _manifest_stub() -> dict:
     }
 
 
+TUNABLE = {"max_iter": int, "learning_rate": float, "max_leaf_nodes": int, "l2_regularization": float}
+
+
+def _param(text: str) -> tuple[str, int | float]:
+    name, _, value = text.partition("=")
+    if name not in TUNABLE or not value:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE with NAME one of {sorted(TUNABLE)}: {text!r}")
+    try:
+        return name, TUNABLE[name](value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{name} needs a {TUNABLE[name].__name__}: {value!r}") from None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", default="1.0.0")
     parser.add_argument("--out", type=Path, default=REPO / "models")
     parser.add_argument("--rows", type=int, default=60_000)
+    parser.add_argument("--param", action="append", default=[], type=_param, metavar="NAME=VALUE",
+                        help=f"a hyper-parameter other than the default ({', '.join(TUNABLE)})")
     args = parser.parse_args()
-    target = train(args.out, args.version, args.rows)
+    target = train(args.out, args.version, args.rows, dict(args.param))
     manifest = json.loads((target / "manifest.json").read_text())
     print(f"wrote {target}: sha256 {manifest['artifact_sha256'][:16]}..., metrics {manifest['metrics']}")
     return 0

@@ -47,6 +47,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.processes > 1:
         return _run_processes(args)
     from workers.kafka.clients import check_access
+    from workers.kafka.rollout import RolloutFollower, load_at_start, open_control
     from workers.kafka.worker import InferenceWorker
     from workers.ops import logs
     from workers.ops.http import HttpState, serve
@@ -62,10 +63,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
     # Load, verify and check the model before touching Kafka: a bad artifact fails here.
     pipeline = load_pipeline(settings)
     check_access(settings, [pipeline.topics.events])  # brokers, credentials, the input topic: one clear line
+
+    def load(version: str | None) -> Any:
+        return load_pipeline(settings.model_copy(update={"model_version": version}) if version else settings)
+
+    # The rollout state on <pipeline>.control decides which version serves, before anything is consumed.
+    reader, rollout = open_control(settings)
+    refusals: list[tuple[str, str]] = []
+    if rollout is not None and rollout.primary != pipeline.manifest.version:
+        pipeline = load_at_start(settings, rollout, load, lambda version, why: refusals.append((version, why)))
     record_start(settings, pipeline)
     monitor = WorkerMonitor.from_settings(pipeline, settings)
+    for version, why in refusals:
+        monitor.model_refused(version, why)
     worker = InferenceWorker(settings, pipeline, monitor)
     state.monitor = monitor
+    if reader is not None:
+        RolloutFollower(settings, reader, rollout, pipeline, worker.context.switch, load, monitor.model_refused,
+                        refused_at_start=[version for version, _ in refusals]).start()
     worker.run()
     return 0
 
@@ -122,7 +137,8 @@ def _run_processes(args: argparse.Namespace) -> int:
     if args.processes > checked["partitions"]:
         log.warning("more worker processes than input partitions: some will stay idle", processes=args.processes,
                     partitions=checked["partitions"], topic=checked["input_topic"])
-    base[f"{PREFIX}MODEL_VERSION"] = checked["model_version"]  # all serve it, even if a newer one appears meanwhile
+    # all serve it, even if a newer one appears meanwhile (a rollout's primary on <pipeline>.control still wins)
+    base[f"{PREFIX}MODEL_VERSION"] = checked["model_version"]
     children = [ChildSpec(f"worker-{i}", argv, env) for i, env in enumerate(
         child_environments(base, args.processes, settings.worker_id, settings.metrics_port))]
     return Supervisor(children, settings.shutdown_timeout_s + STOP_MARGIN_S).run()
@@ -218,6 +234,19 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
     for record in read(_settings(args), idle_timeout_s=args.idle_timeout):
         print(json.dumps(record) if args.json else describe(record), flush=True)
+    return 0
+
+
+def _cmd_rollout(args: argparse.Namespace) -> int:
+    from workers.kafka import rollout_commands
+
+    settings = _settings(args)
+    if args.action == "status":
+        lines = rollout_commands.status(settings)
+    else:
+        lines = rollout_commands.change(settings, args.action, getattr(args, "version", None),
+                                        getattr(args, "fraction", 0.0))
+    print("\n".join(lines))
     return 0
 
 
@@ -362,7 +391,7 @@ def _cmd_topics_create(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     names = settings.topics.all()
-    created = create_topics(settings, names, partitions=args.partitions)
+    created = create_topics(settings, names, partitions=args.partitions, configs=settings.topics.configs())
     for name in names:
         print(f"{name}: {'created' if name in created else 'exists'}")
     return 0
@@ -843,6 +872,20 @@ def build_parser() -> argparse.ArgumentParser:
         for role in ("worker", "producer", "consumer", "replayer"):
             cmd.add_argument(f"--{role}", metavar="PRINCIPAL", help=f"the {role}'s principal (default: User:{role})")
         cmd.set_defaults(func=_cmd_acl)
+
+    rollouts = sub.add_parser("rollout", help="change the model version the workers serve, live "
+                              "(<pipeline>.control)").add_subparsers(dest="action", required=True, parser_class=_Parser)
+    for action, text in (("status", "the rollout state and what each worker reported"),
+                         ("promote", "make VERSION the primary: every worker verifies it and switches"),
+                         ("rollback", "back to the primary before the last change"),
+                         ("shadow", "record VERSION as a shadow candidate (not acted on yet)"),
+                         ("canary", "record VERSION as a canary candidate (not acted on yet)")):
+        cmd = rollouts.add_parser(action, parents=[_connection_options()], help=text)
+        if action in ("promote", "shadow", "canary"):
+            cmd.add_argument("version", help="a model version under models/<pipeline>/")
+        if action == "canary":
+            cmd.add_argument("--fraction", type=_fraction, default=0.1, help="share of keys (default: 0.1)")
+        cmd.set_defaults(func=_cmd_rollout)
 
     models = sub.add_parser("models", help="sign and verify model versions (Ed25519)").add_subparsers(
         dest="action", required=True, parser_class=_Parser)

@@ -36,7 +36,8 @@ class Outputs:
 
 def pipeline_settings(bootstrap: str, prefix: str, pipeline: str = "fraud", **overrides) -> Settings:
     settings = Settings(bootstrap_servers=bootstrap, pipeline=pipeline, topic_prefix=prefix, partitions=3, **overrides)
-    create_topics(settings, PipelineTopics.for_pipeline(pipeline, prefix).all())
+    topics = PipelineTopics.for_pipeline(pipeline, prefix)
+    create_topics(settings, topics.all(), configs=topics.configs())
     return settings
 
 

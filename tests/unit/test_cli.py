@@ -25,6 +25,8 @@ DEFAULTS = {
     "run": {"model_version": None, "pipeline": None, "bootstrap_servers": None, "topic_prefix": None, "processes": 1,
             "check": False},
     "topics create": {"partitions": None},
+    "rollout promote 1.1.0": {"version": "1.1.0", "pipeline": None, "topic_prefix": None},
+    "rollout canary 1.1.0": {"version": "1.1.0", "fraction": 0.1},
     "schemas check new.avsc": {"schema": "new.avsc", "against": None},
     "pipeline check": {"pipeline": None, "model_version": None, "reference": None},
     "pipeline new --pipeline p --model m --schema s --reference r": {

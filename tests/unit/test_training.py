@@ -28,3 +28,21 @@ def test_training_regenerates_the_committed_model(tmp_path):
 def test_committed_model_is_good_enough_to_demo():
     assert COMMITTED["metrics"]["roc_auc"] > 0.85
     assert 0.005 < COMMITTED["training"]["fraud_rate"] < 0.05
+
+
+def test_training_regenerates_the_second_version_with_its_hyper_parameters(tmp_path):
+    committed = json.loads((REPO / "models" / "fraud" / "1.1.0" / "manifest.json").read_text())
+    subprocess.run([sys.executable, str(REPO / "scripts" / "train_fraud.py"), "--out", str(tmp_path),
+                    "--version", "1.1.0", "--param", "max_iter=200", "--param", "learning_rate=0.05",
+                    "--param", "max_leaf_nodes=15"], check=True, capture_output=True)
+    fresh = json.loads((tmp_path / "fraud" / "1.1.0" / "manifest.json").read_text())
+    assert fresh["parameters"] == committed["parameters"] != COMMITTED["parameters"]
+    assert fresh["training"]["data_fingerprint"] == COMMITTED["training"]["data_fingerprint"]  # same data
+    for metric, value in committed["metrics"].items():
+        assert fresh["metrics"][metric] == pytest.approx(value, abs=0.01), metric
+
+
+def test_an_unknown_hyper_parameter_is_refused(tmp_path):
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "train_fraud.py"), "--out", str(tmp_path),
+                             "--param", "max_depth=3"], capture_output=True, text=True)
+    assert result.returncode == 2 and "NAME one of" in result.stderr

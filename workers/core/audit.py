@@ -19,7 +19,8 @@ SCHEMA: dict[str, Any] = {
     "fields": [
         {"name": "at", "type": {"type": "long", "logicalType": "timestamp-millis"}, "doc": "when it happened"},
         {"name": "pipeline", "type": "string"},
-        {"name": "action", "type": "string", "doc": "model_loaded, worker_started, replay_run"},
+        {"name": "action", "type": "string",
+         "doc": "model_loaded, worker_started, replay_run, rollout_command, model_switched, rollout_refused"},
         {"name": "actor", "type": "string", "doc": "the Kafka principal it acted as (the SASL user), else the OS user"},
         {"name": "host", "type": "string"},
         {"name": "worker_id", "type": ["null", "string"], "default": None},
@@ -29,6 +30,9 @@ SCHEMA: dict[str, Any] = {
 MODEL_LOADED = "model_loaded"
 WORKER_STARTED = "worker_started"
 REPLAY_RUN = "replay_run"
+ROLLOUT_COMMAND = "rollout_command"  # `workers rollout` wrote a new desired state
+MODEL_SWITCHED = "model_switched"  # a worker serves another version (a rollout applied)
+ROLLOUT_REFUSED = "rollout_refused"  # a worker refused a version that failed verification
 
 
 def event(pipeline: str, action: str, actor: str, host: str, details: dict[str, Any], at_ms: int,

@@ -98,6 +98,11 @@ class Pipeline:
         self._replay_key = replay_key
         self._stream_time: dict[tuple[str, int], int] = {}  # (topic, partition) -> highest event time seen
 
+    def carry_over(self, previous: Pipeline) -> None:
+        """Take over what ``previous`` knew of the stream (its stream time per partition) when it
+        replaces it between batches (a rollout switching the model)."""
+        self._stream_time.update(previous._stream_time)
+
     def forget_partitions(self, partitions: set[tuple[str, int]]) -> None:
         """Partitions that moved to another worker: their stream time starts afresh if they come back."""
         for tp in partitions:

@@ -1,5 +1,9 @@
 """Model versions on disk: ``models/<pipeline>/<version>/{manifest.json, artifact}``.
 
+Which version serves when none is asked for: the one named in ``models/<pipeline>/CURRENT``
+(one line), else the newest. A rollout's primary on the control topic overrides both
+(``workers.core.rollout``).
+
 ``joblib.load`` is pickle and can run code, so nothing is unpickled until it is trusted:
 
 * names are plain (a pipeline or version like ``../elsewhere`` is refused) and every path
@@ -33,6 +37,7 @@ from workers.core.signing import SIGNATURE_FILE, Ed25519PublicKey, verify
 from workers.errors import ConfigError, ModelIntegrityError, ModelMismatchError
 
 NUMERIC_AVRO = {"int", "long", "float", "double"}
+DEFAULT_FILE = "CURRENT"  # models/<pipeline>/CURRENT: the version served when none is asked for
 PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -93,11 +98,23 @@ class ModelRegistry:
         found = [d.name for d in root.iterdir() if (d / "manifest.json").is_file()]
         return sorted(found, key=_version_key)
 
+    def default_version(self, pipeline: str) -> str | None:
+        """The version named in ``models/<pipeline>/CURRENT``, else the newest; None when there is none."""
+        versions = self.versions(pipeline)
+        current = self.models_dir / pipeline / DEFAULT_FILE
+        if current.is_file():
+            named = check_plain_name(f"model version in {current}", current.read_text().strip())
+            if named not in versions:
+                raise ConfigError(f"{current} names version {named!r}, which is not there; have {versions}")
+            return named
+        return versions[-1] if versions else None
+
     def directory(self, pipeline: str, version: str | None = None) -> Path:
         versions = self.versions(pipeline)
         if not versions:
             raise ConfigError(f"no model versions under {self.models_dir / pipeline}")
-        chosen = check_plain_name("model version", version) if version else versions[-1]
+        chosen = check_plain_name("model version", version) if version else (
+            self.default_version(pipeline) or versions[-1])
         if chosen not in versions:
             raise ConfigError(f"model version {chosen!r} of {pipeline!r} not found; have {versions}")
         directory = self.models_dir / pipeline / chosen

@@ -10,17 +10,25 @@ class PipelineTopics:
     events: str  # the input: events produced by the upstream applications
     predictions: str  # one prediction per scored event
     dlq: str  # dead letters: the original bytes and why they were not scored
-    audit: str  # the audit trail: model loads, worker starts, replay runs
+    audit: str  # the audit trail: model loads, worker starts, replay runs, rollouts
+    control: str = ""  # compacted: the rollout state, one record keyed by the pipeline (workers.core.rollout)
 
     @classmethod
     def for_pipeline(cls, pipeline: str, prefix: str = "") -> PipelineTopics:
         base = f"{prefix}{pipeline}"
         return cls(events=f"{base}.events", predictions=f"{base}.predictions", dlq=f"{base}.dlq",
-                   audit=f"{base}.audit")
+                   audit=f"{base}.audit", control=f"{base}.control")
 
     def with_events(self, topic: str) -> PipelineTopics:
         """The same outputs fed from another input topic (benchmarks share one backlog)."""
         return dataclasses.replace(self, events=topic)
 
     def all(self) -> list[str]:
-        return [self.events, self.predictions, self.dlq, self.audit]
+        return [self.events, self.predictions, self.dlq, self.audit, *([self.control] if self.control else [])]
+
+    def configs(self) -> dict[str, dict[str, str]]:
+        """Topic-level configs a topic needs (the others take the broker's defaults)."""
+        return {self.control: CONTROL_CONFIG} if self.control else {}
+
+
+CONTROL_CONFIG = {"cleanup.policy": "compact"}  # the latest state per pipeline is kept forever

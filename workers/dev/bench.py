@@ -400,7 +400,7 @@ def run(base: Settings, *, events: int, naive_events: int, partitions: int, late
                                  ("handwritten-latency", "workers.dev.handwritten", result.handwritten_latency)):
         settings = base.model_copy(update={"topic_prefix": f"{run_id}{name}-", "partitions": partitions})
         topics = settings.topics
-        create_topics(settings, topics.all())
+        create_topics(settings, topics.all(), configs=topics.configs())
         proc = launch(name, settings, {"WORKERS_LOG_LEVEL": "WARNING"}, module)
         watcher = _RssWatcher(proc.pid)
         watcher.start()

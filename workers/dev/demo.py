@@ -42,7 +42,7 @@ def produce_mix(
 
 def run_demo(settings: Settings, count: int, bad_fraction: float, old_fraction: float, rate: float | None) -> int:
     topics = settings.topics
-    create_topics(settings, topics.all())
+    create_topics(settings, topics.all(), configs=topics.configs())
     print(f"topics: {topics.events} -> {topics.predictions} / {topics.dlq} ({settings.partitions} partitions)")
 
     started = time.monotonic()

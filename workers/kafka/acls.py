@@ -2,7 +2,8 @@
 
 | principal | may |
 |---|---|
-| worker | READ the events topic and its consumer group; WRITE predictions, dead letters, audit |
+| worker | READ the events topic and its consumer group, and the control topic (rollouts); |
+|        | WRITE predictions, dead letters, audit |
 | producer | WRITE the events topic |
 | consumer | READ the predictions topic, and consumer groups named ``<prefix><pipeline>-consumer*`` |
 | replayer | READ dead letters and the events topic (truncated originals); WRITE events and audit; |
@@ -10,7 +11,7 @@
 
 Each WRITE and READ on a topic comes with DESCRIBE on it (metadata). Nothing else: no
 cluster-level rights, no topic creation (an admin creates topics), no wildcard. Nobody but
-an admin reads the audit trail.
+an admin reads the audit trail or writes the control topic (``workers rollout``).
 Applying is idempotent: Kafka keeps one copy of an ACL however often it is created.
 """
 from __future__ import annotations
@@ -50,6 +51,7 @@ def pipeline_grants(settings: Settings, principals: dict[str, str]) -> list[Gran
         *topic("worker", "WRITE", topics.predictions),
         *topic("worker", "WRITE", topics.dlq),
         *topic("worker", "WRITE", topics.audit),
+        *topic("worker", "READ", topics.control),  # no group: every worker reads the whole state
         *topic("producer", "WRITE", topics.events),
         *topic("consumer", "READ", topics.predictions),
         Grant(principals["consumer"], "READ", "GROUP", f"{base}-consumer", "PREFIXED"),

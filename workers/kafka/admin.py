@@ -6,9 +6,11 @@ from workers.settings import Settings
 
 
 def create_topics(
-    settings: Settings, names: list[str], partitions: int | None = None, config: dict[str, str] | None = None
+    settings: Settings, names: list[str], partitions: int | None = None, config: dict[str, str] | None = None,
+    configs: dict[str, dict[str, str]] | None = None,
 ) -> list[str]:
-    """Create the topics that do not exist yet; returns the names created. Idempotent."""
+    """Create the topics that do not exist yet; returns the names created. Idempotent. ``config`` applies
+    to all, ``configs`` to the topics it names (``PipelineTopics.configs``: the control topic is compacted)."""
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
@@ -20,7 +22,7 @@ def create_topics(
                 name=name,
                 num_partitions=partitions or settings.partitions,
                 replication_factor=settings.replication_factor,
-                topic_configs=config or {},
+                topic_configs={**(config or {}), **(configs or {}).get(name, {})},
             )
             try:
                 admin.create_topics([topic])

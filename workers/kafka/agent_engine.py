@@ -20,7 +20,7 @@ import asyncio
 import time
 from typing import Any
 
-from workers.core.pipeline import BatchResult
+from workers.core.pipeline import BatchResult, Pipeline
 from workers.core.records import InputRecord, OutputRecord
 from workers.kafka.engine import EngineContext, fetch_writer_schemas, process
 
@@ -46,10 +46,13 @@ def _input_record(event: Any) -> InputRecord:
 class AgentEngine:
     def __init__(self, context: EngineContext) -> None:
         self.context = context
-        self.pipeline = context.pipeline
         self.config = context.config
         self._app: Any = None
         self._sent_at: dict[asyncio.Future, float] = {}  # delivery confirmations in progress
+
+    @property
+    def pipeline(self) -> Pipeline:
+        return self.context.pipeline  # the one serving now (a rollout may switch it between batches)
 
     def install(self, app: Any) -> None:
         self._app = app
@@ -111,6 +114,7 @@ class AgentEngine:
     async def _heartbeat(self) -> None:
         now = time.monotonic()
         self.context.accounting.heartbeat(now - min(self._sent_at.values(), default=now))
+        self.context.switch.apply(self.context)  # an idle worker switches too (never inside a batch: process is sync)
 
     async def _confirm(self, events: list[Any], records: list[InputRecord], result: BatchResult,
                        futures: list[Any], slots: asyncio.Semaphore) -> None:

@@ -39,7 +39,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
 from workers.core.deadletter import PAYLOAD_TRUNCATED, record_size, with_reference
-from workers.core.pipeline import BatchResult
+from workers.core.pipeline import BatchResult, Pipeline
 from workers.core.records import InputRecord, OutputRecord
 from workers.errors import DeliveryError
 from workers.kafka.connection import aiokafka_options
@@ -83,7 +83,6 @@ class BatchEngine(mode.Service):
         super().__init__(**kwargs)
         self.context = context
         self.config = context.config
-        self.pipeline = context.pipeline
         self.accounting = context.accounting
         self._in_flight: deque[_InFlight] = deque()  # sent, in order; left until committed
         self._unsettled: asyncio.Queue[_InFlight] = asyncio.Queue()  # sent, in order; until delivered
@@ -109,6 +108,10 @@ class BatchEngine(mode.Service):
         self._partitioner = DefaultPartitioner()
         self._partition_cache: dict[tuple[str, bytes], int] = {}
         self._producer: AIOKafkaProducer | None = None
+
+    @property
+    def pipeline(self) -> Pipeline:
+        return self.context.pipeline  # the one serving now (a rollout may switch it between batches)
 
     def install(self, app: Any) -> None:
         """Started and stopped with the app; faust's own consumer has nothing to read (ours does)."""
@@ -465,6 +468,7 @@ class BatchEngine(mode.Service):
         oldest = self._settling or (self._in_flight[0] if self._in_flight and not self._in_flight[0].done.done()
                                     else None)
         self.accounting.heartbeat(time.monotonic() - oldest.sent_at if oldest is not None else 0.0)
+        self.context.switch.apply(self.context)  # an idle worker switches too
 
     # ------------------------------------------------------------------ committing
 

@@ -9,9 +9,10 @@ delivered. ``install(app)`` wires it into the faust app that hosts its lifecycle
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NoReturn, Protocol
 
 import structlog
@@ -54,14 +55,44 @@ class EngineConfig:
     max_message_bytes: int = 1_000_000
 
 
-@dataclass(frozen=True)
+class PipelineSwitch:
+    """A verified pipeline waiting to replace the serving one: offered from another thread (a rollout),
+    applied on the event loop between batches, so the batch in flight finishes with its own model."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: tuple[Pipeline, threading.Event] | None = None
+        self.listeners: list[Callable[[Pipeline], None]] = []  # told of the pipeline now serving
+
+    def offer(self, pipeline: Pipeline) -> threading.Event:
+        """Set once ``pipeline`` serves (a later offer replaces one not applied yet)."""
+        applied = threading.Event()
+        with self._lock:
+            self._waiting = (pipeline, applied)
+        return applied
+
+    def apply(self, context: EngineContext) -> None:
+        with self._lock:
+            waiting, self._waiting = self._waiting, None
+        if waiting is None:
+            return
+        pipeline, applied = waiting
+        pipeline.carry_over(context.pipeline)
+        context.pipeline = pipeline
+        for listener in self.listeners:
+            listener(pipeline)
+        applied.set()
+
+
+@dataclass
 class EngineContext:
-    pipeline: Pipeline
+    pipeline: Pipeline  # replaced between batches when a rollout switches the model (``switch``)
     config: EngineConfig
     connection: Connection
     accounting: Accounting
     fail: Callable[[BaseException], NoReturn]
     schema_registry: SchemaSource | None = None  # where writer schemas of registry-framed events come from
+    switch: PipelineSwitch = field(default_factory=PipelineSwitch)
 
 
 class SchemaSource(Protocol):
@@ -71,6 +102,7 @@ class SchemaSource(Protocol):
 def process(context: EngineContext, records: list[InputRecord]) -> BatchResult:
     """``Pipeline.process``, timed. An exception here is a bug in the core: the engine stops
     without acking or committing what was not handled."""
+    context.switch.apply(context)  # between batches: a verified model offered by a rollout starts here
     started = time.perf_counter()
     try:
         result = context.pipeline.process(records)

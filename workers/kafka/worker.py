@@ -62,7 +62,7 @@ class InferenceWorker:
             web_enabled=False,
             datadir=self._datadir.name,  # faust wants one; nothing of ours is stored there
         )
-        context = EngineContext(
+        self.context = context = EngineContext(
             pipeline=pipeline,
             config=EngineConfig(group_id=settings.group_id, client_id=f"workers-{settings.worker_id}",
                                 batch_size=settings.batch_size, batch_linger_s=settings.batch_linger_s,
@@ -75,6 +75,7 @@ class InferenceWorker:
             fail=self.fail,
             schema_registry=SchemaRegistry.from_settings(settings) if pipeline.registered is not None else None,
         )
+        context.switch.listeners.append(self.monitor.model_switched)  # a rollout switched the model
         self.engine = BatchEngine(context) if settings.engine == "batch" else AgentEngine(context)
         self.engine.install(self.app)
 

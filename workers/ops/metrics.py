@@ -59,8 +59,14 @@ class WorkerMetrics:
         self.pipeline = pipeline
         self.consumed = Counter("workers_events_consumed_total", "Input records consumed", ["pipeline"],
                                 registry=r).labels(pipeline)
-        self.predictions = Counter("workers_predictions_total", "Predictions published and acknowledged",
-                                   ["pipeline", "model_version"], registry=r).labels(pipeline, model_version)
+        self._predictions = Counter("workers_predictions_total", "Predictions published and acknowledged",
+                                    ["pipeline", "model_version"], registry=r)
+        self.predictions = self._predictions.labels(pipeline, model_version)
+        self.model_switches = Counter("workers_model_switches_total", "Rollouts applied: the model served changed",
+                                      ["pipeline"], registry=r).labels(pipeline)
+        self.rollout_refusals = Counter("workers_rollout_refusals_total",
+                                        "Model versions a rollout asked for and this worker refused (verification "
+                                        "failed)", ["pipeline"], registry=r).labels(pipeline)
         self.dead_letters = Counter("workers_dead_letters_total", "Dead letters published and acknowledged",
                                     ["pipeline", "reason"], registry=r)
         self.batch_size = Histogram("workers_batch_size_events", "Records per scored batch", ["pipeline"],
@@ -84,9 +90,15 @@ class WorkerMetrics:
             "workers_oldest_undelivered_batch_age_seconds",
             "How long the oldest batch of outputs has waited for the broker's acknowledgement (0: none waiting)",
             ["pipeline"], registry=r).labels(pipeline)
-        Info("workers_model", "The model this worker serves", registry=r).info(
-            {"pipeline": pipeline, "version": model_version, "sha256": model_sha256, "worker_id": worker_id,
-             "scoring": scoring})
+        self.worker_id = worker_id
+        self.model = Info("workers_model", "The model this worker serves", registry=r)
+        self.set_model(model_version, model_sha256, scoring)
+
+    def set_model(self, version: str, sha256: str, scoring: str) -> None:
+        """The model served (at start, and after a rollout switched it)."""
+        self.predictions = self._predictions.labels(self.pipeline, version)
+        self.model.info({"pipeline": self.pipeline, "version": version, "sha256": sha256,
+                         "worker_id": self.worker_id, "scoring": scoring})
 
     def batch(self, consumed: int, predictions: int, dead_letters: dict[str, int], processing_s: float,
               latencies_s: np.ndarray | None, scores: np.ndarray | None) -> None:

@@ -48,6 +48,7 @@ class WorkerMonitor:
         self.metrics = WorkerMetrics(pipeline.name, manifest.version, manifest.artifact_sha256, worker_id,
                                      pipeline.scorer.path)
         self.drift = DriftMonitor(manifest, drift_window, drift_threshold)
+        self.rollout_refused: dict[str, str] = {}  # version -> why this worker refused to serve it
         self.consumed = 0
         self.predictions = 0
         self.dead_letters: dict[str, int] = {}
@@ -135,6 +136,20 @@ class WorkerMonitor:
         self.registry_unavailable = problem
         self.metrics.ready.set(1 if self.is_ready() else 0)
 
+    # -- what a rollout reports
+    def model_switched(self, pipeline: Pipeline) -> None:
+        """A rollout switched the model (between batches): figures from now on are the new model's."""
+        manifest = pipeline.manifest
+        self.pipeline = pipeline
+        self.drift = DriftMonitor(manifest, self.drift.window, self.drift.threshold)
+        self._drift_pending, self._drift_pending_rows, self._psi = [], 0, {}
+        self.metrics.set_model(manifest.version, manifest.artifact_sha256, pipeline.scorer.path)
+        self.metrics.model_switches.inc()
+
+    def model_refused(self, version: str, reason: str) -> None:
+        self.rollout_refused[version] = reason
+        self.metrics.rollout_refusals.inc()
+
     # -- what the endpoints read
     def is_alive(self) -> bool:
         """False once the event loop has not run for ``liveness_timeout_s``: restart the process."""
@@ -188,6 +203,7 @@ class WorkerMonitor:
             "drift_threshold": self.drift.threshold,
             "drift_window_events": self.drift.window_events,
             "drifted": sorted(self.drift.drifted),
+            "rollout_refused": dict(self.rollout_refused),
         }
 
     # -- internals

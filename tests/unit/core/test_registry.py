@@ -18,7 +18,7 @@ def fraud_copy(tmp_path):
     return tmp_path / "models", SchemaStore(REPO / "schemas")
 
 
-def test_loads_newest_version_and_checks_it(fraud_copy):
+def test_loads_the_current_version_and_checks_it(fraud_copy):
     models, schemas = fraud_copy
     loaded = ModelRegistry(models, schemas).load("fraud")
     assert loaded.manifest.version == "1.0.0"
@@ -90,3 +90,17 @@ def test_versions_sort_naturally():
     versions = ["1.10.0", "1.2.0", "v10", "v2", "1.9.1"]
     assert sorted(versions, key=_version_key)[:3] == ["1.2.0", "1.9.1", "1.10.0"]
     assert sorted(["v10", "v2", "v1"], key=_version_key) == ["v1", "v2", "v10"]
+
+
+def test_current_names_the_default_version_else_the_newest_serves(fraud_copy):
+    models, schemas = fraud_copy
+    registry = ModelRegistry(models, schemas)
+    assert registry.versions("fraud") == ["1.0.0", "1.1.0"]
+    assert registry.default_version("fraud") == "1.0.0"  # models/fraud/CURRENT
+    assert registry.manifest("fraud").version == "1.0.0"
+    assert registry.load("fraud", "1.1.0").manifest.version == "1.1.0"
+    (models / "fraud" / "CURRENT").unlink()
+    assert registry.default_version("fraud") == "1.1.0"
+    (models / "fraud" / "CURRENT").write_text("2.0.0\n")
+    with pytest.raises(ConfigError, match=r"CURRENT names version '2.0.0', which is not there"):
+        registry.manifest("fraud")

@@ -86,7 +86,7 @@ def test_a_symlinked_version_directory_pointing_outside_is_refused(setup, tmp_pa
     _edit(elsewhere, artifact_sha256=_sha(evil), version="9.9.9")
     (models / "fraud" / "9.9.9").symlink_to(elsewhere)
     with pytest.raises(ModelIntegrityError, match="outside"):
-        ModelRegistry(models, SCHEMAS).load("fraud")  # 9.9.9 is the newest
+        ModelRegistry(models, SCHEMAS).load("fraud", "9.9.9")
     assert not marker.exists()
 
 

@@ -21,6 +21,7 @@ def test_each_role_gets_exactly_its_job():
         ("WRITE", "TOPIC", "p-fraud.predictions", "LITERAL"), ("DESCRIBE", "TOPIC", "p-fraud.predictions", "LITERAL"),
         ("WRITE", "TOPIC", "p-fraud.dlq", "LITERAL"), ("DESCRIBE", "TOPIC", "p-fraud.dlq", "LITERAL"),
         ("WRITE", "TOPIC", "p-fraud.audit", "LITERAL"), ("DESCRIBE", "TOPIC", "p-fraud.audit", "LITERAL"),
+        ("READ", "TOPIC", "p-fraud.control", "LITERAL"), ("DESCRIBE", "TOPIC", "p-fraud.control", "LITERAL"),
     }
     assert r["producer"] == {("WRITE", "TOPIC", "p-fraud.events", "LITERAL"),
                              ("DESCRIBE", "TOPIC", "p-fraud.events", "LITERAL")}
@@ -30,6 +31,7 @@ def test_each_role_gets_exactly_its_job():
     writes = {name for op, _, name, _ in r["replayer"] if op == "WRITE"}
     assert writes == {"p-fraud.events", "p-fraud.audit"}
     assert not any(name == "p-fraud.audit" and op == "READ" for rights in r.values() for op, _, name, _ in rights)
+    assert not any(name == "p-fraud.control" and op == "WRITE" for rights in r.values() for op, _, name, _ in rights)
 
 
 def test_no_wildcards_no_cluster_rights_no_creation():

@@ -1,0 +1,146 @@
+"""A worker following the rollout state: a verified model switches between batches, a refused one never serves."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from tests.factories import load_test_pipeline
+from workers.core import audit
+from workers.core.records import InputRecord
+from workers.core.rollout import RolloutState
+from workers.dev import fraud_data as fraud
+from workers.errors import ModelIntegrityError
+from workers.kafka import rollout as rollout_module
+from workers.kafka.connection import Connection
+from workers.kafka.engine import EngineConfig, EngineContext, PipelineSwitch, process
+from workers.kafka.rollout import RolloutFollower, load_at_start
+from workers.ops.monitor import WorkerMonitor
+from workers.settings import Settings
+
+NOW = int(time.time() * 1000)
+
+
+@pytest.fixture(scope="module")
+def pipelines():
+    return {v: load_test_pipeline(model_version=v) for v in ("1.0.0", "1.1.0")}
+
+
+@pytest.fixture
+def audited(monkeypatch):
+    records: list[tuple[str, dict]] = []
+    monkeypatch.setattr(rollout_module.audit_log, "write",
+                        lambda settings, action, details, worker_id=None: records.append((action, details)))
+    return records
+
+
+def _records(pipeline, n: int) -> list[InputRecord]:
+    events, _ = fraud.generate(n, seed=3, start_ms=NOW - 1000)
+    return [InputRecord(pipeline.input_codec.encode(e), b"k", "in", 0, i, NOW, []) for i, e in enumerate(events)]
+
+
+def _context(pipeline) -> EngineContext:
+    def fail(exc: BaseException):
+        raise exc
+
+    return EngineContext(pipeline, EngineConfig("g", "c", 500, 0.0, 4), Connection(["x:1"], "PLAINTEXT"),
+                         None, fail)  # type: ignore[arg-type]
+
+
+def test_an_offered_pipeline_serves_from_the_next_batch_on(pipelines):
+    old, new = pipelines["1.0.0"], pipelines["1.1.0"]
+    context = _context(old)
+    monitor = WorkerMonitor(old, "w1")
+    context.switch.listeners.append(monitor.model_switched)
+    records = _records(old, 20)
+    first = process(context, records)
+    old._stream_time[("in", 7)] = NOW  # what it knows of the stream (event-time lateness)
+    applied = context.switch.offer(new)
+    assert not applied.is_set()
+    second = process(context, records)
+    assert applied.is_set() and context.pipeline is new
+    assert {o.prediction["model_version"] for o in first.outputs} == {"1.0.0"}
+    assert {o.prediction["model_version"] for o in second.outputs} == {"1.1.0"}
+    assert new._stream_time[("in", 7)] == NOW  # what the old one knew of the stream is kept
+    assert monitor.status()["model"]["version"] == "1.1.0"
+    assert monitor.metrics.model_switches._value.get() == 1
+
+
+def _follower(settings, serving, switch, load, refusals):
+    return RolloutFollower(settings, reader=None, state=None, serving=serving, switch=switch, load=load,  # type: ignore[arg-type]
+                           refused=lambda version, why: refusals.append((version, why)))
+
+
+def test_a_new_primary_is_verified_then_switched_to_and_audited(pipelines, audited):
+    switch = PipelineSwitch()
+    context = _context(pipelines["1.0.0"])
+    loaded: list[str | None] = []
+
+    def load(version):
+        loaded.append(version)
+        return pipelines[version]
+
+    follower = _follower(Settings(worker_id="w1"), pipelines["1.0.0"], switch, load, [])
+    applier = threading.Timer(0.2, switch.apply, [context])  # the event loop, between two batches
+    applier.start()
+    follower.step(RolloutState("fraud", primary="1.1.0", previous="1.0.0", command="promote 1.1.0"))
+    assert loaded == ["1.1.0"] and context.pipeline is pipelines["1.1.0"] and follower.serving == "1.1.0"
+    assert audited == [(audit.MODEL_SWITCHED, {
+        "previous": "1.0.0", "version": "1.1.0", "sha256": pipelines["1.1.0"].manifest.artifact_sha256,
+        "command": "promote 1.1.0", "signer": "none (no trusted keys)"})]
+    follower.step(None)  # nothing new: nothing loaded again
+    assert loaded == ["1.1.0"]
+
+
+def test_a_version_that_fails_verification_is_refused_once_and_never_serves(pipelines, audited):
+    switch = PipelineSwitch()
+    refusals: list[tuple[str, str]] = []
+    calls = []
+
+    def load(version):
+        calls.append(version)
+        raise ModelIntegrityError("refusing to load model.joblib: its sha256 is x but the manifest declares y")
+
+    follower = _follower(Settings(worker_id="w1"), pipelines["1.0.0"], switch, load, refusals)
+    follower.step(RolloutState("fraud", primary="9.9.9", previous="1.0.0", command="promote 9.9.9"))
+    follower.step(None)
+    assert calls == ["9.9.9"] and follower.serving == "1.0.0"
+    assert refusals == [("9.9.9", "refusing to load model.joblib: its sha256 is x but the manifest declares y")]
+    assert [(a, d["version"], d["command"]) for a, d in audited] == [(audit.ROLLOUT_REFUSED, "9.9.9", "promote 9.9.9")]
+    follower.step(RolloutState("fraud", primary="9.9.9", previous="1.0.0", command="promote 9.9.9", at_ms=2))
+    assert calls == ["9.9.9", "9.9.9"]  # the same version named again by a new command: tried again
+    at_start = RolloutFollower(Settings(worker_id="w2"), None, None, pipelines["1.0.0"], switch, load,  # type: ignore[arg-type]
+                               lambda version, why: None, refused_at_start=["9.9.9"])
+    at_start.step(None)
+    at_start.state = RolloutState("fraud", primary="9.9.9", previous="1.0.0")
+    at_start.step(None)
+    assert calls == ["9.9.9", "9.9.9"]  # refused before serving: not tried again for the same state
+
+
+def test_a_starting_worker_falls_back_from_a_refused_primary(pipelines, audited):
+    state = RolloutState("fraud", primary="9.9.9", previous="1.1.0", command="promote 9.9.9")
+    refusals: list[tuple[str, str]] = []
+
+    def load(version):
+        if version == "9.9.9":
+            raise ModelIntegrityError("bad sha256")
+        return pipelines[version or "1.0.0"]
+
+    pipeline = load_at_start(Settings(worker_id="w1"), state, load, lambda v, why: refusals.append((v, why)))
+    assert pipeline.manifest.version == "1.1.0"
+    assert refusals == [("9.9.9", "bad sha256")] and audited[0][0] == audit.ROLLOUT_REFUSED
+    with pytest.raises(ModelIntegrityError):  # the configured version failing is a start-up error, as before
+        load_at_start(Settings(worker_id="w1"), None, lambda version: load("9.9.9"))
+
+
+def test_status_shows_each_workers_latest_report():
+    from workers.kafka.rollout_commands import describe_report
+
+    state = RolloutState("fraud", primary="1.2.0", previous="1.0.0")
+    switched = {"action": audit.MODEL_SWITCHED, "details": {"version": "1.2.0"}}
+    behind = {"action": audit.MODEL_LOADED, "details": {"version": "1.0.0"}}
+    refused = {"action": audit.ROLLOUT_REFUSED, "details": {"version": "1.2.0", "error": "bad sha256"}}
+    assert describe_report(switched, state) == "serves 1.2.0 since model switched"
+    assert describe_report(behind, state) == "serves 1.0.0 (not the primary 1.2.0) since model loaded"
+    assert describe_report(refused, state) == "REFUSED 1.2.0 (keeps its model): bad sha256"
