@@ -102,6 +102,9 @@ class Pipeline:
         """Take over what ``previous`` knew of the stream (its stream time per partition) when it
         replaces it between batches (a rollout switching the model)."""
         self._stream_time.update(previous._stream_time)
+        if self.registered is not None and previous.registered is not None:
+            # the writer schemas already fetched for the batch about to be scored stay known
+            self.registered = self.input_decoder.registered = previous.registered
 
     def forget_partitions(self, partitions: set[tuple[str, int]]) -> None:
         """Partitions that moved to another worker: their stream time starts afresh if they come back."""

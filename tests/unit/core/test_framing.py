@@ -147,3 +147,14 @@ def test_any_bytes_after_a_known_id_are_decoded_or_dead_lettered_never_raised(bo
         decoder.decode(b"\x00\x00\x00\x00\x05" + body)
     except RecordError as exc:
         assert exc.reason in (reasons.CORRUPT, reasons.UNKNOWN_SCHEMA)
+
+
+def test_a_pipeline_switched_in_between_batches_keeps_the_fetched_writer_schemas(both):
+    """The engine fetches a batch's ids, then a rollout may switch the pipeline before it is scored."""
+    successor = load_test_pipeline(input_framing="both", schema_registry_url="http://registry.invalid")
+    both.registered.add(31, both.input_codec.reader.definition)
+    successor.carry_over(both)
+    event = fraud.generate(1, seed=8, start_ms=NOW)[0][0]
+    value = _registry_framed(31, both.input_codec.reader, event)
+    assert successor.registered.missing([value]) == set()
+    assert successor.process(_records([value]), NOW).predictions == 1
