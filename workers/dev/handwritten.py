@@ -31,7 +31,8 @@ def main() -> None:
     env = os.environ
     models, schemas = env["WORKERS_MODELS_DIR"], env["WORKERS_SCHEMAS_DIR"]
     pipeline, prefix = env.get("WORKERS_PIPELINE", "fraud"), env.get("WORKERS_TOPIC_PREFIX", "")
-    version = sorted(os.listdir(f"{models}/{pipeline}"))[-1]
+    current = Path(f"{models}/{pipeline}/CURRENT")  # the version served by default, as the worker does
+    version = current.read_text().strip() if current.exists() else sorted(os.listdir(f"{models}/{pipeline}"))[-1]
     manifest = json.loads(Path(f"{models}/{pipeline}/{version}/manifest.json").read_text())
     model = joblib.load(f"{models}/{pipeline}/{version}/{manifest['artifact']}")
     reader = fastavro.parse_schema(json.loads(Path(f"{schemas}/{manifest['input_schema']}").read_text()))
