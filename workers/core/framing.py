@@ -13,6 +13,7 @@ that cannot be reached is the adapter's transient problem, never a verdict on a 
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Iterable
 from enum import StrEnum
 from typing import Any
@@ -25,6 +26,7 @@ from workers.errors import RecordError
 
 REGISTRY_MAGIC = 0
 REGISTRY_HEADER_SIZE = 5  # magic byte + 4-byte schema id
+UNKNOWN_RETRY_S = 60.0  # an id the registry did not know is asked about again after this long
 
 
 class Framing(StrEnum):
@@ -47,12 +49,16 @@ class UnresolvedSchemaId(Exception):
 class RegisteredSchemas:
     """Writer schemas by registry id, as the adapter fetched them (None: the registry does not know it)."""
 
-    def __init__(self, store: SchemaStore) -> None:
+    def __init__(self, store: SchemaStore, unknown_retry_s: float = UNKNOWN_RETRY_S) -> None:
         self._store = store
         self._by_id: dict[int, StoredSchema | None] = {}
+        self._unknown_since: dict[int, float] = {}  # ids the registry did not know, and when it said so
+        self._unknown_retry_s = unknown_retry_s
 
     def missing(self, payloads: Iterable[bytes | None]) -> set[int]:
         """The ids used by ``payloads`` that have not been fetched yet."""
+        if self._unknown_since:
+            self._forget_unknown_older_than(time.monotonic() - self._unknown_retry_s)
         by_id = self._by_id
         out = set()
         for payload in payloads:
@@ -66,11 +72,17 @@ class RegisteredSchemas:
         """Record what the registry answered for ``schema_id`` (its JSON definition, or None)."""
         stored = None if definition is None else self._store.parse_definition(definition, f"registry id {schema_id}")
         self._by_id[schema_id] = stored
+        if stored is None:
+            self._unknown_since[schema_id] = time.monotonic()
         return stored
 
-    def forget_unknown(self) -> None:
-        """Ask again about ids the registry did not know (a schema registered since)."""
-        self._by_id = {k: v for k, v in self._by_id.items() if v is not None}
+    def _forget_unknown_older_than(self, cutoff: float) -> None:
+        """Ask again about ids the registry did not know a while ago (a schema registered since:
+        a replayed dead letter then decodes)."""
+        for schema_id, since in list(self._unknown_since.items()):
+            if since <= cutoff:
+                del self._unknown_since[schema_id]
+                self._by_id.pop(schema_id, None)
 
     def get(self, schema_id: int) -> StoredSchema | None:
         try:
