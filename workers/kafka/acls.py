@@ -13,15 +13,24 @@ Each WRITE and READ on a topic comes with DESCRIBE on it (metadata). Nothing els
 cluster-level rights, no topic creation (an admin creates topics), no wildcard. Nobody but
 an admin reads the audit trail or writes the control topic (``workers rollout``).
 Applying is idempotent: Kafka keeps one copy of an ACL however often it is created.
+
+ACLs are eventually consistent: the controller commits a change and answers, and each broker
+applies it when it replays the metadata log, a moment later. A client that acts at once can
+still be refused (a producer got TopicAuthorizationFailed right after the grants were made,
+on a loaded machine), so ``apply`` and ``revoke`` return only once the broker that answers
+DescribeAcls shows the change, as Kafka's own tests wait for theirs.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from typing import Any
 
 from workers.kafka.clients import admin_client
 from workers.settings import Settings
 
 ROLES = ("worker", "producer", "consumer", "replayer")
+PROPAGATION_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True, order=True)
@@ -78,10 +87,11 @@ def apply(settings: Settings, grants: list[Grant]) -> int:
         # (every ACL came back "SecurityDisabledError" from a broker that applies them one by one)
         for acl in acls:
             failed += admin.create_acls([acl])["failed"]
-    if failed:
-        from workers.errors import KafkaUnavailableError
+        if failed:
+            from workers.errors import KafkaUnavailableError
 
-        raise KafkaUnavailableError(f"the broker refused {len(failed)} ACLs, e.g. {failed[0]}")
+            raise KafkaUnavailableError(f"the broker refused {len(failed)} ACLs, e.g. {failed[0]}")
+        _wait_until(admin, grants, present=True)
     return len(acls)
 
 
@@ -103,3 +113,43 @@ def revoke(settings: Settings, grants: list[Grant]) -> None:
                for g in grants]
     with admin_client(settings) as admin:
         admin.delete_acls(filters)
+        _wait_until(admin, grants, present=False)
+
+
+def _wait_until(admin: Any, grants: list[Grant], present: bool) -> None:
+    """Until the broker enforces these grants (``present``) or no longer does."""
+    from workers.errors import KafkaUnavailableError
+
+    wanted = set(grants)
+    deadline = time.monotonic() + PROPAGATION_TIMEOUT_S
+    while True:
+        shown = _shown(admin, {g.principal for g in grants}) & wanted
+        if (shown == wanted) if present else not shown:
+            return
+        if time.monotonic() > deadline:
+            late = (wanted - shown) if present else shown
+            raise KafkaUnavailableError(
+                f"after {PROPAGATION_TIMEOUT_S:.0f} s the broker still {'lacks' if present else 'has'} "
+                f"{len(late)} of the ACLs, e.g. {min(late).describe()}")
+        time.sleep(0.05)
+
+
+def _shown(admin: Any, principals: set[str]) -> set[Grant]:
+    """The ALLOW grants the answering broker's authorizer holds for these principals."""
+    from kafka.admin import (
+        ACLFilter,
+        ACLOperation,
+        ACLPermissionType,
+        ACLResourcePatternType,
+        ResourcePatternFilter,
+        ResourceType,
+    )
+
+    shown = set()
+    for principal in principals:
+        acls, _ = admin.describe_acls(ACLFilter(
+            principal=principal, host="*", operation=ACLOperation.ANY, permission_type=ACLPermissionType.ALLOW,
+            resource_pattern=ResourcePatternFilter(ResourceType.ANY, None, ACLResourcePatternType.ANY)))
+        shown |= {Grant(a.principal, a.operation.name, a.resource_pattern.resource_type.name,
+                        a.resource_pattern.resource_name, a.resource_pattern.pattern_type.name) for a in acls}
+    return shown

@@ -7,11 +7,13 @@ TLS, refused), instead of kafka-python's bare "Unable to bootstrap" after 30 s.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from workers.errors import KafkaUnavailableError
+from workers.kafka import kafka_python_fixes
 from workers.kafka.connection import kafka_python_options
 from workers.settings import Settings
 
@@ -39,6 +41,7 @@ def _explained(settings: Settings) -> Iterator[None]:
     """Connection failures as one line naming the servers, the protocol and the cause."""
     from kafka.errors import KafkaError
 
+    kafka_python_fixes.apply()  # here, not at import: kafka-python loads only when a client is built
     failures = _ConnectionFailures()
     logger = logging.getLogger("kafka")
     logger.addHandler(failures)
@@ -53,14 +56,26 @@ def _explained(settings: Settings) -> Iterator[None]:
         logger.removeHandler(failures)
 
 
+def _answered_in_tls(cause: str) -> bool:
+    """A client that speaks plain Kafka to a TLS listener reads the broker's TLS alert as a frame
+    length: its first bytes are a TLS record's type (0x15 alert, 0x16 handshake) and version 3.x."""
+    match = re.search(r"Invalid frame length: (-?\d+)", cause)
+    if match is None:
+        return False
+    head = int(match.group(1)) & 0xFFFFFFFF
+    return head >> 24 in (0x15, 0x16) and (head >> 16) & 0xFF == 0x03
+
+
 def _main_cause(causes: list[str]) -> str | None:
     """The most telling of the causes seen: authentication, then TLS, then the rest."""
     for marker, meaning in (("SaslAuthenticationFailed", "authentication failed (wrong user or password?)"),
                             ("SSL", "TLS handshake failed"), ("Handshake failed", "TLS handshake failed"),
+                            (_answered_in_tls, "the broker answered in TLS (its listener expects TLS: set "
+                                          "WORKERS_SECURITY_PROTOCOL to SSL or SASL_SSL)"),
                             ("socket disconnected", "the broker closed the connection (does the listener expect "
                                                     "TLS or SASL? see WORKERS_SECURITY_PROTOCOL)"),
                             ("ECONNREFUSED", "connection refused (is a broker listening there?)")):
-        found = next((c for c in causes if marker in c), None)
+        found = next((c for c in causes if (marker(c) if callable(marker) else marker in c)), None)
         if found is not None:
             return f"{meaning}: {found}"
     return causes[-1] if causes else None
