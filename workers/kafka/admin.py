@@ -1,8 +1,14 @@
 """Topic creation with kafka-python's admin client (``workers topics create``, demo, tests)."""
 from __future__ import annotations
 
+import time
+from typing import Any
+
+from workers.errors import KafkaUnavailableError
 from workers.kafka.clients import admin_client
 from workers.settings import Settings
+
+VISIBLE_TIMEOUT_S = 30.0
 
 
 def create_topics(
@@ -29,7 +35,23 @@ def create_topics(
                 created.append(name)
             except TopicAlreadyExistsError:
                 pass  # a concurrent creator won; same outcome
+        _wait_until_listed(admin, created)
         return created
+
+
+def _wait_until_listed(admin: Any, names: list[str]) -> None:
+    """The controller answers once a topic is committed; a broker's metadata has it a moment later,
+    and a client asking in between is told it does not exist (a worker started right after its
+    topics were created refused to start). So: until the answering broker lists them all."""
+    deadline = time.monotonic() + VISIBLE_TIMEOUT_S
+    missing = set(names)
+    while missing:
+        missing -= set(admin.list_topics())
+        if missing and time.monotonic() > deadline:
+            raise KafkaUnavailableError(f"topics created but not listed by the broker after {VISIBLE_TIMEOUT_S:.0f}s: "
+                                        f"{', '.join(sorted(missing))}")
+        if missing:
+            time.sleep(0.05)
 
 
 def alter_topic_config(settings: Settings, topic: str, config: dict[str, str]) -> None:
