@@ -77,6 +77,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     for version, why in refusals:
         monitor.model_refused(version, why)
     worker = InferenceWorker(settings, pipeline, monitor)
+    worker.context.switch.trial_listeners.append(monitor.trial_changed)
+    worker.context.switch.decision_listeners.append(monitor.trial_decided)
     state.monitor = monitor
     if reader is not None:
         RolloutFollower(settings, reader, rollout, pipeline, worker.context.switch, load, monitor.model_refused,
@@ -228,6 +230,23 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_labels(args: argparse.Namespace) -> int:
+    from workers.kafka.quality import read_label_file, send_labels
+
+    settings = _settings(args)
+    sent = send_labels(settings, read_label_file(Path(args.source)))
+    print(f"sent {sent} labels to {settings.topics.labels}")
+    return 0
+
+
+def _cmd_quality(args: argparse.Namespace) -> int:
+    from workers.kafka.quality import describe, measure
+
+    report = measure(_settings(args), args.window_s, args.idle_timeout)
+    print(json.dumps(report) if args.json else "\n".join(describe(report)))
+    return 0
+
+
 def _cmd_audit(args: argparse.Namespace) -> int:
     from workers.core.audit import describe
     from workers.kafka.audit import read
@@ -244,8 +263,15 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
     if args.action == "status":
         lines = rollout_commands.status(settings)
     else:
+        guards = {}
+        for item in getattr(args, "guard", None) or ():
+            name, _, value = item.partition("=")
+            try:
+                guards[name] = float(value)
+            except ValueError:
+                raise ConfigError(f"--guard expects NAME=NUMBER, got {item!r}") from None
         lines = rollout_commands.change(settings, args.action, getattr(args, "version", None),
-                                        getattr(args, "fraction", 0.0))
+                                        getattr(args, "fraction", 0.0), guards)
     print("\n".join(lines))
     return 0
 
@@ -576,6 +602,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if not settings.topic_prefix:  # a fresh set of topics per run keeps the summary exact
         settings = settings.model_copy(update={"topic_prefix": f"demo-{time.strftime('%Y%m%d-%H%M%S')}-"})
+    if args.rollout:
+        from workers.dev.rollout_demo import run_rollout_demo
+
+        return run_rollout_demo(settings)
     return run_demo(settings, args.count, args.bad_fraction, args.old_schema_fraction, args.rate)
 
 
@@ -858,6 +888,21 @@ def build_parser() -> argparse.ArgumentParser:
                          "default: only the pipeline's input topic")
     rp.set_defaults(func=_cmd_replay)
 
+    labels = sub.add_parser("labels", help="ground truth for predictions (<pipeline>.labels)").add_subparsers(
+        dest="action", required=True, parser_class=_Parser)
+    send = labels.add_parser("send", parents=[_connection_options()],
+                             help="send labels from a JSON-lines file: event_id, label (or value), label_time")
+    send.add_argument("--from", dest="source", required=True, metavar="FILE", help="JSON lines, one label each")
+    send.set_defaults(func=_cmd_labels)
+    quality = sub.add_parser("quality", parents=[_connection_options()],
+                             help="live quality per model version: labels joined to predictions")
+    quality.add_argument("--window-s", type=_positive_float, default=7 * 24 * 3600.0,
+                         help="how long a prediction waits for its label, and how far back to read (default: 7 days)")
+    quality.add_argument("--idle-timeout", type=_positive_float, default=5.0,
+                         help="report once the topics were idle this many seconds (default: 5)")
+    quality.add_argument("--json", action="store_true", help="the report as one JSON object")
+    quality.set_defaults(func=_cmd_quality)
+
     audit = sub.add_parser("audit", parents=[_connection_options()],
                            help="show the audit trail: model loads, worker starts, replay runs")
     audit.add_argument("--json", action="store_true", help="JSON lines")
@@ -876,15 +921,21 @@ def build_parser() -> argparse.ArgumentParser:
     rollouts = sub.add_parser("rollout", help="change the model version the workers serve, live "
                               "(<pipeline>.control)").add_subparsers(dest="action", required=True, parser_class=_Parser)
     for action, text in (("status", "the rollout state and what each worker reported"),
-                         ("promote", "make VERSION the primary: every worker verifies it and switches"),
-                         ("rollback", "back to the primary before the last change"),
-                         ("shadow", "record VERSION as a shadow candidate (not acted on yet)"),
-                         ("canary", "record VERSION as a canary candidate (not acted on yet)")):
+                         ("promote", "make VERSION (default: the candidate on trial) the primary: every worker "
+                                     "verifies it and switches"),
+                         ("rollback", "end the trial (shadow or canary); without one, back to the previous primary"),
+                         ("shadow", "VERSION scores every event next to the primary, to <pipeline>.shadow only"),
+                         ("canary", "VERSION scores a share of the keys, watched by guards that roll it back")):
         cmd = rollouts.add_parser(action, parents=[_connection_options()], help=text)
-        if action in ("promote", "shadow", "canary"):
+        if action in ("shadow", "canary"):
             cmd.add_argument("version", help="a model version under models/<pipeline>/")
+        if action == "promote":
+            cmd.add_argument("version", nargs="?", help="a model version under models/<pipeline>/")
         if action == "canary":
             cmd.add_argument("--fraction", type=_fraction, default=0.1, help="share of keys (default: 0.1)")
+            cmd.add_argument("--guard", action="append", metavar="NAME=VALUE", default=[],
+                             help="a guard's limit, e.g. max_score_psi=0.1 or soak_s=600 (repeatable; "
+                                  "README, Rollouts, lists them)")
         cmd.set_defaults(func=_cmd_rollout)
 
     models = sub.add_parser("models", help="sign and verify model versions (Ed25519)").add_subparsers(
@@ -928,6 +979,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", parents=[_connection_options(), _mix_options(20_000, 0.03, 0.05)],
                           help="the whole job end to end on fresh topics (dev tool)")
+    demo.add_argument("--rollout", action="store_true",
+                      help="instead: a shadow, a bad canary rolled back by its guards and a good one promoted, "
+                           "on one live stream")
     demo.set_defaults(func=_cmd_demo)
 
     drills = sub.add_parser("drills", parents=[_connection_options()],

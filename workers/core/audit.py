@@ -20,7 +20,8 @@ SCHEMA: dict[str, Any] = {
         {"name": "at", "type": {"type": "long", "logicalType": "timestamp-millis"}, "doc": "when it happened"},
         {"name": "pipeline", "type": "string"},
         {"name": "action", "type": "string",
-         "doc": "model_loaded, worker_started, replay_run, rollout_command, model_switched, rollout_refused"},
+         "doc": "model_loaded, worker_started, replay_run, rollout_command, model_switched, rollout_refused, "
+                "trial_started, trial_decided"},
         {"name": "actor", "type": "string", "doc": "the Kafka principal it acted as (the SASL user), else the OS user"},
         {"name": "host", "type": "string"},
         {"name": "worker_id", "type": ["null", "string"], "default": None},
@@ -33,6 +34,8 @@ REPLAY_RUN = "replay_run"
 ROLLOUT_COMMAND = "rollout_command"  # `workers rollout` wrote a new desired state
 MODEL_SWITCHED = "model_switched"  # a worker serves another version (a rollout applied)
 ROLLOUT_REFUSED = "rollout_refused"  # a worker refused a version that failed verification
+TRIAL_STARTED = "trial_started"  # a worker runs a candidate as a shadow or canary
+TRIAL_DECIDED = "trial_decided"  # a canary's guards rolled it back or promoted it (with the values why)
 
 
 def event(pipeline: str, action: str, actor: str, host: str, details: dict[str, Any], at_ms: int,

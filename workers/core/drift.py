@@ -27,7 +27,8 @@ class _Binning:
         return np.bincount(np.clip(index, 0, size - 1), minlength=size)[:size]
 
 
-def _psi(reference: np.ndarray, counts: np.ndarray) -> float:
+def psi(reference: np.ndarray, counts: np.ndarray) -> float:
+    """Population stability index of ``counts`` against the ``reference`` fractions of the same bins."""
     total = counts.sum()
     if not total:
         return 0.0
@@ -82,9 +83,9 @@ class DriftMonitor:
 
     def psi(self) -> dict[str, float]:
         """PSI per feature (and ``score``) over the current window."""
-        values = {b.name: _psi(b.reference, total) for (_, b), total in zip(self.features, self._totals, strict=True)}
+        values = {b.name: psi(b.reference, total) for (_, b), total in zip(self.features, self._totals, strict=True)}
         if self.score is not None and self._score_total is not None:
-            values["score"] = _psi(self.score.reference, self._score_total)
+            values["score"] = psi(self.score.reference, self._score_total)
         return values
 
     def changes(self, psi: dict[str, float]) -> tuple[set[str], set[str]]:

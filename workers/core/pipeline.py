@@ -119,7 +119,8 @@ class Pipeline:
         self._stream_time[tp] = stream_time
         return stream_time
 
-    def process(self, batch: list[InputRecord], now_ms: int | None = None) -> BatchResult:
+    def process(self, batch: list[InputRecord], now_ms: int | None = None, flags: tuple[str, ...] = ()) -> BatchResult:
+        """``flags`` are added to every prediction's (a canary marks the candidate's with ``canary``)."""
         now = int(time.time() * 1000) if now_ms is None else now_ms
         manifest = self.manifest
         outputs: list[OutputRecord | None] = [None] * len(batch)
@@ -128,7 +129,7 @@ class Pipeline:
         rows: list[list[float]] = []
 
         for i, record in enumerate(batch):
-            flags: list[str] = []
+            record_flags: list[str] = list(flags)
             try:
                 if record.parse_error is not None:
                     raise RecordError(CORRUPT, f"the Kafka client could not parse this record: {record.parse_error}")
@@ -140,8 +141,9 @@ class Pipeline:
                     event, writer = self._decode(record.value)
                 event_ms = event_time_ms(event.get(manifest.event_time_field))
                 check_future(event_ms, now, self.policies)
-                check_lateness(event_ms, self._lateness_reference(record, event_ms, now), self.policies, flags)
-                row = self.features.row(event, flags)
+                check_lateness(event_ms, self._lateness_reference(record, event_ms, now), self.policies,
+                               record_flags)
+                row = self.features.row(event, record_flags)
             except RecordError as exc:
                 outputs[i] = self._dead_letter(record, exc.reason, exc, now)
                 result.dead_letters[exc.reason] += 1
@@ -149,8 +151,8 @@ class Pipeline:
             replay = verified_replay_headers(record.headers, record.value, self._replay_key) \
                 if self._replay_key is not None else None
             if replay:
-                flags.append(REPLAYED_FLAG)
-            accepted.append(_Accepted(i, record, event, event_ms, writer.fingerprint_hex, flags, replay or []))
+                record_flags.append(REPLAYED_FLAG)
+            accepted.append(_Accepted(i, record, event, event_ms, writer.fingerprint_hex, record_flags, replay or []))
             rows.append(row)
 
         if accepted:

@@ -2,9 +2,9 @@
 
 The control topic is compacted and keyed by the pipeline's name: its latest record is the
 desired state. ``workers rollout`` writes it; every worker reads it at start-up and follows
-it live. Today a worker acts on ``primary`` (the version that scores): ``promote`` and
-``rollback`` switch it. ``candidate``, ``mode`` (shadow, canary), ``fraction`` and
-``guards`` are recorded for the rollouts to come, and no worker acts on them yet.
+it live: ``primary`` is the version that scores; a ``candidate`` runs next to it as a shadow
+or as a canary over ``fraction`` of the keys, judged by ``guards`` (``workers.core.canary``).
+A worker writes it too when a canary's guards decide: an automatic rollback or promotion.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 
+from workers.core.canary import Guards
 from workers.core.registry import check_plain_name
 from workers.errors import ConfigError
 
@@ -24,7 +25,7 @@ class RolloutState:
     pipeline: str
     primary: str  # the version that scores every event
     previous: str | None = None  # the primary before the last change: what `rollback` returns to
-    candidate: str | None = None  # recorded, not acted on yet (shadow, canary)
+    candidate: str | None = None  # on trial next to the primary (mode shadow or canary)
     mode: str = "none"
     fraction: float = 0.0
     guards: dict[str, float] = field(default_factory=dict)
@@ -45,6 +46,7 @@ class RolloutState:
                               "needs a candidate, and mode none has none")
         if not 0.0 <= self.fraction <= 1.0:
             raise ConfigError(f"rollout fraction {self.fraction} is not between 0 and 1")
+        Guards.from_state(self.guards)  # an unknown guard is refused here, not ignored later
 
     def to_json(self) -> bytes:
         return json.dumps({"schema": SCHEMA, **asdict(self)}, sort_keys=True).encode()
@@ -70,19 +72,27 @@ class RolloutState:
                 f"last command {self.command or '-'!r} by {self.actor or '-'} at {at}")
 
 
-def promote(state: RolloutState | None, version: str, serving: str, actor: str, at_ms: int,
-            pipeline: str) -> RolloutState:
-    """``version`` becomes the primary; ``serving`` is the primary when no state was written yet."""
+def promote(state: RolloutState | None, version: str | None, serving: str, actor: str, at_ms: int,
+            pipeline: str, why: str = "") -> RolloutState:
+    """``version`` (None: the candidate on trial) becomes the primary, and the trial ends;
+    ``serving`` is the primary when no state was written yet."""
+    if version is None:
+        if state is None or state.candidate is None:
+            raise ConfigError("promote needs a model version: no candidate is on trial")
+        version = state.candidate
     primary = state.primary if state is not None else serving
     previous: str | None = primary
     if primary == version:  # promoting the primary again keeps what to roll back to
         previous = state.previous if state is not None else None
-    return RolloutState(pipeline, primary=version, previous=previous, command=f"promote {version}", actor=actor,
-                        at_ms=at_ms)
+    return RolloutState(pipeline, primary=version, previous=previous, command=f"promote {version}{why}",
+                        actor=actor, at_ms=at_ms)
 
 
-def rollback(state: RolloutState | None, actor: str, at_ms: int) -> RolloutState:
-    """Back to the previous primary, and any candidate dropped."""
+def rollback(state: RolloutState | None, actor: str, at_ms: int, why: str = "") -> RolloutState:
+    """A trial running: it ends, the primary stays. Else: back to the previous primary."""
+    if state is not None and state.candidate is not None:
+        return RolloutState(state.pipeline, primary=state.primary, previous=state.previous,
+                            command=f"rollback {state.mode} {state.candidate}{why}", actor=actor, at_ms=at_ms)
     if state is None or state.previous is None:
         raise ConfigError("nothing to roll back to: no earlier primary on the control topic")
     return RolloutState(state.pipeline, primary=state.previous, previous=state.primary,
@@ -90,12 +100,26 @@ def rollback(state: RolloutState | None, actor: str, at_ms: int) -> RolloutState
 
 
 def trial(state: RolloutState | None, mode: str, version: str, fraction: float, serving: str, actor: str,
-          at_ms: int, pipeline: str) -> RolloutState:
-    """A shadow or canary candidate, recorded in the state (workers do not act on it yet)."""
+          at_ms: int, pipeline: str, guards: dict[str, float] | None = None) -> RolloutState:
+    """A shadow or canary candidate next to the primary (``guards``: a canary's, see ``Guards``)."""
     base = state or RolloutState(pipeline, primary=serving)
+    if version == base.primary:
+        raise ConfigError(f"{version} is the primary already: a {mode} needs another version")
     command = f"{mode} {version}" + (f" --fraction {fraction:g}" if mode == "canary" else "")
+    command += "".join(f" --guard {k}={v:g}" for k, v in sorted((guards or {}).items()))
     return replace(base, candidate=version, mode=mode, fraction=fraction if mode == "canary" else 0.0,
-                   command=command, actor=actor, at_ms=at_ms)
+                   guards=dict(guards or {}) if mode == "canary" else {}, command=command, actor=actor, at_ms=at_ms)
+
+
+def decided(state: RolloutState | None, candidate: str, action: str, why: str, actor: str,
+            at_ms: int) -> RolloutState | None:
+    """The state after a worker's guards decided about ``candidate`` (``action``: rollback or
+    promote); None when the state moved on meanwhile (another worker decided, or a command)."""
+    if state is None or state.candidate != candidate:
+        return None
+    if action == "promote":
+        return promote(state, None, state.primary, actor, at_ms, state.pipeline, why=f" (automatic: {why})")
+    return rollback(state, actor, at_ms, why=f" (automatic: {why})")
 
 
 def startup_versions(state: RolloutState | None, configured: str | None) -> list[str | None]:

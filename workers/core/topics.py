@@ -12,19 +12,23 @@ class PipelineTopics:
     dlq: str  # dead letters: the original bytes and why they were not scored
     audit: str  # the audit trail: model loads, worker starts, replay runs, rollouts
     control: str = ""  # compacted: the rollout state, one record keyed by the pipeline (workers.core.rollout)
+    shadow: str = ""  # a shadow candidate's scores next to the primary's (workers.core.shadow)
+    labels: str = ""  # ground truth, joined to predictions by event id (workers.core.quality)
 
     @classmethod
     def for_pipeline(cls, pipeline: str, prefix: str = "") -> PipelineTopics:
         base = f"{prefix}{pipeline}"
         return cls(events=f"{base}.events", predictions=f"{base}.predictions", dlq=f"{base}.dlq",
-                   audit=f"{base}.audit", control=f"{base}.control")
+                   audit=f"{base}.audit", control=f"{base}.control", shadow=f"{base}.shadow",
+                   labels=f"{base}.labels")
 
     def with_events(self, topic: str) -> PipelineTopics:
         """The same outputs fed from another input topic (benchmarks share one backlog)."""
         return dataclasses.replace(self, events=topic)
 
     def all(self) -> list[str]:
-        return [self.events, self.predictions, self.dlq, self.audit, *([self.control] if self.control else [])]
+        optional = (self.control, self.shadow, self.labels)
+        return [self.events, self.predictions, self.dlq, self.audit, *[t for t in optional if t]]
 
     def configs(self) -> dict[str, dict[str, str]]:
         """Topic-level configs a topic needs (the others take the broker's defaults)."""

@@ -1,4 +1,5 @@
-"""Deliberately bad model versions for rollout tests, built into a models directory (never committed).
+"""Deliberately bad model versions for rollout tests and `workers demo --rollout`, built into a
+models directory (never committed, never under the repository's models/).
 
 Each passes every check a worker makes before serving (sha256, model and schema contract), and
 misbehaves only when it scores: ``shift`` adds a constant to every fraud score, ``fail_above``

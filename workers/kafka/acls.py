@@ -3,15 +3,18 @@
 | principal | may |
 |---|---|
 | worker | READ the events topic and its consumer group, and the control topic (rollouts); |
-|        | WRITE predictions, dead letters, audit |
-| producer | WRITE the events topic |
-| consumer | READ the predictions topic, and consumer groups named ``<prefix><pipeline>-consumer*`` |
+|        | WRITE predictions, dead letters, audit, shadow scores, and the control topic |
+| producer | WRITE the events and labels topics |
+| consumer | READ the predictions, shadow and labels topics (``workers quality``), and consumer groups |
+|          | named ``<prefix><pipeline>-consumer*`` |
 | replayer | READ dead letters and the events topic (truncated originals); WRITE events and audit; |
 |          | its progress groups ``<prefix><pipeline>-replay*`` |
 
 Each WRITE and READ on a topic comes with DESCRIBE on it (metadata). Nothing else: no
 cluster-level rights, no topic creation (an admin creates topics), no wildcard. Nobody but
-an admin reads the audit trail or writes the control topic (``workers rollout``).
+an admin reads the audit trail. Workers write the control topic for one reason: a canary's
+guards roll it back (or promote it after its soak) in every worker and across restarts, which
+only the shared state can do; what any state names is still verified before it serves.
 Applying is idempotent: Kafka keeps one copy of an ACL however often it is created.
 
 ACLs are eventually consistent: the controller commits a change and answers, and each broker
@@ -61,8 +64,13 @@ def pipeline_grants(settings: Settings, principals: dict[str, str]) -> list[Gran
         *topic("worker", "WRITE", topics.dlq),
         *topic("worker", "WRITE", topics.audit),
         *topic("worker", "READ", topics.control),  # no group: every worker reads the whole state
+        *topic("worker", "WRITE", topics.control),  # a canary's automatic rollback or promotion
+        *topic("worker", "WRITE", topics.shadow),
         *topic("producer", "WRITE", topics.events),
+        *topic("producer", "WRITE", topics.labels),
         *topic("consumer", "READ", topics.predictions),
+        *topic("consumer", "READ", topics.shadow),
+        *topic("consumer", "READ", topics.labels),
         Grant(principals["consumer"], "READ", "GROUP", f"{base}-consumer", "PREFIXED"),
         *topic("replayer", "READ", topics.dlq),
         *topic("replayer", "READ", topics.events),

@@ -17,8 +17,10 @@ from typing import Any, NoReturn, Protocol
 
 import structlog
 
+from workers.core.canary import Decision
 from workers.core.pipeline import BatchResult, Pipeline
 from workers.core.records import InputRecord
+from workers.core.trial import Trial
 from workers.errors import RegistryUnavailableError, SchemaError
 from workers.kafka.connection import Connection
 
@@ -56,13 +58,18 @@ class EngineConfig:
 
 
 class PipelineSwitch:
-    """A verified pipeline waiting to replace the serving one: offered from another thread (a rollout),
-    applied on the event loop between batches, so the batch in flight finishes with its own model."""
+    """A verified pipeline waiting to replace the serving one, or a trial to start or end: offered
+    from another thread (a rollout), applied on the event loop between batches, so the batch in
+    flight finishes with its own model. A trial's decision (its guards) is applied the same way,
+    right after the batch that made it."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._waiting: tuple[Pipeline, threading.Event] | None = None
+        self._trial: tuple[Trial | None, threading.Event] | None = None
         self.listeners: list[Callable[[Pipeline], None]] = []  # told of the pipeline now serving
+        self.trial_listeners: list[Callable[[Trial | None], None]] = []  # told of the trial now running
+        self.decision_listeners: list[Callable[[Trial, Decision], None]] = []  # told what a trial's guards decided
 
     def offer(self, pipeline: Pipeline) -> threading.Event:
         """Set once ``pipeline`` serves (a later offer replaces one not applied yet)."""
@@ -71,17 +78,53 @@ class PipelineSwitch:
             self._waiting = (pipeline, applied)
         return applied
 
+    def offer_trial(self, trial: Trial | None) -> threading.Event:
+        """Set once ``trial`` runs (None: once no trial runs)."""
+        applied = threading.Event()
+        with self._lock:
+            self._trial = (trial, applied)
+        return applied
+
     def apply(self, context: EngineContext) -> None:
+        if self._waiting is None and self._trial is None:
+            return
         with self._lock:
             waiting, self._waiting = self._waiting, None
-        if waiting is None:
-            return
-        pipeline, applied = waiting
+            trial, self._trial = self._trial, None
+        if trial is not None:
+            self._run_trial(context, trial[0])
+            trial[1].set()
+        if waiting is not None:
+            pipeline, applied = waiting
+            self._serve(context, pipeline)
+            applied.set()
+
+    def _serve(self, context: EngineContext, pipeline: Pipeline) -> None:
         pipeline.carry_over(context.pipeline)
         context.pipeline = pipeline
+        if context.trial is not None:
+            context.trial.attach(pipeline)
         for listener in self.listeners:
             listener(pipeline)
-        applied.set()
+
+    def _run_trial(self, context: EngineContext, trial: Trial | None) -> None:
+        if trial is not None:
+            trial.attach(context.pipeline)
+        context.trial = trial
+        for listener in self.trial_listeners:
+            listener(trial)
+
+    def judge(self, context: EngineContext) -> None:
+        """After a trial's batch: a rollback ends it now, a promotion makes its candidate the primary now."""
+        trial = context.trial
+        decision = trial.decision() if trial is not None else None
+        if trial is None or decision is None:
+            return
+        self._run_trial(context, None)
+        if decision.action == "promote":
+            self._serve(context, trial.candidate)
+        for listener in self.decision_listeners:
+            listener(trial, decision)
 
 
 @dataclass
@@ -93,6 +136,7 @@ class EngineContext:
     fail: Callable[[BaseException], NoReturn]
     schema_registry: SchemaSource | None = None  # where writer schemas of registry-framed events come from
     switch: PipelineSwitch = field(default_factory=PipelineSwitch)
+    trial: Trial | None = None  # a candidate in shadow or canary next to ``pipeline`` (set by ``switch``)
 
 
 class SchemaSource(Protocol):
@@ -104,11 +148,14 @@ def process(context: EngineContext, records: list[InputRecord]) -> BatchResult:
     without acking or committing what was not handled."""
     context.switch.apply(context)  # between batches: a verified model offered by a rollout starts here
     started = time.perf_counter()
+    trial = context.trial
     try:
-        result = context.pipeline.process(records)
+        result = context.pipeline.process(records) if trial is None else trial.process(context.pipeline, records)
     except Exception as exc:
         context.fail(exc)
     result.processing_s = time.perf_counter() - started
+    if trial is not None:
+        context.switch.judge(context)
     return result
 
 

@@ -7,19 +7,31 @@ signature when trusted keys are set), so scoring does not stall, and offers it t
 which switches between batches (``PipelineSwitch``). A version that fails verification is
 refused: the worker keeps its model, logs it, counts it (``workers_rollout_refusals_total``)
 and writes an audit record; so does every switch.
+
+A candidate (shadow or canary) is loaded and verified the same way and offered as a ``Trial``.
+When a canary's guards decide (in the engine, right after the batch), the engine has already
+acted; this thread then audits the decision with its values and writes the new state to the
+control topic, so that every worker, and every worker started later, follows it.
 """
 from __future__ import annotations
 
+import queue
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from workers.core import audit
+from workers.core import audit, rollout
+from workers.core.canary import Decision, Guards
+from workers.core.codec import SchemaStore, SingleObjectCodec
 from workers.core.pipeline import Pipeline
 from workers.core.rollout import RolloutState, startup_versions, wanted_version
+from workers.core.shadow import SCHEMA as SHADOW_SCHEMA
+from workers.core.shadow import SCHEMA_NAME as SHADOW_SCHEMA_NAME
+from workers.core.trial import SHADOW, Trial
 from workers.errors import ConfigError, WorkersError
 from workers.kafka import audit as audit_log
-from workers.kafka.control import ControlReader
+from workers.kafka.control import ControlReader, write_state
 from workers.kafka.engine import PipelineSwitch
 from workers.ops.logs import get_logger
 from workers.settings import Settings
@@ -84,6 +96,10 @@ class RolloutFollower(threading.Thread):
         self.on_refused = refused
         self.refused: set[str] = set(refused_at_start)  # versions refused for the current state
         self.stopping = threading.Event()
+        self.trial: tuple[str, str, float, tuple] | None = None  # (candidate, mode, fraction, guards) running
+        self.decided_under: RolloutState | None = None  # the state a local decision was taken under
+        self.decisions: queue.SimpleQueue[tuple[Trial, Decision]] = queue.SimpleQueue()
+        switch.decision_listeners.append(lambda trial, decision: self.decisions.put((trial, decision)))
 
     def run(self) -> None:
         try:
@@ -95,13 +111,95 @@ class RolloutFollower(threading.Thread):
             self.reader.close()
 
     def step(self, new_state: RolloutState | None) -> None:
+        while not self.decisions.empty():
+            self._decided(*self.decisions.get())
         if new_state is not None:
-            self.state, self.refused = new_state, set()
+            self.state, self.refused, self.decided_under = new_state, set(), None
             log.info("rollout state received", pipeline=self.settings.pipeline, worker_id=self.settings.worker_id,
                      serving=self.serving, state=new_state.describe())
+        if self.decided_under is not None:
+            return  # the engine acted on a canary's decision: the state written for it comes next
+        self._follow_trial()  # a trial the state ended ends before the primary changes
         version = wanted_version(self.state, self.serving, self.refused)
         if version is not None:
             self._switch_to(version)
+            self._follow_trial()  # one the state starts runs next to the new primary
+
+    # ------------------------------------------------------------------ trials
+
+    def _follow_trial(self) -> None:
+        state = self.state
+        wanted = None
+        if state is not None and state.candidate is not None and state.candidate not in self.refused \
+                and state.candidate != self.serving:
+            wanted = (state.candidate, state.mode, state.fraction, tuple(sorted(state.guards.items())))
+        if wanted == self.trial:
+            return
+        trial = None
+        if wanted is not None:
+            trial = self._trial(state)
+            if trial is None:
+                return  # refused: audited, counted; the primary serves on alone
+        if not self._offered(self.switch.offer_trial(trial)):
+            return
+        self.trial = wanted
+        if trial is not None:
+            log.info("trial started", pipeline=self.settings.pipeline, worker_id=self.settings.worker_id,
+                     mode=trial.mode, candidate=trial.version, fraction=trial.fraction, primary=self.serving)
+            _audit(self.settings, audit.TRIAL_STARTED, {"mode": trial.mode, "candidate": trial.version,
+                                                         "fraction": trial.fraction, "primary": self.serving,
+                                                         "command": state.command if state else ""})
+        else:
+            log.info("trial ended", pipeline=self.settings.pipeline, worker_id=self.settings.worker_id,
+                     command=state.command if state else "")
+
+    def _trial(self, state: Any) -> Trial | None:
+        version = state.candidate
+        try:
+            candidate = self.load(version)
+            if state.mode == SHADOW:
+                from workers.kafka.clients import check_access
+
+                check_access(self.settings, [self.settings.topics.shadow])
+            guards = Guards.from_state(state.guards)
+        except WorkersError as exc:
+            self.refused.add(version)
+            _refused(self.settings, version, exc, state)
+            self.on_refused(version, str(exc))
+            return None
+        store = SchemaStore(self.settings.schemas_dir)
+        codec = SingleObjectCodec(store, store.add_definition(SHADOW_SCHEMA, SHADOW_SCHEMA_NAME))
+        return Trial(candidate, state.mode, fraction=state.fraction, guards=guards,
+                     shadow_topic=self.settings.topics.shadow, shadow_codec=codec,
+                     worker_id=self.settings.worker_id, primary_version=self.serving)
+
+    def _offered(self, applied: threading.Event) -> bool:
+        while not applied.wait(0.5):
+            if self.stopping.is_set():
+                return False
+        return True
+
+    def _decided(self, trial: Trial, decision: Decision) -> None:
+        """The engine ended a canary (rollback) or made its candidate the primary (promote): audit it
+        with the guard values, and write the state that makes every worker do the same."""
+        self.trial, self.decided_under = None, self.state
+        if decision.action == "promote":
+            self.serving = trial.version
+        why = f"{decision.guard} by {self.settings.worker_id}"
+        log.warning("canary decided", pipeline=self.settings.pipeline, worker_id=self.settings.worker_id,
+                    candidate=trial.version, decision=decision.describe(), trial=trial.summary())
+        _audit(self.settings, audit.TRIAL_DECIDED, {
+            "action": decision.action, "guard": decision.guard, "candidate": trial.version, "mode": trial.mode,
+            **{f"value.{k}": f"{v:.4g}" if isinstance(v, float) else v for k, v in decision.values.items()},
+            "primary": trial.primary_side.summary(), "candidate_side": trial.candidate_side.summary()})
+        new = rollout.decided(self.state, trial.version, decision.action, why, audit_log.actor(self.settings),
+                              int(time.time() * 1000))
+        if new is None:
+            return
+        try:
+            write_state(self.settings, new)
+        except WorkersError as exc:  # this worker has acted; the others follow their own guards
+            log.error("rollout state not written; other workers decide by their own guards", error=str(exc))
 
     def _switch_to(self, version: str) -> None:
         command = self.state.command if self.state else ""
@@ -112,10 +210,8 @@ class RolloutFollower(threading.Thread):
             _refused(self.settings, version, exc, self.state)
             self.on_refused(version, str(exc))
             return
-        applied = self.switch.offer(pipeline)
-        while not applied.wait(0.5):
-            if self.stopping.is_set():
-                return
+        if not self._offered(self.switch.offer(pipeline)):
+            return
         previous, self.serving = self.serving, version
         manifest = pipeline.manifest
         log.info("model switched", pipeline=self.settings.pipeline, worker_id=self.settings.worker_id,

@@ -17,9 +17,8 @@ from workers.kafka import audit as audit_log
 from workers.kafka.control import read_state, write_state
 from workers.settings import Settings
 
-NOT_ACTED_ON = ("note: workers record the candidate but do not act on shadow or canary yet; "
-                "only promote and rollback change what scores")
-REPORTED = (audit.MODEL_LOADED, audit.MODEL_SWITCHED, audit.ROLLOUT_REFUSED)
+REPORTED = (audit.MODEL_LOADED, audit.MODEL_SWITCHED, audit.ROLLOUT_REFUSED, audit.TRIAL_STARTED,
+            audit.TRIAL_DECIDED)
 
 
 def _serving(settings: Settings) -> str:
@@ -29,27 +28,25 @@ def _serving(settings: Settings) -> str:
     return load_manifest(settings)[0].version
 
 
-def change(settings: Settings, action: str, version: str | None = None, fraction: float = 0.0) -> list[str]:
+def change(settings: Settings, action: str, version: str | None = None, fraction: float = 0.0,
+           guards: dict[str, float] | None = None) -> list[str]:
     current = read_state(settings)
     actor, now = audit_log.actor(settings), int(time.time() * 1000)
     if action == "rollback":
         new = rollout.rollback(current, actor, now)
     else:
-        if version is None:
-            raise ConfigError(f"rollout {action} needs a model version")
         serving = current.primary if current is not None else _serving(settings)
         if action == "promote":
             new = rollout.promote(current, version, serving, actor, now, settings.pipeline)
+        elif version is None:
+            raise ConfigError(f"rollout {action} needs a model version")
         else:
-            new = rollout.trial(current, action, version, fraction, serving, actor, now, settings.pipeline)
+            new = rollout.trial(current, action, version, fraction, serving, actor, now, settings.pipeline, guards)
     write_state(settings, new)
     audit_log.write(settings, audit.ROLLOUT_COMMAND, {"command": new.command, "primary": new.primary,
                                                       "previous": new.previous, "candidate": new.candidate,
                                                       "mode": new.mode, "fraction": new.fraction})
-    lines = [f"wrote: {new.describe()}"]
-    if action in ("shadow", "canary"):
-        lines.append(NOT_ACTED_ON)
-    return lines
+    return [f"wrote: {new.describe()}"]
 
 
 def status(settings: Settings, idle_timeout_s: float = 2.0) -> list[str]:
@@ -78,6 +75,15 @@ def describe_report(record: dict[str, Any], state: RolloutState | None) -> str:
     details = record["details"]
     if record["action"] == audit.ROLLOUT_REFUSED:
         return f"REFUSED {details.get('version')} (keeps its model): {details.get('error')}"
+    if record["action"] == audit.TRIAL_STARTED:
+        share = f" over {float(details.get('fraction') or 0):.0%} of keys" if details.get("mode") == "canary" else ""
+        return f"serves {details.get('primary')} with {details.get('candidate')} as {details.get('mode')}{share}"
+    if record["action"] == audit.TRIAL_DECIDED:
+        values = ", ".join(f"{k.removeprefix('value.')}={v}" for k, v in sorted(details.items())
+                           if k.startswith("value."))
+        verb = "PROMOTED" if details.get("action") == "promote" else "ROLLED BACK"
+        return (f"{verb} {details.get('mode')} {details.get('candidate')} automatically "
+                f"({details.get('guard')}: {values})")
     version = details.get("version", "?")
     behind = f" (not the primary {state.primary})" if state is not None and version != state.primary else ""
     return f"serves {version}{behind} since {record['action'].replace('_', ' ')}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
@@ -90,6 +91,15 @@ class WorkerMetrics:
             "workers_oldest_undelivered_batch_age_seconds",
             "How long the oldest batch of outputs has waited for the broker's acknowledgement (0: none waiting)",
             ["pipeline"], registry=r).labels(pipeline)
+        self.trial = Gauge("workers_trial_candidate", "1 while a candidate runs next to the primary",
+                           ["pipeline", "mode", "candidate"], registry=r)
+        self.trial_figures = Gauge(
+            "workers_trial_figure", "A running trial's figures: shadow label_agreement, score_psi, "
+            "score_diff_p50/p90/p99/max, pairs, candidate_failures, extra_ms_per_batch; canary events, "
+            "dead_letters, error_rate and p99_batch_ms per model (role)", ["pipeline", "role", "figure"], registry=r)
+        self.trial_decisions = Counter("workers_trial_decisions_total",
+                                       "Automatic canary decisions (rollback or promote) and the guard that decided",
+                                       ["pipeline", "action", "guard"], registry=r)
         self.worker_id = worker_id
         self.model = Info("workers_model", "The model this worker serves", registry=r)
         self.set_model(model_version, model_sha256, scoring)
@@ -113,6 +123,26 @@ class WorkerMetrics:
             self.latency.observe_many(latencies_s)
         if scores is not None:
             self.score.observe_many(scores)
+
+    def set_trial(self, summary: dict[str, Any] | None) -> None:
+        """A running trial's figures (``Trial.summary``), or None: no trial."""
+        self.trial.clear()
+        self.trial_figures.clear()
+        if summary is None:
+            return
+        self.trial.labels(self.pipeline, summary["mode"], summary["candidate"]).set(1)
+        figures: dict[tuple[str, str], Any] = {}
+        shadow = summary.get("shadow")
+        if shadow is not None:
+            figures.update({("shadow", k): v for k, v in shadow.items() if k != "score_diff"})
+            figures.update({("shadow", f"score_diff_{k}"): v for k, v in shadow["score_diff"].items()})
+        for role in ("primary", "candidate_side"):
+            side = summary.get(role)
+            if side is not None:
+                figures.update({(role.removesuffix("_side"), k): v for k, v in side.items() if k != "version"})
+        for (role, figure), value in figures.items():
+            if isinstance(value, (int, float)):
+                self.trial_figures.labels(self.pipeline, role, figure).set(value)
 
     def set_drift(self, psi: dict[str, float]) -> None:
         for feature, value in psi.items():

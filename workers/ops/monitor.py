@@ -14,9 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from workers.core.canary import Decision
 from workers.core.drift import DriftMonitor
 from workers.core.pipeline import BatchResult, Pipeline
 from workers.core.records import InputRecord
+from workers.core.trial import Trial
 from workers.ops.logs import get_logger
 from workers.ops.metrics import WorkerMetrics
 from workers.settings import Settings
@@ -49,6 +51,8 @@ class WorkerMonitor:
                                      pipeline.scorer.path)
         self.drift = DriftMonitor(manifest, drift_window, drift_threshold)
         self.rollout_refused: dict[str, str] = {}  # version -> why this worker refused to serve it
+        self.trial: Trial | None = None  # a candidate next to the primary (shadow or canary)
+        self.trial_decisions: list[dict[str, Any]] = []  # what the guards of this worker's canaries decided
         self.consumed = 0
         self.predictions = 0
         self.dead_letters: dict[str, int] = {}
@@ -131,6 +135,8 @@ class WorkerMonitor:
         self.oldest_undelivered_s = oldest_undelivered_s
         self.metrics.oldest_undelivered.set(oldest_undelivered_s)
         self.metrics.ready.set(1 if self.is_ready() else 0)
+        if self.trial is not None:
+            self.metrics.set_trial(self.trial.summary())
 
     def registry_problem(self, problem: str | None) -> None:
         self.registry_unavailable = problem
@@ -145,6 +151,17 @@ class WorkerMonitor:
         self._drift_pending, self._drift_pending_rows, self._psi = [], 0, {}
         self.metrics.set_model(manifest.version, manifest.artifact_sha256, pipeline.scorer.path)
         self.metrics.model_switches.inc()
+
+    def trial_changed(self, trial: Trial | None) -> None:
+        """A trial started or ended (between batches)."""
+        self.trial = trial
+        self.metrics.set_trial(trial.summary() if trial is not None else None)
+
+    def trial_decided(self, trial: Trial, decision: Decision) -> None:
+        self.trial_decisions.append({"candidate": trial.version, "mode": trial.mode, "at": time.time(),
+                                     "decision": decision.describe(), **trial.summary()})
+        del self.trial_decisions[:-10]
+        self.metrics.trial_decisions.labels(self.pipeline.name, decision.action, decision.guard).inc()
 
     def model_refused(self, version: str, reason: str) -> None:
         self.rollout_refused[version] = reason
@@ -204,6 +221,8 @@ class WorkerMonitor:
             "drift_window_events": self.drift.window_events,
             "drifted": sorted(self.drift.drifted),
             "rollout_refused": dict(self.rollout_refused),
+            "trial": self.trial.summary() if self.trial is not None else None,
+            "trial_decisions": list(self.trial_decisions),
         }
 
     # -- internals

@@ -12,7 +12,7 @@ from workers.errors import ConfigError
 
 def test_a_state_round_trips_through_its_record():
     state = RolloutState("fraud", primary="1.1.0", previous="1.0.0", candidate="1.2.0", mode="canary",
-                         fraction=0.2, guards={"max_psi": 0.25}, command="canary 1.2.0", actor="os:me", at_ms=5)
+                         fraction=0.2, guards={"max_score_psi": 0.25}, command="canary 1.2.0", actor="os:me", at_ms=5)
     record = state.to_json()
     assert json.loads(record)["schema"] == "workers.rollout.v1"
     assert RolloutState.from_json(record, "t") == state

@@ -144,3 +144,42 @@ def test_status_shows_each_workers_latest_report():
     assert describe_report(switched, state) == "serves 1.2.0 since model switched"
     assert describe_report(behind, state) == "serves 1.0.0 (not the primary 1.2.0) since model loaded"
     assert describe_report(refused, state) == "REFUSED 1.2.0 (keeps its model): bad sha256"
+
+
+def test_a_canary_starts_its_guards_end_it_in_the_engine_and_the_follower_writes_the_rollback(
+        tmp_path, audited, monkeypatch):
+    import shutil
+
+    from tests.bad_models import write_bad_version
+    from tests.factories import REPO
+
+    models = tmp_path / "models"
+    shutil.copytree(REPO / "models" / "fraud", models / "fraud")
+    write_bad_version(models, "1.2.0-failing", fail_above=0.0)
+    primary, bad = (load_test_pipeline(models=models, model_version=v) for v in ("1.0.0", "1.2.0-failing"))
+    written: list[RolloutState] = []
+    monkeypatch.setattr(rollout_module, "write_state", lambda settings, state: written.append(state))
+    switch, context = PipelineSwitch(), _context(primary)
+    context.switch = switch
+    monitor = WorkerMonitor(primary, "w1")
+    switch.trial_listeners.append(monitor.trial_changed)
+    switch.decision_listeners.append(monitor.trial_decided)
+    follower = _follower(Settings(worker_id="w1"), primary, switch, lambda version: bad, [])
+    state = RolloutState("fraud", primary="1.0.0", candidate="1.2.0-failing", mode="canary", fraction=1.0,
+                         guards={"min_events": 50}, command="canary 1.2.0-failing --fraction 1")
+    threading.Timer(0.2, switch.apply, [context]).start()
+    follower.step(state)
+    assert context.trial is not None and monitor.status()["trial"]["candidate"] == "1.2.0-failing"
+
+    result = process(context, [InputRecord(r.value, b"acct-%d" % i, "in", 0, i, NOW, [])
+                               for i, r in enumerate(_records(primary, 60))])
+    assert result.dead_letters["inference_error"] == 60  # scored by the candidate (every key), none lost
+    assert context.trial is None and context.pipeline is primary  # ended right after the batch
+    follower.step(None)
+    assert [s.describe().split(";")[0] for s in written] == ["fraud: primary 1.0.0 (previous -), no candidate"]
+    assert "automatic: error_rate by w1" in written[0].command
+    decided = [d for a, d in audited if a == audit.TRIAL_DECIDED]
+    assert decided and decided[0]["guard"] == "error_rate" and decided[0]["action"] == "rollback"
+    assert monitor.status()["trial"] is None and "error_rate" in monitor.status()["trial_decisions"][0]["decision"]
+    follower.step(None)  # the old state is still the latest: the canary is not started again
+    assert context.trial is None and switch._trial is None
