@@ -81,8 +81,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     worker.context.switch.decision_listeners.append(monitor.trial_decided)
     state.monitor = monitor
     if reader is not None:
-        RolloutFollower(settings, reader, rollout, pipeline, worker.context.switch, load, monitor.model_refused,
-                        refused_at_start=[version for version, _ in refusals]).start()
+        follower = RolloutFollower(settings, reader, rollout, pipeline, worker.context.switch, load,
+                                   monitor.model_refused, refused_at_start=[version for version, _ in refusals])
+        follower.begin(worker.context)  # a shadow or canary under way runs from the first batch
+        follower.start()
     worker.run()
     return 0
 
@@ -242,8 +244,26 @@ def _cmd_labels(args: argparse.Namespace) -> int:
 def _cmd_quality(args: argparse.Namespace) -> int:
     from workers.kafka.quality import describe, measure
 
-    report = measure(_settings(args), args.window_s, args.idle_timeout)
-    print(json.dumps(report) if args.json else "\n".join(describe(report)))
+    settings = _settings(args)
+    if args.port is None:
+        report = measure(settings, args.window_s, args.idle_timeout)
+        print(json.dumps(report) if args.json else "\n".join(describe(report)))
+        return 0
+    import signal
+    import threading
+
+    from workers.ops.http import HttpState, serve
+    from workers.ops.quality_monitor import QualityMonitor
+
+    state, stop = HttpState(), threading.Event()
+    state.monitor = monitor = QualityMonitor(settings.pipeline)
+    token = settings.http_token.get_secret_value() if settings.http_token else None
+    serve(state, args.port, settings.http_host, token)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    print(f"live quality of {settings.pipeline} on http://{settings.http_host}:{args.port}/ (/metrics, /status.json)",
+          flush=True)
+    measure(settings, args.window_s, None, on_report=monitor.update, stop=stop)
     return 0
 
 
@@ -901,6 +921,8 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_argument("--idle-timeout", type=_positive_float, default=5.0,
                          help="report once the topics were idle this many seconds (default: 5)")
     quality.add_argument("--json", action="store_true", help="the report as one JSON object")
+    quality.add_argument("--port", type=int, help="instead: keep joining, and serve /metrics, /status.json and a "
+                                                  "status page on this port until SIGTERM")
     quality.set_defaults(func=_cmd_quality)
 
     audit = sub.add_parser("audit", parents=[_connection_options()],

@@ -12,7 +12,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from tests.factories import REPO, load_test_pipeline
-from tests.integration.workers_harness import collect, pipeline_settings, worker_env
+from tests.integration.workers_harness import collect, free_port, get, metrics, pipeline_settings, worker_env
 from workers.core.records import InputRecord
 from workers.dev import fraud_data as fraud
 from workers.dev.processes import start_worker, stop_worker
@@ -65,3 +65,25 @@ def test_live_roc_auc_equals_the_offline_one(kafka_bootstrap, unique_name, tmp_p
     again = json.loads(shown.stdout)
     assert again["by_model_version"][manifest.version]["roc_auc"] == figures["roc_auc"]
     assert again["pending"]["labels"] == 2
+
+    # and live: metrics and a status page, until SIGTERM
+    port = free_port()
+    service = subprocess.Popen([sys.executable, "-m", "workers.cli", "quality", "--port", str(port), *common],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            code, body = get(port, "/status.json")
+            live = json.loads(body) if code == 200 else {}
+            if live.get("counts", {}).get("joined") == len(events) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert live["by_model_version"][manifest.version]["roc_auc"] == figures["roc_auc"]
+        samples = metrics(port)
+        assert samples[f"workers_quality_figure{{figure=roc_auc,model_version={manifest.version}}}"] == pytest.approx(
+            figures["roc_auc"])
+        assert samples["workers_label_join_records{outcome=joined}"] == len(events)
+        assert b"Live quality" in get(port, "/")[1]
+    finally:
+        service.terminate()
+        assert service.wait(30) == 0, service.stdout.read() if service.stdout else ""

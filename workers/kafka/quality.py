@@ -3,14 +3,16 @@
 ``workers quality`` reads ``<pipeline>.predictions`` and ``<pipeline>.labels`` from
 ``window_s`` ago (offsets by time) on every partition, with no consumer group and nothing
 committed: a restart rebuilds the same join state from the topics. It joins by event id
-(``workers.core.quality``) and reports live quality per model version until the topics have
-been idle for ``idle_timeout_s``. Records it cannot decode are counted, never fatal.
+(``workers.core.quality``) and reports live quality per model version: once, when the topics
+have been idle for ``idle_timeout_s``, or continuously as metrics and a status page
+(``--port``). Records it cannot decode are counted, never fatal.
 """
 from __future__ import annotations
 
 import json
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -72,14 +74,24 @@ def read_label_file(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def measure(settings: Settings, window_s: float = DEFAULT_WINDOW_S, idle_timeout_s: float = 5.0) -> dict[str, Any]:
-    """Join what the two topics hold from ``window_s`` ago until they are idle; the report."""
+def measure(settings: Settings, window_s: float = DEFAULT_WINDOW_S, idle_timeout_s: float | None = 5.0,
+            on_report: Callable[[dict[str, Any]], None] | None = None, report_every_s: float = 1.0,
+            stop: threading.Event | None = None) -> dict[str, Any]:
+    """Join what the two topics hold from ``window_s`` ago, until they were idle ``idle_timeout_s``
+    (None: until ``stop`` is set, handing ``on_report`` the report every ``report_every_s``); the report."""
     from kafka import TopicPartition
 
     manifest = load_manifest(settings)[0]
     topics = [settings.topics.predictions, settings.topics.labels]
     consumer = clients.consumer(settings, client_id="workers-quality", enable_auto_commit=False,
                                 auto_offset_reset="earliest")
+    join = LabelJoin(window_s)
+    quality = Quality(manifest.is_classifier, manifest.labels[1] if manifest.is_classifier else None)
+
+    def report() -> dict[str, Any]:
+        return {"pipeline": settings.pipeline, "window_s": window_s, "counts": dict(sorted(join.counts.items())),
+                "pending": join.pending(), "by_model_version": quality.report()}
+
     try:
         partitions = []
         for topic in topics:
@@ -96,11 +108,11 @@ def measure(settings: Settings, window_s: float = DEFAULT_WINDOW_S, idle_timeout
                 consumer.seek_to_end(tp)
             else:
                 consumer.seek(tp, found_offset.offset)
-        join = LabelJoin(window_s)
-        quality = Quality(manifest.is_classifier, manifest.labels[1] if manifest.is_classifier else None)
         predictions, labels = prediction_codec(settings), label_codec(settings)
-        idle_since = time.monotonic()
-        while time.monotonic() - idle_since < idle_timeout_s:
+        idle_since = reported = time.monotonic()
+        while not (stop is not None and stop.is_set()):
+            if idle_timeout_s is not None and time.monotonic() - idle_since >= idle_timeout_s:
+                break
             batches = consumer.poll(timeout_ms=200)
             if any(batches.values()):
                 idle_since = time.monotonic()
@@ -118,10 +130,12 @@ def measure(settings: Settings, window_s: float = DEFAULT_WINDOW_S, idle_timeout
                         continue
                     if joined is not None:
                         quality.add(joined)
+            if on_report is not None and time.monotonic() - reported >= report_every_s:
+                reported = time.monotonic()
+                on_report(report())
     finally:
         consumer.close()
-    return {"pipeline": settings.pipeline, "window_s": window_s, "counts": dict(sorted(join.counts.items())),
-            "pending": join.pending(), "by_model_version": quality.report()}
+    return report()
 
 
 def describe(report: dict[str, Any]) -> list[str]:

@@ -32,7 +32,7 @@ from workers.core.trial import SHADOW, Trial
 from workers.errors import ConfigError, WorkersError
 from workers.kafka import audit as audit_log
 from workers.kafka.control import ControlReader, write_state
-from workers.kafka.engine import PipelineSwitch
+from workers.kafka.engine import EngineContext, PipelineSwitch
 from workers.ops.logs import get_logger
 from workers.settings import Settings
 
@@ -99,7 +99,17 @@ class RolloutFollower(threading.Thread):
         self.trial: tuple[str, str, float, tuple] | None = None  # (candidate, mode, fraction, guards) running
         self.decided_under: RolloutState | None = None  # the state a local decision was taken under
         self.decisions: queue.SimpleQueue[tuple[Trial, Decision]] = queue.SimpleQueue()
+        self._before_start: EngineContext | None = None  # set by ``begin``: apply offers at once
         switch.decision_listeners.append(lambda trial, decision: self.decisions.put((trial, decision)))
+
+    def begin(self, context: EngineContext) -> None:
+        """Before the engine starts: a trial the state names runs from the first batch, so a worker
+        that joins during a canary never scores a canary key with the primary."""
+        self._before_start = context
+        try:
+            self._follow_trial()
+        finally:
+            self._before_start = None
 
     def run(self) -> None:
         try:
@@ -174,6 +184,8 @@ class RolloutFollower(threading.Thread):
                      worker_id=self.settings.worker_id, primary_version=self.serving)
 
     def _offered(self, applied: threading.Event) -> bool:
+        if self._before_start is not None:
+            self.switch.apply(self._before_start)
         while not applied.wait(0.5):
             if self.stopping.is_set():
                 return False

@@ -15,11 +15,9 @@ import socketserver
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-from workers.ops.monitor import WorkerMonitor
 
 STATUS_PAGE = (Path(__file__).parent / "status.html").read_bytes()
 MAX_CONNECTIONS = 16
@@ -27,10 +25,22 @@ REQUEST_TIMEOUT_S = 10.0
 PROTECTED = ("/", "/status", "/status.json")
 
 
+class Observed(Protocol):
+    """What the endpoints read: a worker's monitor (``WorkerMonitor``), or `workers quality`'s."""
+
+    metrics: Any  # its ``registry`` is what /metrics shows
+
+    def is_alive(self) -> bool: ...
+
+    def readiness(self) -> dict[str, Any]: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
 class HttpState:
     """What the endpoints read; ``monitor`` is None until the model is loaded and verified."""
 
-    monitor: WorkerMonitor | None = None
+    monitor: Observed | None = None
 
 
 class BoundedThreadingServer(socketserver.ThreadingMixIn, HTTPServer):
@@ -89,7 +99,7 @@ def serve(state: HttpState, port: int, host: str = "127.0.0.1", token: str | Non
             elif path == "/status.json":
                 self._send(200, json.dumps(monitor.status()).encode(), "application/json")
             elif path in ("/", "/status"):
-                self._send(200, STATUS_PAGE, "text/html; charset=utf-8")
+                self._send(200, getattr(monitor, "page", STATUS_PAGE), "text/html; charset=utf-8")
             else:
                 self._send(404, b"not found\n", "text/plain")
 

@@ -183,3 +183,17 @@ def test_a_canary_starts_its_guards_end_it_in_the_engine_and_the_follower_writes
     assert monitor.status()["trial"] is None and "error_rate" in monitor.status()["trial_decisions"][0]["decision"]
     follower.step(None)  # the old state is still the latest: the canary is not started again
     assert context.trial is None and switch._trial is None
+
+
+def test_a_worker_starting_during_a_canary_runs_it_from_its_first_batch(pipelines, audited):
+    switch, context = PipelineSwitch(), _context(pipelines["1.0.0"])
+    context.switch = switch
+    state = RolloutState("fraud", primary="1.0.0", candidate="1.1.0", mode="canary", fraction=0.5,
+                         command="canary 1.1.0 --fraction 0.5")
+    follower = RolloutFollower(Settings(worker_id="w-late"), None, state, pipelines["1.0.0"], switch,  # type: ignore[arg-type]
+                               lambda version: pipelines[version], lambda version, why: None)
+    follower.begin(context)  # no event loop yet: applied at once
+    assert context.trial is not None and context.trial.key() == ("1.1.0", "canary", 0.5)
+    assert [a for a, _ in audited] == [audit.TRIAL_STARTED]
+    follower.step(None)  # the same state: nothing started twice
+    assert [a for a, _ in audited] == [audit.TRIAL_STARTED]
