@@ -77,12 +77,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
     for version, why in refusals:
         monitor.model_refused(version, why)
     worker = InferenceWorker(settings, pipeline, monitor)
+    if settings.live_quality:
+        from workers.kafka.labels_follower import LabelFollower
+
+        LabelFollower(settings, monitor.label_arrived).start()
     worker.context.switch.trial_listeners.append(monitor.trial_changed)
     worker.context.switch.decision_listeners.append(monitor.trial_decided)
     state.monitor = monitor
     if reader is not None:
         follower = RolloutFollower(settings, reader, rollout, pipeline, worker.context.switch, load,
-                                   monitor.model_refused, refused_at_start=[version for version, _ in refusals])
+                                   monitor.model_refused, refused_at_start=[version for version, _ in refusals],
+                                   quality=monitor.quality_report if settings.live_quality else None)
         follower.begin(worker.context)  # a shadow or canary under way runs from the first batch
         follower.start()
     worker.run()

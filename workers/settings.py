@@ -99,6 +99,9 @@ class Settings(BaseSettings):
                                                              "others to share its model call, at most")
     drift_window: int = Field(5000, ge=1, description="scored events compared with the reference profile")
     drift_threshold: float = Field(0.2, gt=0, description="PSI above which a feature counts as drifted")
+    live_quality: bool = Field(False, description="join <pipeline>.labels to this worker's own predictions: live "
+                                                  "quality per model version, and a canary's quality guard")
+    labels_window_s: float = Field(7 * 24 * 3600.0, gt=0, description="how long a prediction waits for its label")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["json", "console"] = "json"
     security_protocol: SecurityProtocol = "PLAINTEXT"

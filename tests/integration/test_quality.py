@@ -12,10 +12,10 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from tests.factories import REPO, load_test_pipeline
-from tests.integration.workers_harness import collect, free_port, get, metrics, pipeline_settings, worker_env
+from tests.integration.workers_harness import collect, free_port, get, metrics, pipeline_settings, start_observed_worker
 from workers.core.records import InputRecord
 from workers.dev import fraud_data as fraud
-from workers.dev.processes import start_worker, stop_worker
+from workers.dev.processes import stop_worker
 from workers.kafka.producer import EventProducer
 from workers.kafka.quality import measure, send_labels
 from workers.pipelines import load_manifest
@@ -30,17 +30,25 @@ def test_live_roc_auc_equals_the_offline_one(kafka_bootstrap, unique_name, tmp_p
     with EventProducer(settings, manifest, store, settings.topics.events) as producer:
         for event in events:
             producer.send_event(event)
-    worker = start_worker(settings, tmp_path / "worker.log", worker_env(settings))
+    worker, worker_port = start_observed_worker(settings, tmp_path / "worker.log", {"WORKERS_LIVE_QUALITY": "true"})
     try:
         out = collect(settings, len(events), worker=worker)
+        assert len(out.predictions) == len(events)
+        # the labels come later, in another order, with one for an event that was never scored
+        labels = [{"event_id": e["event_id"], "label": "fraud" if y else "legit"}
+                  for e, y in zip(events, truth, strict=True)]
+        send_labels(settings, [*labels[::-1], {"event_id": "no-such-event", "label": "fraud"}])
+        deadline = time.monotonic() + 60
+        while True:  # the worker joins them to the predictions it made itself
+            in_worker = (json.loads(get(worker_port, "/status.json")[1]) or {}).get("live_quality") or {}
+            if in_worker.get("counts", {}).get("joined") == len(events) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        auc_sample = f"workers_quality_figure{{figure=roc_auc,model_version={manifest.version}}}"
+        while auc_sample not in (worker_metrics := metrics(worker_port)) and time.monotonic() < deadline:
+            time.sleep(0.5)  # gauges follow the status within a heartbeat (1 s)
     finally:
         assert stop_worker(worker) == 0, (tmp_path / "worker.log").read_text()[-3000:]
-    assert len(out.predictions) == len(events)
-
-    # the labels come later, in another order, with one for an event that was never scored
-    labels = [{"event_id": e["event_id"], "label": "fraud" if y else "legit"}
-              for e, y in zip(events, truth, strict=True)]
-    send_labels(settings, [*labels[::-1], {"event_id": "no-such-event", "label": "fraud"}])
     report = measure(settings, idle_timeout_s=3)
 
     pipeline = load_test_pipeline(schemas=REPO / "schemas", models=REPO / "models")
@@ -51,6 +59,9 @@ def test_live_roc_auc_equals_the_offline_one(kafka_bootstrap, unique_name, tmp_p
     assert report["counts"]["joined"] == len(events) and report["pending"] == {"predictions": 0, "labels": 1}
     assert figures["pairs"] == len(events) and figures["positives"] == int(truth.sum())
     assert figures["roc_auc"] == pytest.approx(roc_auc_score(truth, scores), abs=1e-12)
+    assert in_worker["by_model_version"][manifest.version]["roc_auc"] == figures["roc_auc"]
+    assert in_worker["pending"] == {"predictions": 0, "labels": 1}
+    assert worker_metrics[auc_sample] == pytest.approx(figures["roc_auc"])
 
     # the same through the CLI, from a file
     (tmp_path / "more.jsonl").write_text(json.dumps({"event_id": "x-1", "value": 1.0}) + "\n")

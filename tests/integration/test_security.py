@@ -139,9 +139,9 @@ def test_acl_apply_is_idempotent_and_prints_least_privilege(secure_broker, pipel
     out = _cli(secure_broker.env("admin"), "acl", "apply", "--topic-prefix", pipeline.topic_prefix)
     assert out.returncode == 0, out.stderr
     lines = [line for line in out.stdout.splitlines() if line.startswith("User:")]
-    assert len(lines) == len(pipeline_grants(pipeline, PRINCIPALS)) == 33
+    assert len(lines) == len(pipeline_grants(pipeline, PRINCIPALS)) == 35
     assert not [line for line in lines if "producer" in line and "READ" in line]  # producers only write
     # the rollout control topic: workers read it, and write it only for a canary's automatic decisions
     control = [line.split()[:2] for line in lines if line.rstrip().endswith(".control")]
     assert sorted(control) == [["User:worker", "DESCRIBE"], ["User:worker", "READ"], ["User:worker", "WRITE"]]
-    assert "applied 33 ACLs" in out.stdout
+    assert "applied 35 ACLs" in out.stdout

@@ -44,6 +44,9 @@ class Guards:
     max_p99_ratio: float = 3.0  # p99 time to process a batch, candidate over primary
     min_batches: int = 20  # batches per model before the p99 guard is judged
     soak_s: float = 0.0  # healthy this long (with min_events seen): promoted; 0: only by command
+    min_labels: int = 200  # labelled predictions per model (live quality) before the quality guard is judged
+    max_auc_drop: float = 0.05  # ROC-AUC, primary minus candidate (classifiers)
+    max_rmse_ratio: float = 1.25  # RMSE, candidate over primary (regressors)
 
     @classmethod
     def from_state(cls, values: dict[str, float]) -> Guards:
@@ -106,10 +109,15 @@ class ModelSide:
                 "p99_batch_ms": 1000 * self.p99_s}
 
 
-def judge(guards: Guards, primary: ModelSide, candidate: ModelSide, healthy_s: float) -> Decision | None:
-    """A guard that trips (rollback), a soak completed (promote), or None: go on."""
+def judge(guards: Guards, primary: ModelSide, candidate: ModelSide, healthy_s: float,
+          quality: dict[str, dict[str, Any]] | None = None) -> Decision | None:
+    """A guard that trips (rollback), a soak completed (promote), or None: go on. ``quality``: live
+    quality per model version (labels joined to this worker's predictions), when there is any."""
     if candidate.events < guards.min_events:
         return None
+    tripped = _quality_guard(guards, primary.version, candidate.version, quality or {})
+    if tripped is not None:
+        return tripped
     increase = candidate.error_rate - primary.error_rate
     if increase > guards.max_error_rate_increase:
         return Decision("rollback", "error_rate", {
@@ -128,4 +136,20 @@ def judge(guards: Guards, primary: ModelSide, candidate: ModelSide, healthy_s: f
                 "limit_ratio": guards.max_p99_ratio})
     if guards.soak_s > 0 and healthy_s >= guards.soak_s:
         return Decision("promote", "soak", {"healthy_s": healthy_s, "candidate_events": candidate.events})
+    return None
+
+
+def _quality_guard(guards: Guards, primary: str, candidate: str,
+                   quality: dict[str, dict[str, Any]]) -> Decision | None:
+    mine, theirs = quality.get(primary), quality.get(candidate)
+    if not mine or not theirs or min(mine["pairs"], theirs["pairs"]) < guards.min_labels:
+        return None
+    if mine.get("roc_auc") is not None and theirs.get("roc_auc") is not None:
+        drop = mine["roc_auc"] - theirs["roc_auc"]
+        if drop > guards.max_auc_drop:
+            return Decision("rollback", "roc_auc", {"candidate": theirs["roc_auc"], "primary": mine["roc_auc"],
+                                                    "limit_drop": guards.max_auc_drop, "labels": theirs["pairs"]})
+    if mine.get("rmse") and theirs.get("rmse") is not None and theirs["rmse"] / mine["rmse"] > guards.max_rmse_ratio:
+        return Decision("rollback", "rmse", {"candidate": theirs["rmse"], "primary": mine["rmse"],
+                                             "limit_ratio": guards.max_rmse_ratio, "labels": theirs["pairs"]})
     return None

@@ -14,6 +14,7 @@ ends the trial, and in a canary the primary scores its records instead.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,7 @@ from workers.core.records import InputRecord, OutputRecord
 from workers.core.shadow import ShadowStats, score_edges
 
 SHADOW, CANARY = "shadow", "canary"
+QUALITY_EVERY_S = 1.0
 
 
 class Trial:
@@ -49,6 +51,10 @@ class Trial:
         self.started = time.monotonic()
         self.crashed: str | None = None  # the candidate raised: the trial ends
         self.decided: Decision | None = None
+        # live quality per model version (labels joined to predictions), for the quality guard
+        self.quality: Callable[[], dict[str, dict[str, Any]]] | None = None
+        self._quality_at = float("-inf")
+        self._quality_seen: dict[str, dict[str, Any]] | None = None
 
     def key(self) -> tuple[str, str, float]:
         return (self.version, self.mode, self.fraction)
@@ -150,8 +156,17 @@ class Trial:
         """After a batch: what the guards decided (once), or None to go on."""
         if self.decided is None and self.mode == CANARY:
             self.decided = judge(self.guards, self.primary_side, self.candidate_side,
-                                 time.monotonic() - self.started)
+                                 time.monotonic() - self.started, self._live_quality())
         return self.decided
+
+    def _live_quality(self) -> dict[str, dict[str, Any]] | None:
+        """At most once a second: ROC-AUC over thousands of pairs is not a per-batch cost."""
+        if self.quality is None:
+            return None
+        now = time.monotonic()
+        if now - self._quality_at >= QUALITY_EVERY_S:
+            self._quality_at, self._quality_seen = now, self.quality()
+        return self._quality_seen
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"mode": self.mode, "candidate": self.version,

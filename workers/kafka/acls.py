@@ -3,7 +3,7 @@
 | principal | may |
 |---|---|
 | worker | READ the events topic and its consumer group, and the control topic (rollouts); |
-|        | WRITE predictions, dead letters, audit, shadow scores, and the control topic |
+|        | WRITE predictions, dead letters, audit, shadow scores, and the control topic; READ labels |
 | producer | WRITE the events and labels topics |
 | consumer | READ the predictions, shadow and labels topics (``workers quality``), and consumer groups |
 |          | named ``<prefix><pipeline>-consumer*`` |
@@ -66,6 +66,7 @@ def pipeline_grants(settings: Settings, principals: dict[str, str]) -> list[Gran
         *topic("worker", "READ", topics.control),  # no group: every worker reads the whole state
         *topic("worker", "WRITE", topics.control),  # a canary's automatic rollback or promotion
         *topic("worker", "WRITE", topics.shadow),
+        *topic("worker", "READ", topics.labels),  # live quality (WORKERS_LIVE_QUALITY)
         *topic("producer", "WRITE", topics.events),
         *topic("producer", "WRITE", topics.labels),
         *topic("consumer", "READ", topics.predictions),

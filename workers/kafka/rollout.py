@@ -89,13 +89,15 @@ class RolloutFollower(threading.Thread):
 
     def __init__(self, settings: Settings, reader: ControlReader, state: RolloutState | None, serving: Pipeline,
                  switch: PipelineSwitch, load: Loader, refused: Callable[[str, str], None],
-                 refused_at_start: Iterable[str] = ()) -> None:
+                 refused_at_start: Iterable[str] = (),
+                 quality: Callable[[], dict[str, dict[str, Any]]] | None = None) -> None:
         super().__init__(name="rollout-follower", daemon=True)
         self.settings, self.reader, self.state, self.switch, self.load = settings, reader, state, switch, load
         self.serving = serving.manifest.version
         self.on_refused = refused
         self.refused: set[str] = set(refused_at_start)  # versions refused for the current state
         self.stopping = threading.Event()
+        self.quality = quality  # live quality per model version (WORKERS_LIVE_QUALITY), for the quality guard
         self.trial: tuple[str, str, float, tuple] | None = None  # (candidate, mode, fraction, guards) running
         self.decided_under: RolloutState | None = None  # the state a local decision was taken under
         self.decisions: queue.SimpleQueue[tuple[Trial, Decision]] = queue.SimpleQueue()
@@ -179,9 +181,11 @@ class RolloutFollower(threading.Thread):
             return None
         store = SchemaStore(self.settings.schemas_dir)
         codec = SingleObjectCodec(store, store.add_definition(SHADOW_SCHEMA, SHADOW_SCHEMA_NAME))
-        return Trial(candidate, state.mode, fraction=state.fraction, guards=guards,
-                     shadow_topic=self.settings.topics.shadow, shadow_codec=codec,
-                     worker_id=self.settings.worker_id, primary_version=self.serving)
+        trial = Trial(candidate, state.mode, fraction=state.fraction, guards=guards,
+                      shadow_topic=self.settings.topics.shadow, shadow_codec=codec,
+                      worker_id=self.settings.worker_id, primary_version=self.serving)
+        trial.quality = self.quality
+        return trial
 
     def _offered(self, applied: threading.Event) -> bool:
         if self._before_start is not None:

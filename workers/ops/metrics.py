@@ -100,6 +100,9 @@ class WorkerMetrics:
         self.trial_decisions = Counter("workers_trial_decisions_total",
                                        "Automatic canary decisions (rollback or promote) and the guard that decided",
                                        ["pipeline", "action", "guard"], registry=r)
+        self.quality = Gauge("workers_quality_figure", "Live quality of a model version over its last joined pairs "
+                             "(WORKERS_LIVE_QUALITY): pairs, positives, roc_auc, precision, recall, brier; mae, rmse",
+                             ["pipeline", "model_version", "figure"], registry=r)
         self.worker_id = worker_id
         self.model = Info("workers_model", "The model this worker serves", registry=r)
         self.set_model(model_version, model_sha256, scoring)
@@ -143,6 +146,12 @@ class WorkerMetrics:
         for (role, figure), value in figures.items():
             if isinstance(value, (int, float)):
                 self.trial_figures.labels(self.pipeline, role, figure).set(value)
+
+    def set_quality(self, report: dict[str, dict[str, Any]]) -> None:
+        for version, figures in report.items():
+            for name, value in figures.items():
+                if isinstance(value, (int, float)):
+                    self.quality.labels(self.pipeline, version, name).set(value)
 
     def set_drift(self, psi: dict[str, float]) -> None:
         for feature, value in psi.items():

@@ -8,6 +8,7 @@ log line per batch plus a progress line every ``PROGRESS_EVERY_S``.
 """
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from typing import Any
@@ -17,6 +18,7 @@ import numpy as np
 from workers.core.canary import Decision
 from workers.core.drift import DriftMonitor
 from workers.core.pipeline import BatchResult, Pipeline
+from workers.core.quality import LabelJoin, Quality
 from workers.core.records import InputRecord
 from workers.core.trial import Trial
 from workers.ops.logs import get_logger
@@ -53,6 +55,8 @@ class WorkerMonitor:
         self.rollout_refused: dict[str, str] = {}  # version -> why this worker refused to serve it
         self.trial: Trial | None = None  # a candidate next to the primary (shadow or canary)
         self.trial_decisions: list[dict[str, Any]] = []  # what the guards of this worker's canaries decided
+        self.live_quality: tuple[LabelJoin, Quality] | None = None  # with WORKERS_LIVE_QUALITY (``follow_labels``)
+        self._quality_lock = threading.Lock()  # labels arrive on their own thread
         self.consumed = 0
         self.predictions = 0
         self.dead_letters: dict[str, int] = {}
@@ -78,9 +82,35 @@ class WorkerMonitor:
 
     @classmethod
     def from_settings(cls, pipeline: Pipeline, settings: Settings) -> WorkerMonitor:
-        return cls(pipeline, settings.worker_id, settings.drift_window, settings.drift_threshold,
-                   delivery_timeout_s=settings.delivery_timeout_s, stall_timeout_s=settings.stall_timeout_s,
-                   liveness_timeout_s=settings.liveness_timeout_s)
+        monitor = cls(pipeline, settings.worker_id, settings.drift_window, settings.drift_threshold,
+                      delivery_timeout_s=settings.delivery_timeout_s, stall_timeout_s=settings.stall_timeout_s,
+                      liveness_timeout_s=settings.liveness_timeout_s)
+        if settings.live_quality:
+            monitor.follow_labels(settings.labels_window_s)
+        return monitor
+
+    # -- ground truth (WORKERS_LIVE_QUALITY)
+    def follow_labels(self, window_s: float) -> None:
+        """From now on, this worker's predictions wait for their labels (``label_arrived``)."""
+        manifest = self.pipeline.manifest
+        self.live_quality = (LabelJoin(window_s), Quality(manifest.is_classifier,
+                                                          manifest.labels[1] if manifest.is_classifier else None))
+
+    def label_arrived(self, event_id: str, truth: str | float, label_time_ms: int) -> None:
+        if self.live_quality is None:
+            return
+        join, quality = self.live_quality
+        with self._quality_lock:
+            joined = join.label(event_id, truth, label_time_ms)
+            if joined is not None:
+                quality.add(joined)
+
+    def quality_report(self) -> dict[str, dict[str, Any]]:
+        """Live quality per model version (empty without WORKERS_LIVE_QUALITY)."""
+        if self.live_quality is None:
+            return {}
+        with self._quality_lock:
+            return self.live_quality[1].report()
 
     # -- what the engines report
     def batch_delivered(self, records: list[InputRecord], result: BatchResult) -> None:
@@ -105,6 +135,14 @@ class WorkerMonitor:
                     self._check_drift()
         self.metrics.batch(len(records), result.predictions, dict(result.dead_letters), result.processing_s,
                            latencies, scores)
+        if self.live_quality is not None and result.predictions:
+            join, quality = self.live_quality
+            with self._quality_lock:
+                for output in result.outputs:
+                    if output.prediction is not None:
+                        joined = join.prediction(output.prediction)
+                        if joined is not None:
+                            quality.add(joined)
         self._last_progress = time.monotonic()
         self._recent.append((now, self.consumed))
         if result.dead_letters:
@@ -137,6 +175,8 @@ class WorkerMonitor:
         self.metrics.ready.set(1 if self.is_ready() else 0)
         if self.trial is not None:
             self.metrics.set_trial(self.trial.summary())
+        if self.live_quality is not None:
+            self.metrics.set_quality(self.quality_report())
 
     def registry_problem(self, problem: str | None) -> None:
         self.registry_unavailable = problem
@@ -222,10 +262,19 @@ class WorkerMonitor:
             "drifted": sorted(self.drift.drifted),
             "rollout_refused": dict(self.rollout_refused),
             "trial": self.trial.summary() if self.trial is not None else None,
+            "live_quality": self._live_quality_status(),
             "trial_decisions": list(self.trial_decisions),
         }
 
     # -- internals
+    def _live_quality_status(self) -> dict[str, Any] | None:
+        if self.live_quality is None:
+            return None
+        join, quality = self.live_quality
+        with self._quality_lock:
+            return {"counts": dict(sorted(join.counts.items())), "pending": join.pending(),
+                    "by_model_version": quality.report()}
+
     def _check_drift(self) -> None:
         """Bin what was scored since the last check and compare the window with the reference.
 

@@ -182,3 +182,19 @@ def test_the_p99_guard_ignores_first_batches_and_trips_on_a_slow_candidate():
     slow = _side("1.1.0", 10, [0.05] * 10)
     decision = judge(guards, primary, slow, 1.0)
     assert decision is not None and decision.guard == "p99_batch_time" and decision.values["candidate_ms"] > 40
+
+
+def test_the_quality_guard_compares_live_roc_auc_once_both_models_have_enough_labels():
+    from workers.core.canary import judge
+
+    guards = Guards(min_events=10, min_labels=100)
+    primary, candidate = _side("1.0.0", 5, [0.01] * 5), _side("1.1.0", 5, [0.01] * 5)
+    good = {"1.0.0": {"pairs": 150, "roc_auc": 0.90}, "1.1.0": {"pairs": 120, "roc_auc": 0.88}}
+    assert judge(guards, primary, candidate, 1.0, good) is None
+    worse = {"1.0.0": {"pairs": 150, "roc_auc": 0.90}, "1.1.0": {"pairs": 120, "roc_auc": 0.80}}
+    decision = judge(guards, primary, candidate, 1.0, worse)
+    assert (decision.guard, decision.values["candidate"], decision.values["labels"]) == ("roc_auc", 0.80, 120)
+    too_few = {"1.0.0": {"pairs": 150, "roc_auc": 0.90}, "1.1.0": {"pairs": 99, "roc_auc": 0.50}}
+    assert judge(guards, primary, candidate, 1.0, too_few) is None
+    regressor = {"1.0.0": {"pairs": 150, "rmse": 2.0}, "1.1.0": {"pairs": 150, "rmse": 2.6}}
+    assert judge(guards, primary, candidate, 1.0, regressor).guard == "rmse"

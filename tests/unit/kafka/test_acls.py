@@ -24,6 +24,7 @@ def test_each_role_gets_exactly_its_job():
         ("READ", "TOPIC", "p-fraud.control", "LITERAL"), ("DESCRIBE", "TOPIC", "p-fraud.control", "LITERAL"),
         ("WRITE", "TOPIC", "p-fraud.control", "LITERAL"),  # a canary's automatic rollback or promotion
         ("WRITE", "TOPIC", "p-fraud.shadow", "LITERAL"), ("DESCRIBE", "TOPIC", "p-fraud.shadow", "LITERAL"),
+        ("READ", "TOPIC", "p-fraud.labels", "LITERAL"), ("DESCRIBE", "TOPIC", "p-fraud.labels", "LITERAL"),
     }
     assert r["producer"] == {("WRITE", "TOPIC", "p-fraud.events", "LITERAL"),
                              ("DESCRIBE", "TOPIC", "p-fraud.events", "LITERAL"),

@@ -69,3 +69,32 @@ def test_liveness_fails_when_the_event_loop_stops_running(monitor, clock):
 def test_not_ready_while_stopping_on_an_error(monitor):
     monitor.failed = "cannot WRITE to topic x.dlq"
     assert monitor.readiness()["problems"] == ["stopping: cannot WRITE to topic x.dlq"]
+
+
+def test_live_quality_joins_labels_to_this_workers_own_predictions(fraud_pipeline):
+    import time
+
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from workers.core.records import InputRecord
+    from workers.dev import fraud_data
+
+    now = int(time.time() * 1000)
+    events, truth = fraud_data.generate(800, seed=9, start_ms=now - 1000)
+    records = [InputRecord(fraud_pipeline.input_codec.encode(e), None, "in", 0, i, now, [])
+               for i, e in enumerate(events)]
+    monitor = WorkerMonitor(fraud_pipeline, "w")
+    monitor.follow_labels(3600.0)
+    result = fraud_pipeline.process(records, now)
+    monitor.batch_delivered(records, result)
+    for event, y in zip(events, truth, strict=True):
+        monitor.label_arrived(event["event_id"], "fraud" if y else "legit", now + 10)
+    monitor.label_arrived("scored-by-another-worker", "fraud", now + 10)
+    scores = np.array([o.prediction["score"] for o in result.outputs])
+    figures = monitor.quality_report()["1.0.0"]
+    assert figures["pairs"] == 800 and figures["roc_auc"] == roc_auc_score(truth, scores)
+    status = monitor.status()["live_quality"]
+    assert status["counts"] == {"joined": 800} and status["pending"] == {"predictions": 0, "labels": 1}
+    monitor.heartbeat(0.0)
+    assert monitor.metrics.quality.labels("fraud", "1.0.0", "pairs")._value.get() == 800
