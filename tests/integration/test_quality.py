@@ -45,7 +45,9 @@ def test_live_roc_auc_equals_the_offline_one(kafka_bootstrap, unique_name, tmp_p
                 break
             time.sleep(0.5)
         auc_sample = f"workers_quality_figure{{figure=roc_auc,model_version={manifest.version}}}"
-        while auc_sample not in (worker_metrics := metrics(worker_port)) and time.monotonic() < deadline:
+        pairs_sample = f"workers_quality_figure{{figure=pairs,model_version={manifest.version}}}"
+        while (worker_metrics := metrics(worker_port)).get(pairs_sample) != len(events) \
+                and time.monotonic() < deadline:
             time.sleep(0.5)  # gauges follow the status within a heartbeat (1 s)
     finally:
         assert stop_worker(worker) == 0, (tmp_path / "worker.log").read_text()[-3000:]

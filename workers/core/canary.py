@@ -82,6 +82,7 @@ class ModelSide:
         self.dead_letters = 0
         self.batches = 0
         self.batch_s: deque[float] = deque(maxlen=BATCH_TIMES)
+        self.batch_n: deque[int] = deque(maxlen=BATCH_TIMES)  # the records of each timed batch
         self.score_counts = np.zeros(len(edges) + 1 if edges is not None else 0, dtype=np.int64)
 
     def add(self, events: int, result: BatchResult, seconds: float) -> None:
@@ -91,6 +92,7 @@ class ModelSide:
         self.batches += 1
         if self.batches > WARMUP_BATCHES:
             self.batch_s.append(seconds)
+            self.batch_n.append(events)
         if self.edges is not None and result.scores is not None:
             scored = result.scores[~np.isnan(result.scores)]
             self.score_counts += bin_counts(self.edges, scored)
@@ -129,10 +131,10 @@ def judge(guards: Guards, primary: ModelSide, candidate: ModelSide, healthy_s: f
             return Decision("rollback", "score_psi", {"psi": value, "limit": guards.max_score_psi,
                                                       "candidate_events": candidate.events})
     if len(candidate.batch_s) >= guards.min_batches and len(primary.batch_s) >= guards.min_batches:
-        ratio = candidate.p99_s / primary.p99_s if primary.p99_s else 0.0
-        if ratio > guards.max_p99_ratio:
+        ratio = slowdown_p99(primary, candidate)
+        if ratio is not None and ratio > guards.max_p99_ratio:
             return Decision("rollback", "p99_batch_time", {
-                "candidate_ms": 1000 * candidate.p99_s, "primary_ms": 1000 * primary.p99_s,
+                "p99_ratio": ratio, "candidate_ms": 1000 * candidate.p99_s, "primary_ms": 1000 * primary.p99_s,
                 "limit_ratio": guards.max_p99_ratio})
     if guards.soak_s > 0 and healthy_s >= guards.soak_s:
         return Decision("promote", "soak", {"healthy_s": healthy_s, "candidate_events": candidate.events})
@@ -153,3 +155,19 @@ def _quality_guard(guards: Guards, primary: str, candidate: str,
         return Decision("rollback", "rmse", {"candidate": theirs["rmse"], "primary": mine["rmse"],
                                              "limit_ratio": guards.max_rmse_ratio, "labels": theirs["pairs"]})
     return None
+
+
+def slowdown_p99(primary: ModelSide, candidate: ModelSide) -> float | None:
+    """p99 over the candidate's batches of its time against what the primary takes for a batch of
+    the same size (a line fitted to the primary's batches: fixed cost + cost per record). A canary's
+    batches are a fraction of the primary's, so raw batch times would favour a small canary and
+    per-record times a large one."""
+    sizes = np.fromiter(primary.batch_n, float)
+    times = np.fromiter(primary.batch_s, float)
+    per_record, fixed = np.polyfit(sizes, times, 1) if len(set(sizes.tolist())) > 1 else (0.0, np.median(times))
+    if per_record < 0 or fixed < 0:  # a noisy fit: fall back to a cost proportional to the records
+        per_record, fixed = float(np.median(times / np.maximum(sizes, 1))), 0.0
+    expected = np.maximum(fixed + per_record * np.fromiter(candidate.batch_n, float), 1e-6)
+    if not expected.size:
+        return None
+    return float(np.quantile(np.fromiter(candidate.batch_s, float) / expected, 0.99))

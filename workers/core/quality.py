@@ -34,7 +34,7 @@ LABEL_SCHEMA: dict[str, Any] = {
     ],
 }
 DEFAULT_WINDOW_S = 7 * 24 * 3600.0  # a prediction waits a week for its label
-DEFAULT_MAX_PENDING = 1_000_000  # per side
+DEFAULT_MAX_PENDING = 1_000_000  # per side: ~200 MB of held predictions at most; size it to rate x window
 DEFAULT_QUALITY_WINDOW = 10_000  # joined pairs per model version
 
 
@@ -51,7 +51,8 @@ class LabelJoin:
     def __init__(self, window_s: float = DEFAULT_WINDOW_S, max_pending: int = DEFAULT_MAX_PENDING) -> None:
         self.window_ms = int(window_s * 1000)
         self.max_pending = max_pending
-        self._predictions: OrderedDict[str, tuple[int, dict[str, Any]]] = OrderedDict()
+        # only what the join needs (~200 bytes an entry, not the whole prediction)
+        self._predictions: OrderedDict[str, tuple[int, tuple[str, float, str | None]]] = OrderedDict()
         self._labels: OrderedDict[str, tuple[int, str | float]] = OrderedDict()
         self._joined_ids: OrderedDict[str, int] = OrderedDict()  # recent joins: a repeated label is a duplicate
         self.stream_ms = 0
@@ -60,16 +61,21 @@ class LabelJoin:
     def prediction(self, p: dict[str, Any]) -> Joined | None:
         event_id, at = p["event_id"], int(p["scored_at"])
         self._advance(at)
+        held = (p["model_version"], float(p["score"]), p.get("label"))
         waiting = self._labels.pop(event_id, None)
         if waiting is not None:
-            return self._join(event_id, p, waiting[1])
+            return self._join(event_id, held, waiting[1])
         if event_id in self._predictions or event_id in self._joined_ids:
             self.counts["duplicate_predictions"] += 1
             return None
-        self._hold(self._predictions, event_id, (at, p), "expired_predictions")
+        self._hold(self._predictions, event_id, (at, held), "expired_predictions")
         return None
 
     def label(self, event_id: str, truth: str | float, label_time_ms: int) -> Joined | None:
+        if self.stream_ms and label_time_ms > self.stream_ms + self.window_ms:
+            # a clock (or unit) far ahead would expire everything held and stop expiry: not trusted
+            self.counts["future_label_times"] += 1
+            label_time_ms = self.stream_ms
         self._advance(label_time_ms)
         if event_id in self._joined_ids:
             self.counts["duplicate_labels"] += 1
@@ -86,12 +92,13 @@ class LabelJoin:
     def pending(self) -> dict[str, int]:
         return {"predictions": len(self._predictions), "labels": len(self._labels)}
 
-    def _join(self, event_id: str, p: dict[str, Any], truth: str | float) -> Joined:
+    def _join(self, event_id: str, held: tuple[str, float, str | None], truth: str | float) -> Joined:
         self.counts["joined"] += 1
         self._joined_ids[event_id] = self.stream_ms
         while len(self._joined_ids) > self.max_pending:
             self._joined_ids.popitem(last=False)
-        return Joined(event_id, p["model_version"], float(p["score"]), p.get("label"), truth)
+        version, score, predicted = held
+        return Joined(event_id, version, score, predicted, truth)
 
     def _hold(self, side: OrderedDict, event_id: str, entry: tuple, evicted_as: str) -> None:
         side[event_id] = entry

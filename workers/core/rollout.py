@@ -32,6 +32,9 @@ class RolloutState:
     command: str = ""  # the command that wrote this state, e.g. "promote 1.1.0"
     actor: str = ""
     at_ms: int = 0
+    # A worker's automatic decision names the state it was taken under: applied only if that is
+    # still the latest (``follows``), so two workers deciding differently cannot overwrite each other.
+    based_on: str | None = None
 
     def __post_init__(self) -> None:
         check_plain_name("pipeline", self.pipeline)
@@ -63,6 +66,16 @@ class RolloutState:
             raise ConfigError(f"invalid rollout state in {source}: {exc}") from None
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"invalid rollout state in {source}: {exc}") from None
+
+    def fingerprint(self) -> str:
+        import hashlib
+
+        return hashlib.sha256(self.to_json()).hexdigest()[:16]
+
+    def follows(self, current: RolloutState | None) -> bool:
+        """Whether this record applies after ``current``: a command always does; a worker's decision
+        only if taken under ``current`` (another decision or a command came first: it is stale)."""
+        return self.based_on is None or (current is not None and current.fingerprint() == self.based_on)
 
     def describe(self) -> str:
         at = datetime.fromtimestamp(self.at_ms / 1000, UTC).isoformat(timespec="seconds") if self.at_ms else "-"
@@ -108,7 +121,8 @@ def trial(state: RolloutState | None, mode: str, version: str, fraction: float, 
     command = f"{mode} {version}" + (f" --fraction {fraction:g}" if mode == "canary" else "")
     command += "".join(f" --guard {k}={v:g}" for k, v in sorted((guards or {}).items()))
     return replace(base, candidate=version, mode=mode, fraction=fraction if mode == "canary" else 0.0,
-                   guards=dict(guards or {}) if mode == "canary" else {}, command=command, actor=actor, at_ms=at_ms)
+                   guards=dict(guards or {}) if mode == "canary" else {}, command=command, actor=actor, at_ms=at_ms,
+                   based_on=None)  # a command: it applies whatever came before
 
 
 def decided(state: RolloutState | None, candidate: str, action: str, why: str, actor: str,
@@ -118,8 +132,10 @@ def decided(state: RolloutState | None, candidate: str, action: str, why: str, a
     if state is None or state.candidate != candidate:
         return None
     if action == "promote":
-        return promote(state, None, state.primary, actor, at_ms, state.pipeline, why=f" (automatic: {why})")
-    return rollback(state, actor, at_ms, why=f" (automatic: {why})")
+        new = promote(state, None, state.primary, actor, at_ms, state.pipeline, why=f" (automatic: {why})")
+    else:
+        new = rollback(state, actor, at_ms, why=f" (automatic: {why})")
+    return replace(new, based_on=state.fingerprint())
 
 
 def startup_versions(state: RolloutState | None, configured: str | None) -> list[str | None]:

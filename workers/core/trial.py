@@ -56,6 +56,11 @@ class Trial:
         self._quality_at = float("-inf")
         self._quality_seen: dict[str, dict[str, Any]] | None = None
 
+    def forget_partitions(self, partitions: set[tuple[str, int]]) -> None:
+        """Partitions that moved away: a shadow's own copy of stream time forgets them too."""
+        if self.mode == SHADOW:
+            self.candidate.forget_partitions(partitions)
+
     def key(self) -> tuple[str, str, float]:
         return (self.version, self.mode, self.fraction)
 
@@ -129,7 +134,7 @@ class Trial:
 
     def _canary(self, primary: Pipeline, records: list[InputRecord], now: int) -> BatchResult:
         salt = self.version
-        chosen = [in_canary(r.key, self.fraction, salt) for r in records] if self.crashed is None else []
+        chosen = [self.crashed is None and in_canary(r.key, self.fraction, salt) for r in records]
         theirs_in = [r for r, c in zip(records, chosen, strict=True) if c]
         if not theirs_in:
             result = self._timed(primary, records, now, self.primary_side)
@@ -189,11 +194,11 @@ def _source(output: OutputRecord) -> tuple[int, int]:
     return int(headers.get(ORIGINAL_PARTITION, b"-1")), int(headers.get(ORIGINAL_OFFSET, b"-1"))
 
 
-def _merged(a: BatchResult, b: BatchResult) -> BatchResult:
-    matrices = [m for m in (a.matrix, b.matrix) if m is not None]
-    scores = [s for s in (a.scores, b.scores) if s is not None]
-    return BatchResult(outputs=a.outputs + b.outputs, predictions=a.predictions + b.predictions,
-                       dead_letters=a.dead_letters + b.dead_letters,
-                       matrix=np.vstack(matrices) if matrices else None,
-                       scores=np.concatenate(scores) if scores else None,
-                       event_times_ms=a.event_times_ms + b.event_times_ms)
+def _merged(primary: BatchResult, candidate: BatchResult) -> BatchResult:
+    """Both models' outputs; the primary's rows and scores only for drift (the candidate's features
+    may differ in number, and its scores are the trial's business, not the served model's)."""
+    return BatchResult(outputs=primary.outputs + candidate.outputs,
+                       predictions=primary.predictions + candidate.predictions,
+                       dead_letters=primary.dead_letters + candidate.dead_letters,
+                       matrix=primary.matrix, scores=primary.scores,
+                       event_times_ms=primary.event_times_ms + candidate.event_times_ms)

@@ -35,7 +35,7 @@ def create_topics(
                 created.append(name)
             except TopicAlreadyExistsError:
                 pass  # a concurrent creator won; same outcome
-        _wait_until_listed(admin, created)
+        _wait_until_listed(admin, list(dict.fromkeys(names)))  # also those a concurrent creator made
         return created
 
 

@@ -519,6 +519,8 @@ class BatchEngine(mode.Service):
     async def _revoke(self, revoked: Any) -> None:
         await self._drain_within_deadline("rebalance")
         self.pipeline.forget_partitions({(tp.topic, tp.partition) for tp in revoked})
+        if self.context.trial is not None:
+            self.context.trial.forget_partitions({(tp.topic, tp.partition) for tp in revoked})
 
     async def _drain_within_deadline(self, why: str) -> None:
         """Deliver and commit within ``shutdown_timeout_s`` in all: a share of it is kept for the

@@ -53,9 +53,10 @@ class ControlReader:
             latest = self._last(self._consumer.poll(timeout_ms=200), latest)
         return latest
 
-    def poll(self, timeout_ms: int = 500) -> RolloutState | None:
-        """The latest state among the records that arrived since the last call (None: nothing new)."""
-        return self._last(self._consumer.poll(timeout_ms=timeout_ms), None)
+    def poll(self, current: RolloutState | None, timeout_ms: int = 500) -> RolloutState | None:
+        """The state after ``current`` given the records that arrived since the last call (None: unchanged)."""
+        latest = self._last(self._consumer.poll(timeout_ms=timeout_ms), current)
+        return latest if latest is not current else None
 
     def _last(self, batches: dict[Any, list[Any]], latest: RolloutState | None) -> RolloutState | None:
         for messages in batches.values():
@@ -63,10 +64,15 @@ class ControlReader:
                 if m.key != self._key:
                     continue
                 try:
-                    latest = RolloutState.from_json(m.value, f"{m.topic}[{m.partition}]@{m.offset}")
+                    state = RolloutState.from_json(m.value, f"{m.topic}[{m.partition}]@{m.offset}")
                 except ConfigError as exc:  # a foreign or broken record: the earlier state stands
                     log.error("rollout state ignored", topic=m.topic, partition=m.partition, offset=m.offset,
                               error=str(exc))
+                    continue
+                if not state.follows(latest):  # a worker's decision overtaken by another or by a command
+                    log.info("stale rollout decision ignored", offset=m.offset, command=state.command)
+                    continue
+                latest = state
         return latest
 
     def close(self) -> None:

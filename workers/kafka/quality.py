@@ -125,11 +125,10 @@ def measure(settings: Settings, window_s: float = DEFAULT_WINDOW_S, idle_timeout
                             value = labels.decode(record.value)[0]
                             truth = value["label"] if value["label"] is not None else value["value"]
                             joined = join.label(value["event_id"], truth, value["label_time"])
-                    except Exception:  # a record that cannot be read is counted; the join goes on
-                        join.counts[f"undecodable_{'predictions' if tp.topic == topics[0] else 'labels'}"] += 1
-                        continue
-                    if joined is not None:
-                        quality.add(joined)
+                        if joined is not None:
+                            quality.add(joined)
+                    except Exception:  # a record that cannot be read or used is counted; the join goes on
+                        join.counts[f"unusable_{'predictions' if tp.topic == topics[0] else 'labels'}"] += 1
             if on_report is not None and time.monotonic() - reported >= report_every_s:
                 reported = time.monotonic()
                 on_report(report())

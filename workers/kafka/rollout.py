@@ -99,6 +99,7 @@ class RolloutFollower(threading.Thread):
         self.stopping = threading.Event()
         self.quality = quality  # live quality per model version (WORKERS_LIVE_QUALITY), for the quality guard
         self.trial: tuple[str, str, float, tuple] | None = None  # (candidate, mode, fraction, guards) running
+        self.trial_obj: Trial | None = None  # the trial offered last (the one running, unless it decided)
         self.decided_under: RolloutState | None = None  # the state a local decision was taken under
         self.decisions: queue.SimpleQueue[tuple[Trial, Decision]] = queue.SimpleQueue()
         self._before_start: EngineContext | None = None  # set by ``begin``: apply offers at once
@@ -116,26 +117,46 @@ class RolloutFollower(threading.Thread):
     def run(self) -> None:
         try:
             while not self.stopping.is_set():
-                self.step(self.reader.poll(timeout_ms=500))
+                self.step(self.reader.poll(self.state, timeout_ms=500))
         except Exception as exc:  # the worker keeps scoring with its model; rollouts are no longer followed
             log.error("rollout follower stopped; rollouts are not followed", error=f"{type(exc).__name__}: {exc}")
         finally:
             self.reader.close()
 
     def step(self, new_state: RolloutState | None) -> None:
-        while not self.decisions.empty():
-            self._decided(*self.decisions.get())
-        if new_state is not None:
+        if new_state is not None:  # first: a decision is written only against the latest state
             self.state, self.refused, self.decided_under = new_state, set(), None
             log.info("rollout state received", pipeline=self.settings.pipeline, worker_id=self.settings.worker_id,
                      serving=self.serving, state=new_state.describe())
+        while not self.decisions.empty():
+            self._decided(*self.decisions.get())
         if self.decided_under is not None:
             return  # the engine acted on a canary's decision: the state written for it comes next
-        self._follow_trial()  # a trial the state ended ends before the primary changes
         version = wanted_version(self.state, self.serving, self.refused)
+        if version is not None and self.trial_obj is not None and self.trial_obj.version == version:
+            self._promote_trial()  # the candidate on trial becomes the primary at one batch boundary
+            version = None
+        self._follow_trial()  # a trial the state ended ends before the primary changes
         if version is not None:
             self._switch_to(version)
             self._follow_trial()  # one the state starts runs next to the new primary
+
+    def _promote_trial(self) -> None:
+        """The trial's candidate (loaded and verified already) serves, and the trial ends, between
+        the same two batches: its canary keys never go back to the old primary meanwhile."""
+        trial = self.trial_obj
+        assert trial is not None
+        ended, applied = self.switch.offer_trial(None), self.switch.offer(trial.candidate)
+        if not (self._offered(ended) and self._offered(applied)):
+            return
+        previous, self.serving, self.trial, self.trial_obj = self.serving, trial.version, None, None
+        manifest = trial.candidate.manifest
+        command = self.state.command if self.state else ""
+        log.info("model switched", pipeline=self.settings.pipeline, worker_id=self.settings.worker_id,
+                 previous=previous, version=trial.version, sha256=manifest.artifact_sha256, command=command)
+        _audit(self.settings, audit.MODEL_SWITCHED, {
+            "previous": previous, "version": trial.version, "sha256": manifest.artifact_sha256, "command": command,
+            "signer": trial.candidate.model.signer or "none (no trusted keys)"})
 
     # ------------------------------------------------------------------ trials
 
@@ -154,7 +175,7 @@ class RolloutFollower(threading.Thread):
                 return  # refused: audited, counted; the primary serves on alone
         if not self._offered(self.switch.offer_trial(trial)):
             return
-        self.trial = wanted
+        self.trial, self.trial_obj = wanted, trial
         if trial is not None:
             log.info("trial started", pipeline=self.settings.pipeline, worker_id=self.settings.worker_id,
                      mode=trial.mode, candidate=trial.version, fraction=trial.fraction, primary=self.serving)
@@ -198,9 +219,10 @@ class RolloutFollower(threading.Thread):
     def _decided(self, trial: Trial, decision: Decision) -> None:
         """The engine ended a canary (rollback) or made its candidate the primary (promote): audit it
         with the guard values, and write the state that makes every worker do the same."""
-        self.trial, self.decided_under = None, self.state
+        if trial is self.trial_obj:  # else the follower has offered another trial since: that one runs
+            self.trial, self.trial_obj = None, None
         if decision.action == "promote":
-            self.serving = trial.version
+            self.serving = trial.version  # what the engine serves now
         why = f"{decision.guard} by {self.settings.worker_id}"
         log.warning("canary decided", pipeline=self.settings.pipeline, worker_id=self.settings.worker_id,
                     candidate=trial.version, decision=decision.describe(), trial=trial.summary())
@@ -211,7 +233,10 @@ class RolloutFollower(threading.Thread):
         new = rollout.decided(self.state, trial.version, decision.action, why, audit_log.actor(self.settings),
                               int(time.time() * 1000))
         if new is None:
-            return
+            return  # the state moved on (a command, another worker's decision): follow it as it is
+        # Until the state written for it (or any later one) arrives, this worker keeps what its engine
+        # did: it neither restarts the trial nor switches back.
+        self.decided_under = self.state
         try:
             write_state(self.settings, new)
         except WorkersError as exc:  # this worker has acted; the others follow their own guards

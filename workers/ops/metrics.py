@@ -148,6 +148,7 @@ class WorkerMetrics:
                 self.trial_figures.labels(self.pipeline, role, figure).set(value)
 
     def set_quality(self, report: dict[str, dict[str, Any]]) -> None:
+        self.quality.clear()  # a figure that has no value now (one class in the window) shows none
         for version, figures in report.items():
             for name, value in figures.items():
                 if isinstance(value, (int, float)):

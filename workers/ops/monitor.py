@@ -103,7 +103,10 @@ class WorkerMonitor:
         with self._quality_lock:
             joined = join.label(event_id, truth, label_time_ms)
             if joined is not None:
-                quality.add(joined)
+                try:
+                    quality.add(joined)
+                except (TypeError, ValueError):  # e.g. a class name for a regressor: counted, not fatal
+                    join.counts["unusable_labels"] += 1
 
     def quality_report(self) -> dict[str, dict[str, Any]]:
         """Live quality per model version (empty without WORKERS_LIVE_QUALITY)."""

@@ -62,6 +62,7 @@ class QualityMonitor:
 
     def update(self, report: dict[str, Any]) -> None:
         self.report, self.updated = report, time.monotonic()
+        self.figures.clear()  # a figure that has no value now (one class in the window) shows none
         for version, figures in report["by_model_version"].items():
             for name, value in figures.items():
                 if isinstance(value, (int, float)) and value is not None:

@@ -72,3 +72,12 @@ def test_a_regressor_gets_mae_and_rmse():
         quality.add(join.label(f"e{i}", value, 10 + i))
     assert quality.report()["1.0.0"] == {"pairs": 3, "mae": pytest.approx(4 / 3),
                                          "rmse": pytest.approx(np.sqrt(10 / 3))}
+
+
+def test_a_label_time_far_ahead_is_not_trusted_to_move_stream_time():
+    join = LabelJoin(window_s=10)
+    join.prediction(_p("a", 1000))
+    join.prediction(_p("b", 1000))
+    assert join.label("a", "fraud", 1000 * 1_000_000) is not None  # microseconds by mistake
+    assert join.counts["future_label_times"] == 1 and join.stream_ms == 1000
+    assert join.label("b", "legit", 2000) is not None  # b did not expire

@@ -86,3 +86,27 @@ def test_the_control_topic_is_in_the_plan_and_compacted():
     topics = PipelineTopics.for_pipeline("fraud", "p-")
     assert topics.control == "p-fraud.control" and topics.control in topics.all()
     assert topics.configs() == {"p-fraud.control": {"cleanup.policy": "compact"}}
+
+
+def test_two_workers_deciding_differently_cannot_overwrite_each_other():
+    from types import SimpleNamespace
+
+    from workers.core import rollout
+    from workers.kafka.control import ControlReader
+
+    canary = RolloutState("fraud", primary="1.0.0", candidate="1.1.0", mode="canary", fraction=0.2,
+                          command="canary 1.1.0", at_ms=1)
+    rolled_back = rollout.decided(canary, "1.1.0", "rollback", "score_psi by w2", "User:worker", 2)
+    promoted = rollout.decided(canary, "1.1.0", "promote", "soak by w1", "User:worker", 3)
+    assert rolled_back.based_on == promoted.based_on == canary.fingerprint()
+    assert rolled_back.follows(canary) and not promoted.follows(rolled_back)
+    reader = ControlReader.__new__(ControlReader)  # only the record handling, no consumer
+    reader._key = b"fraud"
+    records = [SimpleNamespace(key=b"fraud", value=s.to_json(), topic="c", partition=0, offset=i)
+               for i, s in enumerate((canary, rolled_back, promoted))]
+    latest = reader._last({"tp": records}, None)
+    assert latest == rolled_back  # the later, stale decision is ignored by everyone who reads the topic
+    command = rollout.promote(latest, "1.1.0", "1.0.0", "User:admin", 4, "fraud")
+    assert command.based_on is None and command.follows(latest)  # an operator's command always applies
+    again = rollout.trial(latest, "canary", "1.1.0", 0.3, "1.0.0", "User:admin", 5, "fraud")
+    assert again.based_on is None and again.follows(latest)  # a command built on a decided state too

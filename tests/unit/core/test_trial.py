@@ -198,3 +198,22 @@ def test_the_quality_guard_compares_live_roc_auc_once_both_models_have_enough_la
     assert judge(guards, primary, candidate, 1.0, too_few) is None
     regressor = {"1.0.0": {"pairs": 150, "rmse": 2.0}, "1.1.0": {"pairs": 150, "rmse": 2.6}}
     assert judge(guards, primary, candidate, 1.0, regressor).guard == "rmse"
+
+
+def test_the_p99_guard_compares_batches_of_the_same_size():
+    from workers.core.canary import ModelSide, judge
+    from workers.core.pipeline import BatchResult
+
+    def side(version, sizes, cost):
+        s = ModelSide(version, None)
+        for n in sizes:
+            s.add(n, BatchResult(outputs=[], predictions=n), cost(n))
+        return s
+
+    rng = np.random.default_rng(1)
+    primary = side("1.0.0", rng.integers(100, 200, 60).tolist(), lambda n: 0.001 + 20e-6 * n)
+    guards = Guards(min_events=10, min_batches=20)
+    small = rng.integers(2, 12, 60).tolist()  # a 5% canary: tiny batches, same model cost
+    assert judge(guards, primary, side("1.1.0", small, lambda n: 0.001 + 20e-6 * n), 1.0) is None
+    slow = judge(guards, primary, side("1.1.0", small, lambda n: 5 * (0.001 + 20e-6 * n)), 1.0)
+    assert slow is not None and slow.guard == "p99_batch_time" and 4.5 < slow.values["p99_ratio"] < 5.5

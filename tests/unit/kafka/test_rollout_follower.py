@@ -197,3 +197,29 @@ def test_a_worker_starting_during_a_canary_runs_it_from_its_first_batch(pipeline
     assert [a for a, _ in audited] == [audit.TRIAL_STARTED]
     follower.step(None)  # the same state: nothing started twice
     assert [a for a, _ in audited] == [audit.TRIAL_STARTED]
+
+
+def test_a_decision_overtaken_by_a_command_is_not_written_and_the_worker_follows_the_command(
+        pipelines, audited, monkeypatch):
+    from workers.core.canary import Decision
+
+    written: list[RolloutState] = []
+    monkeypatch.setattr(rollout_module, "write_state", lambda settings, state: written.append(state))
+    switch, context = PipelineSwitch(), _context(pipelines["1.0.0"])
+    context.switch = switch
+    canary = RolloutState("fraud", primary="1.0.0", candidate="1.1.0", mode="canary", fraction=0.5,
+                          guards={"soak_s": 1}, command="canary 1.1.0", at_ms=1)
+    follower = RolloutFollower(Settings(worker_id="w1"), None, canary, pipelines["1.0.0"], switch,  # type: ignore[arg-type]
+                               lambda version: load_test_pipeline(model_version=version), lambda version, why: None)
+    follower.begin(context)
+    trial = context.trial
+    # the engine promotes the candidate after a batch ...
+    switch._run_trial(context, None)
+    switch._serve(context, trial.candidate)
+    follower.decisions.put((trial, Decision("promote", "soak", {"healthy_s": 1.0})))
+    # ... while an operator's rollback was already on its way
+    rollback_command = RolloutState("fraud", primary="1.0.0", command="rollback canary 1.1.0", at_ms=2)
+    threading.Timer(0.2, switch.apply, [context]).start()
+    follower.step(rollback_command)
+    assert written == []  # nothing written against a state that moved on
+    assert follower.serving == "1.0.0" and context.pipeline.manifest.version == "1.0.0" and context.trial is None
