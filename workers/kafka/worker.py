@@ -52,6 +52,9 @@ class InferenceWorker:
             value_serializer="raw",
             consumer_auto_offset_reset="earliest",
             broker_commit_interval=1.0,
+            # as the batch engine's aiokafka default: after a crash, the group moves the partitions of a
+            # dead worker on within 10 s, not faust's 60 (a restarted agent worker waited ~58 s for them)
+            broker_session_timeout=10.0,
             broker_max_poll_records=max(500, settings.batch_size),
             producer_acks=-1,
             producer_linger_ms=5,
