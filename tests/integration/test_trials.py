@@ -106,7 +106,14 @@ def test_a_shadow_scores_everything_on_the_side_and_its_figures_can_be_recompute
         sent = _send(settings, events)
         out = collect(settings, len(sent))
         statuses = {w: json.loads(get(port, "/status.json")[1]) for w, (_, port) in zip(WORKERS, workers, strict=True)}
-        figures = {w: metrics(port) for w, (_, port) in zip(WORKERS, workers, strict=True)}
+        figures = {}
+        for w, (_, port) in zip(WORKERS, workers, strict=True):
+            deadline = time.monotonic() + 10  # gauges follow the status within a heartbeat (1 s)
+            figures[w] = metrics(port)
+            while figures[w].get("workers_trial_figure{figure=pairs,role=shadow}") != \
+                    statuses[w]["trial"]["shadow"]["pairs"] and time.monotonic() < deadline:
+                time.sleep(0.5)
+                figures[w] = metrics(port)
     finally:
         _stopped(workers, tmp_path)
 
