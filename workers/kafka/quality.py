@@ -64,6 +64,8 @@ def send_labels(settings: Settings, rows: Iterable[dict[str, Any]]) -> int:
 
 
 def read_label_file(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file (JSON lines: one label per line)")
     rows = []
     for n, line in enumerate(path.read_text().splitlines(), 1):
         if line.strip():
