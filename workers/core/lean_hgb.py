@@ -2,10 +2,12 @@
 
 On a micro-batch of ~40 rows the reference model's ``predict_proba`` costs ~1.8 ms: ~0.8 ms
 in the ColumnTransformer + OrdinalEncoder that re-encode the categorical columns, ~0.2 ms of
-checks, ~0.75 ms in the 120 trees. A worker pays that on every batch, whatever its size.
-The lean path encodes categories with one ``searchsorted`` per categorical column and calls
-the trees' own Cython predictor with the same inputs, in the same order, adding into the
-same array: ~0.55 ms for the same call, and the same bits.
+checks, ~0.75 ms in the 120 trees (~0.3 ms of it one call per tree). A worker pays that on
+every batch, whatever its size. The lean path encodes categories with one ``searchsorted``
+per categorical column and walks all trees in one compiled call (``tree_kernel``), adding
+the same values in the same order into the same array: ~0.15 ms for the same call, and the
+same bits. Where the kernel cannot compile, it calls the trees' own Cython predictor one
+tree at a time (~0.55 ms), as it does for large batches when the model may use threads.
 
 It reads scikit-learn internals (``_preprocessor``, ``_predictors``, ``_loss``), so it is
 checked, not trusted: ``build`` compares it with the public method on a probe that crosses
@@ -24,6 +26,7 @@ from workers.core.named_features import quiet_about_names
 Predict = Callable[[np.ndarray], np.ndarray]
 
 PROBE_ROWS = 2048
+PARALLEL_MIN_ROWS = 2000  # with model_threads > 1, batches this large use the predictor's threads
 
 
 def build(model: Any, classification: bool) -> tuple[Predict | None, str]:
@@ -36,43 +39,87 @@ def build(model: Any, classification: bool) -> tuple[Predict | None, str]:
     if type(model) is not expected:  # subclasses may override prediction
         return None, f"not a {expected.__name__}"
     try:
-        predict = _compile(model, classification)
+        lean = _Lean(model, classification)
         probe = probe_matrix(model, PROBE_ROWS, seed=0)
         public = quiet_about_names(model.predict_proba if classification else model.predict)(probe)
-        lean = predict(probe)
+        tree_by_tree = lean.tree_by_tree(probe)
     except Exception as exc:  # internals moved in this scikit-learn version: use the public path
         return None, f"lean path unavailable: {exc!r}"
-    if lean.shape != public.shape or not np.array_equal(lean, public):
+    if not _same(tree_by_tree, public):
         return None, "lean path differs from the public method on the probe"
-    return predict, "verified on the probe"
+    forest = lean.use_forest(probe, public)
+    return lean.predict, "verified on the probe" + ("" if forest is None else f" ({forest})")
 
 
-def _compile(model: Any, classification: bool) -> Predict:
-    from sklearn.ensemble._hist_gradient_boosting._predictor import _predict_from_raw_data
-    from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and bool(np.array_equal(a, b))
 
-    encode = _encoder(model)
-    known_cat_bitsets, f_idx_map = model._bin_mapper.make_known_categories_bitsets()
-    # (column of the raw predictions, tree) in the order _predict_iterations adds them
-    trees = [(k, tree) for iteration in model._predictors for k, tree in enumerate(iteration)]
-    baseline = model._baseline_prediction
-    loss = model._loss
 
-    def predict(matrix: np.ndarray) -> np.ndarray:
-        x = encode(matrix)
+class _Lean:
+    """The model's own transform and trees, without the estimator's per-call checks."""
+
+    def __init__(self, model: Any, classification: bool) -> None:
+        from sklearn.ensemble._hist_gradient_boosting._predictor import _predict_from_raw_data
+
+        self._predict_tree = _predict_from_raw_data
+        self._encode = _encoder(model)
+        self._known_cat_bitsets, self._f_idx_map = model._bin_mapper.make_known_categories_bitsets()
+        # (column of the raw predictions, tree) in the order _predict_iterations adds them
+        self._trees = [(k, tree) for iteration in model._predictors for k, tree in enumerate(iteration)]
+        self._predictors = model._predictors
+        self._baseline = model._baseline_prediction
+        self._loss = model._loss
+        self._classification = classification
+        self._forest: Any = None
+
+    def use_forest(self, probe: np.ndarray, public: np.ndarray) -> str | None:
+        """Score with one compiled call for all trees when it gives the public bits; else why not."""
+        try:
+            from workers.core.tree_kernel import Forest
+
+            forest = Forest(self._predictors, self._known_cat_bitsets, self._f_idx_map)
+            x = self._encode(probe)
+            raw = self._raw(x.shape[0])
+            forest.add_to(x, raw)
+            scores = self._finish(raw)
+        except Exception as exc:  # numba missing or unable to compile here: tree by tree is as exact
+            return f"trees one call each: {type(exc).__name__}: {exc}"
+        if not _same(scores, public):
+            return "trees one call each: the compiled walk differs on the probe"
+        self._forest = forest
+        return None
+
+    def predict(self, matrix: np.ndarray) -> np.ndarray:
+        from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
+
         n_threads = _openmp_effective_n_threads()  # honours the worker's threadpool limit
-        raw = np.zeros((x.shape[0], baseline.shape[-1]), dtype=baseline.dtype, order="F")
-        raw += baseline
-        out = np.empty(x.shape[0], dtype=raw.dtype)
-        for k, tree in trees:
-            _predict_from_raw_data(tree.nodes, x, tree.raw_left_cat_bitsets, known_cat_bitsets, f_idx_map,
-                                   n_threads, out)
-            raw[:, k] += out
-        if classification:
-            return loss.predict_proba(raw)
-        return loss.link.inverse(raw.ravel())
+        if self._forest is not None and (n_threads == 1 or matrix.shape[0] < PARALLEL_MIN_ROWS):
+            x = self._encode(matrix)
+            raw = self._raw(x.shape[0])
+            self._forest.add_to(x, raw)
+            return self._finish(raw)
+        return self.tree_by_tree(matrix, n_threads)
 
-    return predict
+    def tree_by_tree(self, matrix: np.ndarray, n_threads: int = 1) -> np.ndarray:
+        """scikit-learn's Cython predictor per tree (its threads split the rows)."""
+        x = self._encode(matrix)
+        raw = self._raw(x.shape[0])
+        out = np.empty(x.shape[0], dtype=raw.dtype)
+        for k, tree in self._trees:
+            self._predict_tree(tree.nodes, x, tree.raw_left_cat_bitsets, self._known_cat_bitsets, self._f_idx_map,
+                               n_threads, out)
+            raw[:, k] += out
+        return self._finish(raw)
+
+    def _raw(self, rows: int) -> np.ndarray:
+        raw = np.zeros((rows, self._baseline.shape[-1]), dtype=self._baseline.dtype, order="C")
+        raw += self._baseline
+        return raw
+
+    def _finish(self, raw: np.ndarray) -> np.ndarray:
+        if self._classification:
+            return self._loss.predict_proba(raw)
+        return self._loss.link.inverse(raw.ravel())
 
 
 def _encoder(model: Any) -> Callable[[np.ndarray], np.ndarray]:

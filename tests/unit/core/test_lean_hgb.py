@@ -115,3 +115,38 @@ def test_the_probe_crosses_every_numeric_threshold(fitted):
     for feature, threshold in zip(splits["feature_idx"], splits["num_threshold"], strict=True):
         column = probe[:, original[feature]]
         assert (column == threshold).any() and (column > threshold).any() and (column < threshold).any()
+
+
+def test_all_trees_are_walked_in_one_compiled_call(fitted):
+    predict, reason = lean_hgb.build(fitted["multiclass"], True)
+    assert predict is not None and reason == "verified on the probe", reason
+    assert predict.__self__._forest is not None
+
+
+def test_without_the_compiled_walk_the_trees_are_called_one_by_one(fitted, monkeypatch):
+    from workers.core import tree_kernel
+
+    def unavailable():
+        raise ImportError("No module named 'numba'")
+
+    monkeypatch.setattr(tree_kernel, "compile_kernel", unavailable)
+    model = fitted["binary"]
+    predict, reason = lean_hgb.build(model, True)
+    assert predict is not None and "trees one call each: ImportError" in reason
+    x, _ = _data(300, 4)
+    np.testing.assert_array_equal(predict(x), model.predict_proba(x))
+
+
+def test_large_batches_with_model_threads_use_the_threaded_predictor(fitted):
+    from threadpoolctl import threadpool_limits
+
+    model = fitted["regression"]
+    predict, _ = lean_hgb.build(model, False)
+    lean, calls = predict.__self__, []
+    per_tree = lean.tree_by_tree
+    lean.tree_by_tree = lambda matrix, n_threads=1: calls.append(n_threads) or per_tree(matrix, n_threads)
+    x, _ = _data(lean_hgb.PARALLEL_MIN_ROWS + 100, 5)
+    with threadpool_limits(2):
+        np.testing.assert_array_equal(predict(x), model.predict(x))
+        predict(x[:50])  # a small batch: the compiled walk
+    assert calls == [2]
