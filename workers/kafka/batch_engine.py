@@ -55,6 +55,16 @@ POLL_TIMEOUT_MS = 100  # an idle poll; getmany returns as soon as any record is 
 COMMIT_TIMEOUT_S = 5.0  # a final commit at shutdown or revocation, at most (within shutdown_timeout_s)
 
 
+def _fetch_wait(config: Any) -> dict[str, int]:
+    """Batching at low rates, done by the broker: a fetch returns once ``batch_min_bytes`` of
+    records are there or ``batch_linger_s`` has passed. Waiting costs this process nothing,
+    where many small fetches and small batches each pay the client's and the model's fixed
+    costs (README, Performance)."""
+    if not config.batch_linger_s:
+        return {"fetch_min_bytes": 1, "fetch_max_wait_ms": 500}  # return as soon as anything is there
+    return {"fetch_min_bytes": config.batch_min_bytes, "fetch_max_wait_ms": max(1, round(config.batch_linger_s * 1000))}
+
+
 @dataclass(eq=False)
 class _InFlight:
     offsets: dict[TopicPartition, int]  # next offset to commit per partition once delivered
@@ -106,7 +116,7 @@ class BatchEngine(mode.Service):
         self._consumer: AIOKafkaConsumer | None = None
         self._partitions: dict[str, list[int]] = {}
         self._partitioner = DefaultPartitioner()
-        self._partition_cache: dict[tuple[str, bytes], int] = {}
+        self._partition_cache: dict[str, dict[bytes, int]] = {}  # per topic: key -> partition
         self._producer: AIOKafkaProducer | None = None
 
     @property
@@ -136,6 +146,7 @@ class BatchEngine(mode.Service):
             client_id=c.client_id, group_id=c.group_id, enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_records=c.batch_size,
             max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_bytes=16 * 1024 * 1024,
+            **_fetch_wait(c),
             **connection,
         )
         await self._producer.start()
@@ -176,8 +187,6 @@ class BatchEngine(mode.Service):
                 continue
             if not fetched:
                 continue
-            if self.config.batch_linger_s:
-                fetched = await self._linger(fetched)
             values = [getattr(m, "value", None) for messages in fetched.values() for m in messages]
             if not await fetch_writer_schemas(self.context, values, lambda: self._stopping):
                 return  # stopping while the registry was away: not processed, not committed
@@ -188,33 +197,6 @@ class BatchEngine(mode.Service):
                     self._give_back(fetched)
                     continue
                 await self._start_batch(fetched)
-
-    async def _linger(self, fetched: dict[TopicPartition, list[Any]]) -> dict[TopicPartition, list[Any]]:
-        """Wait ``batch_linger_s`` for more records: fewer, larger model calls at low rates."""
-        consumer = self._consumer
-        assert consumer is not None
-        count = sum(len(messages) for messages in fetched.values())
-        deadline = time.monotonic() + self.config.batch_linger_s
-        # keep taking what arrives until the batch is full or the budget is spent: each getmany
-        # drains the fetcher's buffer, so it fetches again meanwhile (a sleep would stall it)
-        while count < self.config.batch_size:
-            remaining_ms = int((deadline - time.monotonic()) * 1000)
-            if remaining_ms <= 0:
-                break
-            try:
-                more = await consumer.getmany(timeout_ms=remaining_ms, max_records=self.config.batch_size - count)
-            except KafkaError:
-                raise
-            except Exception as exc:
-                # what was fetched is kept; the partitions are rewound past it and read carefully
-                for tp, messages in fetched.items():
-                    self._next_offsets[tp] = messages[-1].offset + 1
-                await self._rewind_after_unparseable(exc)
-                return fetched
-            for tp, messages in more.items():
-                fetched.setdefault(tp, []).extend(messages)  # same partition: still in offset order
-                count += len(messages)
-        return fetched
 
     async def _rewind_after_unparseable(self, exc: BaseException) -> None:
         """aiokafka drops what it had drained in a fetch that raised: rewind every partition to the
@@ -357,12 +339,12 @@ class BatchEngine(mode.Service):
     def _partition(self, topic: str, key: bytes | None, partitions: list[int]) -> int:
         if key is None:
             return int(self._partitioner(None, partitions, partitions))
-        cache_key = (topic, key)
-        partition = self._partition_cache.get(cache_key)
+        cache = self._partition_cache.get(topic)
+        if cache is None or len(cache) > 200_000:
+            cache = self._partition_cache[topic] = {}
+        partition = cache.get(key)
         if partition is None:  # murmur2 is pure Python in aiokafka: remember it per key
-            if len(self._partition_cache) > 200_000:
-                self._partition_cache.clear()
-            partition = self._partition_cache[cache_key] = int(self._partitioner(key, partitions, partitions))
+            partition = cache[key] = int(self._partitioner(key, partitions, partitions))
         return partition
 
     # ------------------------------------------------------------------ delivering

@@ -52,6 +52,7 @@ class EngineConfig:
     batch_size: int
     batch_linger_s: float
     max_batches_in_flight: int
+    batch_min_bytes: int = 1
     delivery_timeout_s: float = 120.0
     shutdown_timeout_s: float = 30.0
     max_message_bytes: int = 1_000_000

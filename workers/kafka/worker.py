@@ -69,6 +69,7 @@ class InferenceWorker:
             pipeline=pipeline,
             config=EngineConfig(group_id=settings.group_id, client_id=f"workers-{settings.worker_id}",
                                 batch_size=settings.batch_size, batch_linger_s=settings.batch_linger_s,
+                                batch_min_bytes=settings.batch_min_bytes,
                                 max_batches_in_flight=settings.max_batches_in_flight,
                                 delivery_timeout_s=settings.delivery_timeout_s,
                                 shutdown_timeout_s=settings.shutdown_timeout_s,
