@@ -70,7 +70,16 @@ class BenchResult:
             "worker / agent engine": self.worker_eps / self.agent_engine_eps if self.agent_engine_eps else 0.0,
             "two workers / one": self.two_workers_eps / self.worker_eps if self.worker_eps else 0.0,
             **({"model call, public / lean": public / lean} if lean and public else {}),
+            **self._cpu_at_load_ratios(),
         }
+
+    def _cpu_at_load_ratios(self) -> dict[str, float]:
+        """CPU per event at each load step against CPU per event while draining (1.0: no fixed costs)."""
+        draining = self.cpu_us_per_event.get("batch")
+        if not draining:
+            return {}
+        return {f"worker CPU/event at {p['fraction']:.0%} / draining": p["cpu_us_per_event"] / draining
+                for p in self.latency if p.get("cpu_us_per_event")}
 
 
 class _RssWatcher(threading.Thread):
