@@ -28,6 +28,8 @@ from workers.ops.logs import get_logger, logging_config
 from workers.ops.monitor import WorkerMonitor
 from workers.settings import Settings
 
+GC_THRESHOLDS = (20_000, 20, 20)
+
 log = get_logger("workers.worker")
 
 
@@ -119,6 +121,10 @@ class InferenceWorker:
         # (a stall for every event in flight) and now take a few ms.
         gc.collect()
         gc.freeze()
+        # A batch allocates ~20 objects per event, nearly all freed by reference counting; with
+        # the default threshold (700) a collection ran every ~35 events and traversed the
+        # batches in flight. Every 20,000 allocations: backlog drain +8-12% here (README, Performance).
+        gc.set_threshold(*GC_THRESHOLDS)
         try:
             worker.execute_from_commandline()
         finally:
