@@ -8,7 +8,6 @@ way, from an ``EngineContext``, and report to the same ``WorkerMonitor``.
 """
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import tempfile
@@ -24,11 +23,10 @@ from workers.kafka.batch_engine import BatchEngine
 from workers.kafka.connection import connection, faust_options
 from workers.kafka.engine import EngineConfig, EngineContext
 from workers.kafka.schema_registry import SchemaRegistry
+from workers.ops import gc_tuning
 from workers.ops.logs import get_logger, logging_config
 from workers.ops.monitor import WorkerMonitor
 from workers.settings import Settings
-
-GC_THRESHOLDS = (20_000, 20, 20)
 
 log = get_logger("workers.worker")
 
@@ -116,15 +114,7 @@ class InferenceWorker:
             scoring_reason=self.pipeline.scorer.path_reason,
             signed_by=self.pipeline.model.signer or "not required (no WORKERS_TRUSTED_KEYS)",
         )
-        # Everything alive now (model, libraries, app) lives as long as the process. Frozen,
-        # it is no longer traversed by full collections, which took 50-60 ms each under load
-        # (a stall for every event in flight) and now take a few ms.
-        gc.collect()
-        gc.freeze()
-        # A batch allocates ~20 objects per event, nearly all freed by reference counting; with
-        # the default threshold (700) a collection ran every ~35 events and traversed the
-        # batches in flight. Every 20,000 allocations: backlog drain +8-12% here (README, Performance).
-        gc.set_threshold(*GC_THRESHOLDS)
+        gc_tuning.freeze_and_tune()  # the model, libraries and app live as long as the process
         try:
             worker.execute_from_commandline()
         finally:

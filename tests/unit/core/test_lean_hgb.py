@@ -150,3 +150,18 @@ def test_large_batches_with_model_threads_use_the_threaded_predictor(fitted):
         np.testing.assert_array_equal(predict(x), model.predict(x))
         predict(x[:50])  # a small batch: the compiled walk
     assert calls == [2]
+
+
+def test_without_a_writable_cache_the_walk_is_compiled_at_start(fitted, monkeypatch):
+    import numba
+
+    real = numba.njit
+
+    def no_locator(**options):
+        if options.get("cache"):  # what numba raises when no cache directory is writable
+            raise RuntimeError("cannot cache function '_walk_all_trees': no locator available")
+        return real(**options)
+
+    monkeypatch.setattr(numba, "njit", no_locator)
+    predict, reason = lean_hgb.build(fitted["binary"], True)
+    assert predict is not None and reason == "verified on the probe", reason
