@@ -65,7 +65,8 @@ class Settings(BaseSettings):
     batch_size: int = Field(500, ge=1, description="records per scored micro-batch, at most")
     batch_linger_s: float = Field(
         0.008, ge=0, le=0.5, description="at low rates, the broker holds a fetch this long for batch_min_bytes "
-                                       "(fewer, larger batches: less CPU per event, more latency); 0: none")
+                                       "(fewer, larger batches: less CPU per event, more latency); 0: none. "
+                                       "Agent engine: take_events' window, at least 50 ms")
     batch_min_bytes: int = Field(12_000, ge=1, description="bytes of records a lingering fetch waits for")
     engine: Literal["batch", "agent"] = Field(
         "batch", description="batch: the driver's batch fetch; agent: a faust agent with take_events")

@@ -73,18 +73,17 @@ class _Lean:
         self._forest: Any = None
 
     def use_forest(self, probe: np.ndarray, public: np.ndarray) -> str | None:
-        """Score with one compiled call for all trees when it gives the public bits; else why not."""
+        """Score with one compiled call for all trees when it gives the same raw sums as the
+        trees' own predictor and the public bits; else why not."""
         try:
             from workers.core.tree_kernel import Forest
 
             forest = Forest(self._predictors, self._known_cat_bitsets, self._f_idx_map)
             x = self._encode(probe)
-            raw = self._raw(x.shape[0])
-            forest.add_to(x, raw)
-            scores = self._finish(raw)
+            raw = self._forest_raw(forest, x)
         except Exception as exc:  # numba missing or unable to compile here: tree by tree is as exact
             return f"trees one call each: {type(exc).__name__}: {exc}"
-        if not _same(scores, public):
+        if not _same(raw, self._tree_by_tree_raw(x, 1)) or not _same(self._finish(raw), public):
             return "trees one call each: the compiled walk differs on the probe"
         self._forest = forest
         return None
@@ -94,25 +93,31 @@ class _Lean:
 
         n_threads = _openmp_effective_n_threads()  # honours the worker's threadpool limit
         if self._forest is not None and (n_threads == 1 or matrix.shape[0] < PARALLEL_MIN_ROWS):
-            x = self._encode(matrix)
-            raw = self._raw(x.shape[0])
-            self._forest.add_to(x, raw)
-            return self._finish(raw)
+            return self._finish(self._forest_raw(self._forest, self._encode(matrix)))
         return self.tree_by_tree(matrix, n_threads)
 
     def tree_by_tree(self, matrix: np.ndarray, n_threads: int = 1) -> np.ndarray:
         """scikit-learn's Cython predictor per tree (its threads split the rows)."""
-        x = self._encode(matrix)
+        return self._finish(self._tree_by_tree_raw(self._encode(matrix), n_threads))
+
+    def _forest_raw(self, forest: Any, x: np.ndarray) -> np.ndarray:
+        raw = self._raw(x.shape[0])
+        forest.add_to(x, raw)
+        return raw
+
+    def _tree_by_tree_raw(self, x: np.ndarray, n_threads: int) -> np.ndarray:
         raw = self._raw(x.shape[0])
         out = np.empty(x.shape[0], dtype=raw.dtype)
         for k, tree in self._trees:
             self._predict_tree(tree.nodes, x, tree.raw_left_cat_bitsets, self._known_cat_bitsets, self._f_idx_map,
                                n_threads, out)
             raw[:, k] += out
-        return self._finish(raw)
+        return raw
 
     def _raw(self, rows: int) -> np.ndarray:
-        raw = np.zeros((rows, self._baseline.shape[-1]), dtype=self._baseline.dtype, order="C")
+        # Fortran order as scikit-learn's _raw_predict: the softmax of 8+ classes sums each row
+        # in an order that depends on the layout, and the bits must be the public method's
+        raw = np.zeros((rows, self._baseline.shape[-1]), dtype=self._baseline.dtype, order="F")
         raw += self._baseline
         return raw
 

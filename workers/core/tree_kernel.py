@@ -6,8 +6,9 @@ trees whatever the batch size, which is most of a small batch's cost. This kerne
 every tree for every row in one call (numba, without the GIL), with the predictor's own
 rules: NaN and negative categories go the missing side, a category in the node's bitset
 goes left, another known one right, an unknown one the missing side; numeric values at or
-below the threshold go left. Values are added per row in tree order, as the predictor's
-caller does, so the sums have the same bits (lean_hgb checks that at load).
+below the threshold go left. Values are added per row in tree order into the same
+(Fortran-ordered) array as the predictor's caller, so the sums have the same bits
+(lean_hgb checks the sums and the probabilities at load).
 """
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ def _walk_all_trees(x: np.ndarray, nodes: np.ndarray, roots: np.ndarray, columns
                     if v < 0:
                         go_left = node.missing_go_to_left != 0
                     else:
-                        c = np.int64(v) & 255  # the predictor's cast to an 8-bit bin
+                        # the predictor casts to an 8-bit bin; the encoder gives codes 0-254 or NaN
+                        c = np.int64(v) & 255
                         if (left_bitsets[node.bitset_idx, c >> 5] >> (c & 31)) & 1:
                             go_left = True
                         elif (known_bitsets[f_idx_map[node.feature_idx], c >> 5] >> (c & 31)) & 1:
@@ -51,14 +53,21 @@ def _walk_all_trees(x: np.ndarray, nodes: np.ndarray, roots: np.ndarray, columns
             raw[i, column] += values[i]
 
 
+_compiled: list[Any] = []  # one dispatcher per process: a model switched in by a rollout reuses it
+
+
 def compile_kernel() -> Any:
     """The jitted kernel (cached on disk where the package directory is writable)."""
+    if _compiled:
+        return _compiled[0]
     import numba
 
     try:
-        return numba.njit(nogil=True, cache=True)(_walk_all_trees)
-    except RuntimeError:  # no writable cache location: compile at every start (~0.4 s)
-        return numba.njit(nogil=True)(_walk_all_trees)
+        kernel = numba.njit(nogil=True, cache=True)(_walk_all_trees)
+    except RuntimeError:  # no writable cache location: compile once per process (~0.4 s)
+        kernel = numba.njit(nogil=True)(_walk_all_trees)
+    _compiled.append(kernel)
+    return kernel
 
 
 class Forest:

@@ -83,7 +83,9 @@ class AgentEngine:
         slots = asyncio.Semaphore(self.config.max_batches_in_flight)
         in_flight: set[asyncio.Future] = set()
         try:
-            within = self.config.batch_linger_s or TAKE_WITHIN_S
+            # take_events' window: 50 ms unless the linger is longer (the batch engine's 8 ms
+            # default is a broker fetch wait; faust's buffer wants a window of its own)
+            within = max(self.config.batch_linger_s, TAKE_WITHIN_S)
             async for events in stream.take_events(self.config.batch_size, within=within):
                 # a registry that is away makes the batch wait here, before it is referenced
                 await fetch_writer_schemas(self.context, [e.message.value for e in events])

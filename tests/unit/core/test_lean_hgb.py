@@ -137,23 +137,37 @@ def test_without_the_compiled_walk_the_trees_are_called_one_by_one(fitted, monke
     np.testing.assert_array_equal(predict(x), model.predict_proba(x))
 
 
-def test_large_batches_with_model_threads_use_the_threaded_predictor(fitted):
-    from threadpoolctl import threadpool_limits
+def test_large_batches_with_model_threads_use_the_threaded_predictor(fitted, monkeypatch):
+    from sklearn.utils import _openmp_helpers
 
     model = fitted["regression"]
     predict, _ = lean_hgb.build(model, False)
     lean, calls = predict.__self__, []
     per_tree = lean.tree_by_tree
     lean.tree_by_tree = lambda matrix, n_threads=1: calls.append(n_threads) or per_tree(matrix, n_threads)
+    monkeypatch.setattr(_openmp_helpers, "_openmp_effective_n_threads", lambda: 2)  # model_threads 2
     x, _ = _data(lean_hgb.PARALLEL_MIN_ROWS + 100, 5)
-    with threadpool_limits(2):
-        np.testing.assert_array_equal(predict(x), model.predict(x))
-        predict(x[:50])  # a small batch: the compiled walk
+    np.testing.assert_array_equal(predict(x), model.predict(x))
+    predict(x[:50])  # a small batch: the compiled walk
     assert calls == [2]
+
+
+def test_many_classes_keep_the_lean_path_and_the_public_bits():
+    # a softmax over 8+ classes sums rows in an order that depends on the array's layout
+    rng = np.random.default_rng(3)
+    x = np.column_stack([rng.normal(size=3000), rng.integers(0, 6, 3000), rng.uniform(0, 10, 3000)])
+    y = (np.floor(x[:, 2]) + x[:, 1]).astype(int) % 11
+    model = HistGradientBoostingClassifier(max_iter=5, categorical_features=[1], random_state=0).fit(x, y)
+    assert len(model.classes_) == 11
+    predict, reason = lean_hgb.build(model, True)
+    assert predict is not None and reason == "verified on the probe", reason
+    np.testing.assert_array_equal(predict(x[:500]), model.predict_proba(x[:500]))
 
 
 def test_without_a_writable_cache_the_walk_is_compiled_at_start(fitted, monkeypatch):
     import numba
+
+    from workers.core import tree_kernel
 
     real = numba.njit
 
@@ -163,5 +177,6 @@ def test_without_a_writable_cache_the_walk_is_compiled_at_start(fitted, monkeypa
         return real(**options)
 
     monkeypatch.setattr(numba, "njit", no_locator)
+    monkeypatch.setattr(tree_kernel, "_compiled", [])  # not the dispatcher compiled by earlier tests
     predict, reason = lean_hgb.build(fitted["binary"], True)
     assert predict is not None and reason == "verified on the probe", reason
