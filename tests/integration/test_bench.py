@@ -6,17 +6,20 @@ a shared 2-core machine are noisy.
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
 from workers.dev import bench
+from workers.kafka.clients import admin_client
 from workers.settings import Settings
 
 pytestmark = pytest.mark.integration
 
 
 def test_quick_benchmark_reports_every_measure(kafka_bootstrap, tmp_path):
-    result = bench.run(Settings(bootstrap_servers=kafka_bootstrap), events=6000, naive_events=300, partitions=2,
+    settings = Settings(bootstrap_servers=kafka_bootstrap)
+    result = bench.run(settings, events=6000, naive_events=300, partitions=2,
                        latency_seconds=2.0,
                        load_fractions=[0.1], out_dir=tmp_path)
     assert result.ceiling_eps > 0 and result.worker_eps > 0 and result.agent_engine_eps > 0 and result.naive_eps > 0
@@ -27,7 +30,10 @@ def test_quick_benchmark_reports_every_measure(kafka_bootstrap, tmp_path):
     assert 0 <= result.latency[0]["worker_p50_ms"] <= result.latency[0]["p50_ms"] + 1
     report = json.loads((tmp_path / "bench.json").read_text())
     assert set(report["ratios"]) == {"worker / ceiling", "worker / hand-written loop", "worker / naive",
-                                     "worker / agent engine", "two workers / one", "model call, public / lean"}
+                                     "worker / agent engine", "two workers / one", "model call, public / lean",
+                                     "worker CPU/event at 10% / draining"}
+    assert report["ratios"]["worker CPU/event at 10% / draining"] == pytest.approx(
+        result.latency[0]["cpu_us_per_event"] / result.cpu_us_per_event["batch"])
     # the hand-written confluent-kafka loop drained the same backlog and was measured like the worker
     assert result.handwritten_eps > 0 and result.ceiling_public_eps > 0
     assert set(report["cpu_us_per_event"]) >= {"batch", "handwritten", "agent", "naive"}
@@ -38,3 +44,6 @@ def test_quick_benchmark_reports_every_measure(kafka_bootstrap, tmp_path):
     assert result.two_workers_eps > 0
     assert (tmp_path / "bench.png").stat().st_size > 10_000
     assert "worker / naive" in bench.table(result)
+    # the run's topics are gone: runs in a row measure the same broker
+    with admin_client(settings) as admin:
+        assert not [t for t in admin.list_topics() if t.startswith(f"bench-{os.getpid()}-")]

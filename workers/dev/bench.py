@@ -35,7 +35,7 @@ from workers.core.topics import PipelineTopics
 from workers.dev import fraud_data
 from workers.dev.processes import cpu_seconds, rss_mb, start_worker, stop_worker
 from workers.kafka import clients
-from workers.kafka.admin import create_topics
+from workers.kafka.admin import create_topics, delete_topics_with_prefix
 from workers.ops import gc_tuning
 from workers.pipelines import load_manifest, load_pipeline
 from workers.settings import Settings
@@ -334,10 +334,25 @@ def _cpu_jiffies() -> tuple[int, int] | None:
 
 def run(base: Settings, *, events: int, naive_events: int, partitions: int, latency_seconds: float,
         load_fractions: list[float], out_dir: Path, seed: int = 7) -> BenchResult:
+    """The whole benchmark; its topics (~1.4 GB and ~270 partitions a full run) are deleted at the
+    end, so that runs in a row measure the same broker, not one growing with every run."""
     base = base.model_copy(update={"pipeline": "fraud", "topic_prefix": "", "input_topic": None})
+    run_id = f"bench-{os.getpid()}-{int(time.time()) % 100000}-"
+    try:
+        return _run(base, run_id, events=events, naive_events=naive_events, partitions=partitions,
+                    latency_seconds=latency_seconds, load_fractions=load_fractions, out_dir=out_dir, seed=seed)
+    finally:
+        try:
+            deleted = delete_topics_with_prefix(base, run_id)
+            print(f"deleted the run's {len(deleted)} topics ({run_id}*)", flush=True)
+        except Exception as exc:  # the results stand; the topics are left for the broker's owner
+            print(f"could not delete the run's topics ({run_id}*): {type(exc).__name__}: {exc}", flush=True)
+
+
+def _run(base: Settings, run_id: str, *, events: int, naive_events: int, partitions: int, latency_seconds: float,
+         load_fractions: list[float], out_dir: Path, seed: int) -> BenchResult:
     bootstrap = base.bootstrap_servers
     result = BenchResult(events=events, partitions=partitions, batch_size=base.batch_size)
-    run_id = f"bench-{os.getpid()}-{int(time.time()) % 100000}-"
     backlog = f"{run_id}backlog"
 
     pipeline = load_pipeline(base)

@@ -39,6 +39,20 @@ def create_topics(
         return created
 
 
+def delete_topics_with_prefix(settings: Settings, prefix: str) -> list[str]:
+    """Delete every topic whose name starts with ``prefix`` (what a benchmark run created); returns them."""
+    if not prefix:
+        raise ValueError("refusing to delete every topic: empty prefix")
+    with admin_client(settings) as admin:
+        names = sorted(t for t in admin.list_topics() if t.startswith(prefix))
+        if names:
+            admin.delete_topics(names)
+        deadline = time.monotonic() + VISIBLE_TIMEOUT_S  # as for creation: until the broker stops listing them
+        while any(t.startswith(prefix) for t in admin.list_topics()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return names
+
+
 def _wait_until_listed(admin: Any, names: list[str]) -> None:
     """The controller answers once a topic is committed; a broker's metadata has it a moment later,
     and a client asking in between is told it does not exist (a worker started right after its
