@@ -26,7 +26,7 @@ ENGINES = {
     "batch": {"WORKERS_ENGINE": "batch"},
     "agent": {"WORKERS_ENGINE": "agent"},
     "batch-no-linger": {"WORKERS_ENGINE": "batch", "WORKERS_BATCH_LINGER_S": "0"},
-    # batches larger than the stream: every fetch waits at the broker for bytes that never come
+    # batches larger than the stream: a fetch with records waits the whole linger for bytes that never come
     "batch-linger": {"WORKERS_ENGINE": "batch", "WORKERS_BATCH_SIZE": "2000", "WORKERS_BATCH_LINGER_S": "0.05",
                      "WORKERS_BATCH_MIN_BYTES": "10000000"},
 }
