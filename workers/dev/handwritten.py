@@ -6,7 +6,8 @@ timeout=0.1)``, decode each event with fastavro (skipping the single-object head
 the rows from the manifest, one public ``predict_proba`` per batch, produce one Avro
 prediction per event, ``flush``, then a synchronous commit (at-least-once). Bad records are
 skipped and counted: no dead letters, no lineage, no metrics. It reads nothing of the
-project's core but the manifest and schema files.
+project's core but the manifest and schema files; its connection (TLS, SASL) comes from the
+same ``WORKERS_*`` settings as every other client, so it runs wherever the bench runs.
 """
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ import joblib
 import numpy as np
 from confluent_kafka import Consumer, Producer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+from workers.kafka.connection import librdkafka_options
+from workers.settings import Settings
 
 HEADER = 10  # C3 01 + 8-byte fingerprint
 
@@ -49,11 +53,10 @@ def main() -> None:
 
     source = env.get("WORKERS_INPUT_TOPIC") or f"{prefix}{pipeline}.events"
     sink = f"{prefix}{pipeline}.predictions"
-    bootstrap = env["WORKERS_BOOTSTRAP_SERVERS"]
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{prefix}{pipeline}-handwritten",
+    connection = librdkafka_options(Settings())
+    consumer = Consumer({**connection, "group.id": f"{prefix}{pipeline}-handwritten",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5,
-                         "enable.idempotence": True})
+    producer = Producer({**connection, "acks": "all", "linger.ms": 5, "enable.idempotence": True})
     consumer.subscribe([source])
     running = [True]
     signal.signal(signal.SIGTERM, lambda *_: running.__setitem__(0, False))

@@ -1,9 +1,10 @@
 """The one place that turns Settings into connection options, for every Kafka client we use.
 
 faust (the app), aiokafka (the batch engine's consumer and producer, the benchmark's
-harness) and kafka-python (producer, downstream consumer, admin, replay) each spell the
-same connection differently. They all get it from here, built from one ``Connection``,
-so that no client can connect with another protocol, mechanism or identity than the rest.
+harness), kafka-python (producer, downstream consumer, admin, replay) and librdkafka (the
+benchmark's hand-written confluent-kafka contender) each spell the same connection
+differently. They all get it from here, built from one ``Connection`` (librdkafka from the
+same Settings), so that no client connects with another protocol, mechanism or identity.
 Settings already refused inconsistent combinations (``Settings._consistent_security``).
 """
 from __future__ import annotations
@@ -81,3 +82,21 @@ def faust_options(settings: Settings | Connection) -> dict[str, Any]:
     elif conn.ssl_context is not None:
         credentials = faust.SSLCredentials(conn.ssl_context)
     return {"broker": [f"kafka://{server}" for server in conn.bootstrap], "broker_credentials": credentials}
+
+
+def librdkafka_options(settings: Settings) -> dict[str, Any]:
+    """For ``confluent_kafka.Consumer`` and ``Producer``: librdkafka reads files, not an SSL context.
+
+    Hostname verification is librdkafka's default (``ssl.endpoint.identification.algorithm=https``).
+    """
+    options: dict[str, Any] = {"bootstrap.servers": ",".join(settings.bootstrap_list),
+                               "security.protocol": settings.security_protocol}
+    if settings.sasl_mechanism:
+        password = settings.sasl_password.get_secret_value() if settings.sasl_password is not None else None
+        options.update({"sasl.mechanism": settings.sasl_mechanism, "sasl.username": settings.sasl_username,
+                        "sasl.password": password})
+    for key, path in (("ssl.ca.location", settings.ssl_cafile), ("ssl.certificate.location", settings.ssl_certfile),
+                      ("ssl.key.location", settings.ssl_keyfile)):
+        if path is not None:
+            options[key] = str(path)
+    return options

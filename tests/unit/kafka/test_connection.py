@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from workers.errors import ConfigError
-from workers.kafka.connection import aiokafka_options, faust_options, kafka_python_options
+from workers.kafka.connection import aiokafka_options, faust_options, kafka_python_options, librdkafka_options
 from workers.settings import Settings
 
 
@@ -69,6 +69,14 @@ def test_every_client_connects_the_same_way(name, tls_files):
     assert _as_seen_by_the_broker(python) == expected
     assert _as_seen_by_the_broker(aio) == expected
     assert _as_seen_by_the_broker(via_faust) == expected
+    assert _as_seen_by_librdkafka(librdkafka_options(settings)) == expected
+
+
+def _as_seen_by_librdkafka(options: dict) -> tuple:
+    """The same facts in librdkafka's spelling (the bench's confluent-kafka contender)."""
+    return (options["bootstrap.servers"].split(","), options["security.protocol"], options.get("sasl.mechanism"),
+            options.get("sasl.username"), options.get("sasl.password"),
+            options["security.protocol"].endswith("SSL"))
 
 
 @pytest.mark.parametrize("name", COMBINATIONS)
@@ -82,6 +90,17 @@ def test_every_option_is_one_the_client_accepts(name, tls_files):
         assert set(kafka_python_options(settings)) <= set(client.DEFAULT_CONFIG), client.__name__
     for client in (AIOKafkaConsumer, AIOKafkaProducer):
         assert set(aiokafka_options(settings)) <= set(inspect.signature(client).parameters), client.__name__
+
+
+@pytest.mark.parametrize("name", COMBINATIONS)
+def test_librdkafka_accepts_every_option_and_reads_the_tls_files(name, tls_files):
+    from confluent_kafka import Producer
+
+    options = librdkafka_options(_settings(COMBINATIONS[name], tls_files))
+    if "ssl.ca.location" in options:
+        assert options["ssl.ca.location"] == str(tls_files["cert"])
+    # librdkafka refuses an unknown property, a bad value or an unreadable file at construction
+    Producer({**options, "socket.connection.setup.timeout.ms": 1000}).flush(0)
 
 
 def test_mutual_tls_loads_the_client_certificate(tls_files):
