@@ -105,26 +105,76 @@ def test_wrong_password_and_unauthenticated_clients_get_one_clear_line(secure_br
     assert "the broker answered in TLS" in plaintext.stderr and "SASL_SSL" in plaintext.stderr
 
 
+def _first_bad_offsets(secure_broker, pipeline, sent: list) -> dict[int, int]:
+    """{partition: offset of its first record bound for the dead letters}, read back as the admin."""
+    bad = {s.value for s in sent if s.expected_reason}
+    first: dict[int, int] = {}
+    for record in consume(pipeline, [pipeline.topics.events], idle_timeout_s=5, max_records=len(sent)):
+        if record.value in bad and record.partition not in first:
+            first[record.partition] = record.offset
+    assert len(first) >= 1 and sum(1 for r in sent if r.expected_reason) == len(bad)
+    return first
+
+
+@pytest.mark.parametrize("engine", ["batch", "agent"])
 def test_a_worker_denied_write_on_dead_letters_stops_cleanly_and_resumes_once_granted(secure_broker, pipeline,
-                                                                                   tmp_path):
+                                                                                   engine, tmp_path):
     denied = Grant(PRINCIPALS["worker"], "WRITE", "TOPIC", pipeline.topics.dlq)
     revoke(pipeline, [denied])
     sent = _produce(secure_broker, pipeline, 300, bad=9)
-    worker = start_worker(pipeline, tmp_path / "w1.log", _worker_env(secure_broker, "worker"))
+    first_bad = _first_bad_offsets(secure_broker, pipeline, sent)
+    worker = start_worker(pipeline, tmp_path / "w1.log", _worker_env(secure_broker, "worker", WORKERS_ENGINE=engine))
     assert worker.wait(120) == EXIT_RUNTIME
     log = (tmp_path / "w1.log").read_text()
     assert f"cannot WRITE to topic {pipeline.topics.dlq}: not authorized" in log
+    # no partition's committed offset passes a record whose dead letter was refused
     committed = committed_offsets(pipeline, pipeline.group_id, pipeline.topics.events)
-    assert sum(o or 0 for o in committed.values()) < len(sent)  # not everything: the bad records are not past
+    for partition, offset in first_bad.items():
+        assert (committed.get(partition) or 0) <= offset, (partition, committed, first_bad)
 
     apply(pipeline, [denied])
-    worker = start_worker(pipeline, tmp_path / "w2.log", _worker_env(secure_broker, "worker"))
+    worker = start_worker(pipeline, tmp_path / "w2.log", _worker_env(secure_broker, "worker", WORKERS_ENGINE=engine))
     try:
         predictions, letters = _outputs(secure_broker, pipeline, 9)
     finally:
         stop_worker(worker)
     # every event accounted for (predictions of the batch that failed were written, then again: duplicates)
-    assert len(predictions) == 291 and len(letters) == 9
+    assert set(predictions) == {s.event_id.encode() for s in sent if not s.expected_reason}
+    assert sorted(r.value for r in letters) == sorted(s.value for s in sent if s.expected_reason)
+
+
+@pytest.mark.parametrize("command", [["run"], ["replay", "--dry-run"]])
+def test_a_worker_or_replay_with_a_wrong_password_stops_with_one_error_line(secure_broker, pipeline, command):
+    user = "worker" if command == ["run"] else "replayer"
+    wrong = {**secure_broker.env(user), "WORKERS_SASL_PASSWORD": "not-the-password-43"}
+    out = _cli(wrong, *command, "--topic-prefix", pipeline.topic_prefix)
+    assert out.returncode == EXIT_RUNTIME, out.stderr
+    errors = [line for line in out.stderr.splitlines() if line.startswith("workers: error:")]
+    assert len(errors) == 1 and "authentication failed" in errors[0], out.stderr
+    assert "not-the-password-43" not in out.stderr + out.stdout
+
+
+def test_workers_write_the_audit_trail_and_only_an_operator_reads_it(secure_broker, pipeline, tmp_path):
+    worker = start_worker(pipeline, tmp_path / "worker.log", _worker_env(secure_broker, "worker"))
+    try:
+        shown = ""
+        for _ in range(30):  # the worker writes its model_loaded record (acknowledged) before it serves
+            out = _cli(secure_broker.env("admin"), "audit", "--topic-prefix", pipeline.topic_prefix,
+                       "--idle-timeout", "3")
+            assert out.returncode == 0, out.stderr
+            shown = out.stdout
+            if "model_loaded by User:worker@" in shown:
+                break
+            time.sleep(1)
+    finally:
+        assert stop_worker(worker) == 0
+    assert "model_loaded by User:worker@" in shown and "worker_started by User:worker@" in shown, shown
+    sha256 = json.loads((pipeline.models_dir / "fraud" / "1.0.0" / "manifest.json").read_text())["artifact_sha256"]
+    assert f"sha256={sha256}" in shown
+    for role in ("worker", "producer", "consumer", "replayer"):  # they may write it (workers, replay) but not read it
+        out = _cli(secure_broker.env(role), "audit", "--topic-prefix", pipeline.topic_prefix, "--idle-timeout", "3")
+        assert out.returncode == EXIT_RUNTIME and out.stderr.count("\n") == 1, (role, out.stderr)
+        assert f"{role} may not" in out.stderr, (role, out.stderr)
 
 
 def test_a_principal_without_acls_cannot_read_the_events(secure_broker, pipeline):

@@ -22,6 +22,7 @@ from typing import Any
 
 from workers.core.pipeline import BatchResult, Pipeline
 from workers.core.records import InputRecord, OutputRecord
+from workers.kafka.delivery import fatal_error
 from workers.kafka.engine import EngineContext, fetch_writer_schemas, process
 
 HEARTBEAT_INTERVAL_S = 1.0
@@ -111,7 +112,13 @@ class AgentEngine:
 
     async def _send(self, outputs: list[OutputRecord]) -> list[Any]:
         producer = self._app.producer
-        return [await producer.send(o.topic, o.key, o.value, None, None, o.headers) for o in outputs]
+        futures = []
+        for output in outputs:
+            try:
+                futures.append(await producer.send(output.topic, output.key, output.value, None, None, output.headers))
+            except Exception as exc:  # e.g. the topic's metadata is not authorized: say which topic
+                raise fatal_error(output.topic, exc) from exc
+        return futures
 
     async def _heartbeat(self) -> None:
         now = time.monotonic()
@@ -126,6 +133,15 @@ class AgentEngine:
                 event.ack()  # the last reference: the offset may now be committed
             self.context.accounting.batch_delivered(records, result)
         except Exception as exc:
-            self.context.fail(exc)
+            self.context.fail(_naming_the_topic(exc, result.outputs, futures))
         finally:
             slots.release()
+
+
+def _naming_the_topic(exc: BaseException, outputs: list[OutputRecord], futures: list[Any]) -> BaseException:
+    """The delivery failure as one line naming the topic it could not be written to (gather
+    raises the first failure itself, so the failed future is the one holding that exception)."""
+    for output, future in zip(outputs, futures, strict=False):
+        if future.done() and not future.cancelled() and future.exception() is exc:
+            return fatal_error(output.topic, exc)
+    return exc
