@@ -136,7 +136,8 @@ class Reader:
         import pyarrow.parquet as pq
 
         try:
-            parquet = pq.ParquetFile(self.path)
+            # pre_buffer (pyarrow's default) reads every row group's pages at the first batch: the whole file
+            parquet = pq.ParquetFile(self.path, pre_buffer=False)
         except (OSError, pa.ArrowException) as exc:
             raise InputFileError(f"{self.path} is not a Parquet file ({exc})") from None
         self._total_rows = parquet.metadata.num_rows

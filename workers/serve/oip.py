@@ -9,9 +9,9 @@ may leave out: the event id (the request id and the row number), the event time 
 request's arrival) and the entity key, and any field with a default.
 
 A request that cannot be read as tensors is a ``BadRequest`` (400, ``corrupt``). Rows
-that the pipeline rejects are answered 422 (400 for the protocol's clients) with one
-entry per rejected row: its position, the dead-letter reason and the message the
-dead-letter topic would carry; an ``inference_error`` is the server's fault (500).
+that the pipeline rejects are answered 422 with one entry per rejected row: its
+position, the dead-letter reason and the message the dead-letter topic would carry;
+500 when every rejection is an ``inference_error`` (the server's fault, not the rows').
 """
 from __future__ import annotations
 
