@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
+from sklearn.datasets import load_breast_cancer
 from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import make_pipeline
@@ -13,6 +15,7 @@ from sklearn.preprocessing import StandardScaler
 from tests.byom_data import cancer, diabetes, dump, project, wine, write_schema
 from tests.factories import load_test_pipeline
 from workers.cli import main
+from workers.core.records import InputRecord
 from workers.errors import EXIT_CONFIG
 
 
@@ -52,27 +55,45 @@ def cancer_files(workspace):
     return x, y, schema, reference
 
 
-def _new_cancer(cli, workspace, model, schema, reference, *extra):
+def _new_cancer(cli, workspace, model, schema, reference, *extra, positive_class="1"):
     return cli("pipeline", "new", "--pipeline", "cancer", "--model", dump(model, workspace / "model.joblib"),
-               "--schema", schema, "--reference", reference, "--key-field", "patient", "--positive-class", "1",
-               *extra)
+               "--schema", schema, "--reference", reference, "--key-field", "patient",
+               "--positive-class", positive_class, *extra)
 
 
-def test_a_dataframe_model_becomes_a_pipeline_the_worker_loads_and_scores_like_the_model(cli, workspace,
-                                                                                           cancer_files):
-    x, y, schema, reference = cancer_files
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000)).fit(x, y)
+def _labels_from_the_worker(pipeline, x) -> np.ndarray:
+    """Each row of ``x`` encoded as an event and run through the worker's core: the predictions' labels."""
+    now_ms = int(time.time() * 1000)
+    records = [InputRecord(value=pipeline.input_codec.encode({"event_id": f"row-{i}", "patient": f"patient-{i}",
+                                                              "event_time": now_ms, **row}),
+                           topic=pipeline.topics.events, partition=0, offset=i)
+               for i, row in enumerate(x.to_dict("records"))]
+    outputs = pipeline.process(records, now_ms=now_ms).outputs
+    assert [o.reason for o in outputs if o.is_dead_letter] == []
+    return np.array([pipeline.prediction_codec.decode(o.value)[0]["label"] for o in outputs])
+
+
+def test_a_dataframe_model_becomes_a_pipeline_the_worker_loads_scores_and_labels_like_the_model(
+        cli, workspace, cancer_files):
+    """The README's example: classes named as the data set names them (class 0 is malignant, 1 benign),
+    the score is P(malignant), and --labels names a score below the threshold, then one at/above it."""
+    x, y, schema, _ = cancer_files
+    diagnosis = y.map(dict(enumerate(load_breast_cancer().target_names)))
+    reference = workspace / "train.csv"
+    x.assign(diagnosis=diagnosis).to_csv(reference, index=False)
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000)).fit(x, diagnosis)
     code, out, err = _new_cancer(cli, workspace, model, schema, reference, "--labels", "benign,malignant",
-                                 "--target", "diagnosis")
+                                 "--target", "diagnosis", positive_class="malignant")
     assert code == 0, err
     assert "from the model's feature_names_in_" in out and "checked 569 rows" in out
+    assert "score = probability of class 'malignant'; label 'malignant' from 0.5 up, else 'benign'" in out
 
     directory = workspace / "models" / "cancer" / "1.0.0"
     manifest = json.loads((directory / "manifest.json").read_text())
     assert [f["name"] for f in manifest["features"]] == list(x.columns)
     assert manifest["features"][0] == {"name": "mean_radius", "kind": "numeric", "min": float(x.mean_radius.min()),
                                        "max": float(x.mean_radius.max())}
-    assert manifest["positive_class"] == 1 and manifest["labels"] == ["benign", "malignant"]
+    assert manifest["positive_class"] == "malignant" and manifest["labels"] == ["benign", "malignant"]
     assert manifest["input_schema"] == "cancer/tumour.v1.avsc"
     assert (workspace / "schemas" / "cancer" / "tumour.v1.avsc").read_text() == schema.read_text()
     assert set(manifest["reference_profile"]["features"]) == set(x.columns)
@@ -83,7 +104,15 @@ def test_a_dataframe_model_becomes_a_pipeline_the_worker_loads_and_scores_like_t
     rows = np.array([pipeline.features.row(r, []) for r in x.to_dict("records")])
     scores, failures = pipeline.scorer.score(rows)
     assert failures == {}
-    np.testing.assert_allclose(scores, model.predict_proba(x)[:, 1], rtol=0, atol=1e-12)
+    probabilities = model.predict_proba(x)
+    classes = list(model.classes_)
+    np.testing.assert_allclose(scores, probabilities[:, classes.index("malignant")], rtol=0, atol=1e-12)
+
+    # every prediction is labelled with the class the model itself predicts: swapped --labels fail here
+    labels = _labels_from_the_worker(pipeline, x)
+    np.testing.assert_array_equal(labels, model.predict(x))
+    benign = probabilities[:, classes.index("benign")]
+    assert labels[benign.argmax()] == "benign" and labels[benign.argmin()] == "malignant"
 
     code, out, err = cli("pipeline", "check", "--pipeline", "cancer")  # the recorded reference file
     assert code == 0, err
