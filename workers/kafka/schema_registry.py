@@ -4,11 +4,14 @@ The worker asks it for writer schemas by id (cached by the caller, ``RegisteredS
 registers the prediction schema under its topic's subject (TopicNameStrategy:
 ``<topic>-value``). ``workers schemas register|check`` use it for a pipeline's schemas.
 A 404 for an id is an answer (the registry does not know it); a connection error, a
-timeout or a 5xx is ``RegistryUnavailableError``: transient, never a verdict on a record.
+timeout, a connection closed mid-answer or a 5xx is ``RegistryUnavailableError``: transient,
+never a verdict on a record. Credentials (``auth``, or ``user:password@`` in the URL) go in a
+basic-auth header, never into ``url`` or a message.
 """
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import ssl
 import urllib.error
@@ -40,7 +43,12 @@ class Compatibility:
 
 class SchemaRegistry:
     def __init__(self, url: str, *, auth: str | None = None, cafile: str | None = None, timeout_s: float = 5.0):
-        self.url = url.rstrip("/")
+        bare_url, url_auth = _split_credentials(url)
+        if url_auth and auth:
+            raise ConfigError(f"schema registry {bare_url}: credentials in the URL and in "
+                              "WORKERS_SCHEMA_REGISTRY_AUTH; give them once")
+        auth = auth or url_auth
+        self.url = bare_url.rstrip("/")  # shown in messages and logs: never with credentials
         self._headers = {"Accept": CONTENT_TYPE, "Content-Type": CONTENT_TYPE}
         if auth:
             self._headers["Authorization"] = "Basic " + base64.b64encode(auth.encode()).decode()
@@ -103,23 +111,43 @@ class SchemaRegistry:
     def _call(self, method: str, path: str, payload: Any = None) -> tuple[int, dict[str, Any]]:
         data = None if payload is None else json.dumps(payload).encode()
         request = urllib.request.Request(self.url + path, data=data, method=method, headers=self._headers)
+        asked = f"{method} {path.split('?')[0]}"
         try:
-            with urllib.request.urlopen(request, timeout=self._timeout_s, context=self._context) as response:
-                return response.status, _json(response.read())
-        except urllib.error.HTTPError as exc:
-            if exc.code >= 500:
-                raise RegistryUnavailableError(f"schema registry {self.url} answered {exc.code} to {method} "
-                                               f"{path.split('?')[0]}") from None
-            if exc.code in (401, 403):
-                raise ConfigError(f"schema registry {self.url} refused the credentials ({exc.code})") from None
-            return exc.code, _json(exc.read())
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise RegistryUnavailableError(f"schema registry {self.url} unreachable: {reason}") from None
+            try:
+                with urllib.request.urlopen(request, timeout=self._timeout_s, context=self._context) as response:
+                    return response.status, _json(response.read())
+            except urllib.error.HTTPError as exc:
+                status, raw = exc.code, exc.read()  # reading an error's body can fail like any read: below
+        # http.client.HTTPException: the connection closed mid-answer (IncompleteRead) or a garbled one
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+            if isinstance(reason, TimeoutError):
+                raise RegistryUnavailableError(f"schema registry {self.url} did not answer {asked} within "
+                                               f"{self._timeout_s:g}s") from None
+            why = f"{type(reason).__name__}: {reason}" if isinstance(reason, BaseException) else str(reason)
+            raise RegistryUnavailableError(f"schema registry {self.url} unreachable ({asked}): {why}") from None
+        body = _json(raw)
+        if status >= 500:
+            detail = f": {_message(body)}" if body else ""
+            raise RegistryUnavailableError(f"schema registry {self.url} answered {status} to {asked}{detail}")
+        if status in (401, 403):
+            raise ConfigError(f"schema registry {self.url} refused the credentials ({status})")
+        return status, body
 
     def _expect(self, status: int, body: dict[str, Any], doing: str) -> None:
         if status != 200:
             raise ConfigError(f"schema registry {self.url}: {doing}: {status} {_message(body)}")
+
+
+def _split_credentials(url: str) -> tuple[str, str | None]:
+    """``https://user:pass@host/path`` -> (``https://host/path``, ``user:pass``), percent-decoded."""
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    bare = urllib.parse.urlunsplit(parts._replace(netloc=host))
+    return bare, f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}"
 
 
 def _quote(subject: str) -> str:
