@@ -1,13 +1,17 @@
-"""Bring your own model, the whole path on a real broker: train on diabetes, `pipeline new`,
-`pipeline check`, a worker, `produce --from` a file, predictions equal to the model's own."""
+"""Bring your own model, the whole path on a real broker: train (diabetes regression, wine
+classification), `pipeline new`, `pipeline check`, a worker, `produce --from` a file,
+predictions equal to the model's own."""
 from __future__ import annotations
 
 import json
 
 import pytest
 from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
-from tests.byom_data import diabetes, dump, project, write_schema
+from tests.byom_data import diabetes, dump, project, wine, write_schema
 from tests.integration.workers_harness import collect, pipeline_settings, worker_env
 from workers.cli import main
 from workers.dev.processes import start_worker, stop_worker
@@ -53,3 +57,50 @@ def test_a_model_brought_by_its_user_streams_and_scores_as_it_does_offline(kafka
     for prediction in out.predictions:
         assert prediction["model_name"] == "diabetes" and prediction["label"] is None
         assert prediction["score"] == pytest.approx(offline[prediction["event_id"]], rel=0, abs=1e-9)
+
+
+def test_a_classifier_brought_by_its_user_labels_events_as_it_does_offline(kafka_bootstrap, unique_name, tmp_path,
+                                                                         monkeypatch, capsys):
+    """Wine as a binary question (is it cultivar 0?), a scaled logistic regression fitted on a
+    DataFrame (the column order comes from the model), events produced from a CSV file."""
+    schemas, models = project(tmp_path)
+    monkeypatch.setenv("WORKERS_SCHEMAS_DIR", str(schemas))
+    monkeypatch.setenv("WORKERS_MODELS_DIR", str(models))
+    x, y = wine()
+    cultivar = (y == 0).map({True: "barolo", False: "other"})
+    order = x.sample(frac=1.0, random_state=3).index  # the data set is sorted by class
+    train, live = x.loc[order[:140]], x.loc[order[140:]]
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(train, cultivar.loc[train.index])
+    reference = tmp_path / "train.csv"
+    train.assign(cultivar=cultivar.loc[train.index]).to_csv(reference, index=False)
+    assert main(["pipeline", "new", "--pipeline", "wine", "--model", str(dump(model, tmp_path / "m.joblib")),
+                 "--schema", str(write_schema(tmp_path / "bottle.v1.avsc", "Bottle", x.columns, key="cellar")),
+                 "--reference", str(reference), "--key-field", "cellar", "--target", "cultivar", "--no-bounds",
+                 "--positive-class", "barolo", "--labels", "other,barolo"]) == 0, capsys.readouterr().err
+    assert main(["pipeline", "check", "--pipeline", "wine"]) == 0, capsys.readouterr().err
+
+    prefix = unique_name("byom-wine") + "-"
+    settings = pipeline_settings(kafka_bootstrap, prefix, pipeline="wine", schemas_dir=schemas, models_dir=models)
+    records = tmp_path / "bottles.csv"
+    ids = [f"bottle-{i}" for i in range(len(live))]
+    live.assign(event_id=ids, cellar=[f"c-{i % 5}" for i in range(len(live))]).to_csv(records, index=False)
+    capsys.readouterr()
+    assert main(["produce", "--pipeline", "wine", "--from", str(records), "--bootstrap-servers", kafka_bootstrap,
+                 "--topic-prefix", prefix]) == 0, capsys.readouterr().err
+    assert f"sent {len(live)} events" in capsys.readouterr().out
+
+    log = tmp_path / "worker.log"
+    worker = start_worker(settings, log, worker_env(settings))
+    try:
+        out = collect(settings, len(live), worker=worker)
+    finally:
+        assert stop_worker(worker) == 0, log.read_text()[-3000:]
+    assert out.dead_letters == [] and len(out.predictions) == len(live)
+    positive = list(model.classes_).index("barolo")
+    scores = dict(zip(ids, model.predict_proba(live)[:, positive], strict=True))
+    labels = dict(zip(ids, model.predict(live), strict=True))
+    assert {"barolo", "other"} <= set(labels.values())  # both answers occur, so a swapped label would show
+    for prediction in out.predictions:
+        assert prediction["model_name"] == "wine"
+        assert prediction["score"] == pytest.approx(scores[prediction["event_id"]], rel=0, abs=1e-9)
+        assert prediction["label"] == labels[prediction["event_id"]]

@@ -30,7 +30,7 @@ from workers.dev import fraud_data
 from workers.dev.bad_inputs import BAD_KINDS, INVALID_UTF8_KEY, corrupt_variant
 from workers.dev.processes import rss_mb, start_worker, stop_worker
 from workers.errors import EXIT_RUNTIME
-from workers.kafka.admin import create_topics
+from workers.kafka.admin import create_topics, topic_config
 from workers.kafka.consumer import consume, end_offsets_total
 from workers.kafka.producer import EventProducer
 from workers.pipelines import load_manifest
@@ -575,6 +575,9 @@ def drill_leader_kill(base: Settings, workdir: Path, cluster_port: int, data_dir
                                                                                   "audit")})
     result = DrillResult("leader kill -9")
     topics = [drill.topics.events, drill.topics.predictions, drill.topics.dlq, drill.topics.audit]
+    for topic in topics:  # what makes acks=all mean two copies: checked on the broker, not assumed
+        if (effective := topic_config(drill.settings, topic).get("min.insync.replicas")) != "2":
+            result.problems.append(f"{topic} has min.insync.replicas={effective}, not 2")
     drill.start_worker()
     drill.produce(drill.events(count, 12), rate=count / seconds, background=True)
     _wait_for_outputs(drill, count // 3)
@@ -591,6 +594,8 @@ def drill_leader_kill(base: Settings, workdir: Path, cluster_port: int, data_dir
             failover_s = time.monotonic() - killed_at
             break
         time.sleep(0.2)
+    if failover_s is None:
+        result.problems.append(f"the leader of events/0 did not move off node {leader} within 60 s of the kill")
     time.sleep(down_s)  # the stream goes on without the node
     started = subprocess.run([*cli, "start", "--node", str(leader), *where], capture_output=True, text=True,
                              timeout=180)

@@ -74,3 +74,12 @@ def alter_topic_config(settings: Settings, topic: str, config: dict[str, str]) -
 
     with admin_client(settings) as admin:
         admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=config)])
+
+
+def topic_config(settings: Settings, topic: str) -> dict[str, str]:
+    """The topic's effective configs as the broker reports them (its own, the broker's defaults)."""
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    with admin_client(settings) as admin:
+        described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)], config_filter="all")
+    return {name: entry["value"] for name, entry in described["topic"][topic].items()}
