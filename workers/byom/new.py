@@ -286,6 +286,10 @@ def summary(created: Created) -> list[str]:
     ]
     if created.quality:
         lines.append(f"  reference: {created.quality}")
+    elif created.order_source != "the model's feature_names_in_":
+        # nothing but the user's word says the columns are in the model's order: say so
+        lines.append("  the column order is not checked: the model has no feature names and no --target was "
+                     "given (with a label column, a model fed its columns in the wrong order is refused)")
     lines.append(f"  {created.check.describe()}")
     lines.append(f"next: workers topics create --pipeline {manifest.name}; workers run --pipeline {manifest.name}; "
                  f"workers produce --pipeline {manifest.name}")

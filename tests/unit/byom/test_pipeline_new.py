@@ -142,7 +142,16 @@ def test_the_numpy_order_trap_is_refused_when_the_reference_has_labels(cli, work
     code, out, err = _new_cancer(cli, workspace, model, schema, reference, "--features", ",".join(x.columns),
                                  "--target", "diagnosis")
     assert code == 0, err
-    assert "from --features" in out
+    assert "from --features" in out and "column order is not checked" not in out
+
+
+def test_an_order_nothing_could_check_is_said_to_be_unchecked(cli, workspace, cancer_files):
+    """Without labels the reversed order cannot be caught: the summary must not sound as if it was."""
+    x, y, schema, reference = cancer_files
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000)).fit(x.to_numpy(), y)
+    code, out, err = _new_cancer(cli, workspace, model, schema, reference, "--features", ",".join(reversed(x.columns)))
+    assert code == 0, err
+    assert "the column order is not checked: the model has no feature names and no --target was given" in out
 
 
 def test_reference_columns_give_the_order_only_when_asked_and_only_if_they_fit(cli, workspace, cancer_files):
