@@ -52,6 +52,7 @@ def test_a_personal_key_is_pseudonymised_and_never_copied(tmp_path, mark):
     exposed += json.dumps(logs).encode()
     devices = {r["device"] for r in rows}
     assert not [d for d in devices if d.encode() in exposed]
+    assert not [site for site in ("north", "south", "east") if site.encode() in exposed]  # the personal feature
     predictions = [pipeline.prediction_codec.decode(o.value)[0] for o in result.outputs if not o.is_dead_letter]
     by_device = {}
     assert len(predictions) == 40
@@ -78,3 +79,31 @@ def test_a_personal_key_without_a_pseudonym_key_refuses_to_start(tmp_path):
     schemas, models = _personal_sensor(tmp_path, "manifest")
     with pytest.raises(ConfigError, match="WORKERS_PSEUDONYM_KEY"):
         load_test_pipeline("sensor", schemas, models)
+
+
+@pytest.mark.parametrize("mark", ["manifest", "schema"])
+def test_dead_letters_of_a_personal_key_carry_it_only_in_the_original_record(tmp_path, mark):
+    """The dead letter keeps the original key and bytes (needed for replay); its headers, the logs,
+    the metrics and the status page never name the device."""
+    schemas, models = _personal_sensor(tmp_path, mark)
+    pipeline = load_test_pipeline("sensor", schemas, models, pseudonym_key="k1")
+    rows, _ = sensor_rows(12, seed=5)
+    now = int(time.time() * 1000)
+    records = []
+    for i, row in enumerate(rows):
+        row["ts"] = now
+        if i % 3 == 0:
+            row["temperature_c"] = float("nan")  # decoded, then refused by the features
+        value = pipeline.input_codec.encode(row) if i % 3 != 1 else b"\xc3\x01garbage"  # corrupt
+        records.append(InputRecord(value, row["device"].encode(), "in", 0, i, now))
+    result = pipeline.process(records, now)
+    letters = [o for o in result.outputs if o.is_dead_letter]
+    assert {o.reason for o in letters} == {"corrupt", "invalid_value"} and len(letters) == 8
+    assert [o.key for o in letters] == [r.key for r in records if r.offset % 3 != 2]  # the original keys, kept
+    monitor = WorkerMonitor(pipeline, "w", drift_window=10)
+    with capture_logs() as logs:
+        monitor.batch_delivered(records, result)
+    exposed = b"".join(v for o in letters for _, v in o.headers)
+    exposed += generate_latest(monitor.metrics.registry) + json.dumps(monitor.status()).encode()
+    exposed += json.dumps(logs).encode()
+    assert not [r["device"] for r in rows if r["device"].encode() in exposed]
