@@ -102,3 +102,36 @@ def test_secure_broker_in_the_foreground_as_the_secure_compose_runs_it(tmp_path)
     assert broker.returncode == 0, output
     assert "broker exited" in output
     assert not alive(broker_pid)
+
+
+def _client_env(data, user: str, drop: tuple[str, ...] = ()) -> dict[str, str]:
+    env = dict(line.split("=", 1) for line in (data / "clients" / f"{user}.env").read_text().splitlines())
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("WORKERS_")}
+    return {**clean, **{k: v for k, v in env.items() if k not in drop}}
+
+
+def _workers(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "workers.cli", *args], capture_output=True, text=True, timeout=120,
+                          env=env)
+
+
+def test_mutual_tls_admits_only_clients_with_a_certificate_the_broker_trusts(tmp_path):
+    port = free_port_run(2)
+    where = ("--port", str(port), "--data-dir", str(tmp_path / "mtls"))
+    started = _kafka_local("start", "--secure", "--mtls", *where)
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        assert "mutual TLS" in started.stdout and _kafka_local("status", *where).returncode == 0
+        data = tmp_path / "mtls"
+        assert _workers(_client_env(data, "admin"), "topics", "create", "--topic-prefix", "m-").returncode == 0
+        assert _workers(_client_env(data, "admin"), "acl", "apply", "--topic-prefix", "m-").returncode == 0
+        sent = _workers(_client_env(data, "producer"), "produce", "--count", "20", "--topic-prefix", "m-")
+        assert sent.returncode == 0 and "sent 20 events" in sent.stdout, sent.stderr
+        # the right password but no certificate: refused in the TLS handshake, one line saying what is missing
+        refused = _workers(_client_env(data, "producer", drop=("WORKERS_SSL_CERTFILE", "WORKERS_SSL_KEYFILE")),
+                           "produce", "--count", "20", "--topic-prefix", "m-")
+        assert refused.returncode != 0 and refused.stderr.count("\n") == 1, refused.stderr
+        assert "the broker wants a client certificate it trusts" in refused.stderr
+    finally:
+        stopped = _kafka_local("stop", *where)
+    assert stopped.returncode == 0, stopped.stderr

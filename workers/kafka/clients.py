@@ -66,9 +66,17 @@ def _answered_in_tls(cause: str) -> bool:
     return head >> 24 in (0x15, 0x16) and (head >> 16) & 0xFF == 0x03
 
 
+def _refused_the_certificate(cause: str) -> bool:
+    return "ALERT_BAD_CERTIFICATE" in cause or "ALERT_CERTIFICATE_REQUIRED" in cause
+
+
 def _main_cause(causes: list[str]) -> str | None:
     """The most telling of the causes seen: authentication, then TLS, then the rest."""
     for marker, meaning in (("SaslAuthenticationFailed", "authentication failed (wrong user or password?)"),
+                            # the broker's alert when it requires a client certificate (mutual TLS) it did
+                            # not get or does not trust
+                            (_refused_the_certificate, "TLS handshake failed: the broker wants a client "
+                             "certificate it trusts (mutual TLS: WORKERS_SSL_CERTFILE and WORKERS_SSL_KEYFILE)"),
                             ("SSL", "TLS handshake failed"), ("Handshake failed", "TLS handshake failed"),
                             (_answered_in_tls, "the broker answered in TLS (its listener expects TLS: set "
                                           "WORKERS_SECURITY_PROTOCOL to SSL or SASL_SSL)"),

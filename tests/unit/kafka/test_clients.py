@@ -15,6 +15,13 @@ from workers.kafka.clients import _main_cause
     (["InvalidReceiveError: InvalidReceiveError: Invalid frame length: 369296128"], "the broker answered in TLS"),
     (["KafkaConnectionError: socket disconnected"], "the broker closed the connection"),
     (["KafkaConnectionError: [Errno 111] ECONNREFUSED"], "connection refused"),
+    # a broker requiring a client certificate (mutual TLS), as kafka-python reports its alert
+    (["KafkaConnectionError: KafkaConnectionError: [SSL: SSLV3_ALERT_BAD_CERTIFICATE] sslv3 alert bad certificate"],
+     "TLS handshake failed: the broker wants a client certificate it trusts"),
+    (["KafkaConnectionError: [SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] tlsv13 alert certificate required"],
+     "TLS handshake failed: the broker wants a client certificate it trusts"),
+    (["KafkaConnectionError: [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed"], "TLS handshake failed: "
+     "KafkaConnectionError"),
 ])
 def test_the_most_telling_cause_is_named(causes, meaning):
     assert _main_cause(causes).startswith(meaning)
