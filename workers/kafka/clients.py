@@ -48,7 +48,11 @@ def _explained(settings: Settings) -> Iterator[None]:
     try:
         yield
     except KafkaError as exc:
-        cause = _main_cause(failures.causes) or f"{type(exc).__name__}: {exc}"
+        # the error raised counts as a cause too: a refused password now ends the bootstrap at once
+        raised = f"{type(exc).__name__}: {exc}"
+        cause = _main_cause([*failures.causes, raised])
+        if cause == raised and failures.causes:  # nothing telling: what was logged says more than a timeout
+            cause = failures.causes[-1]
         identity = f", {settings.sasl_mechanism} as {settings.sasl_username}" if settings.sasl_mechanism else ""
         raise KafkaUnavailableError(f"cannot connect to Kafka at {settings.bootstrap_servers} "
                                     f"({settings.security_protocol}{identity}): {cause}") from None

@@ -45,3 +45,48 @@ def test_both_transports_are_patched_once():
     for cls in (KafkaTCPTransport, KafkaSSLTransport):
         patched = cls.__dict__["_sock_recv"]
         assert hasattr(patched, "__wrapped__") and not hasattr(patched.__wrapped__, "__wrapped__")
+
+
+class _Manager:
+    """What the wrapper reads of kafka-python's connection manager: the bootstrap flag."""
+
+    def __init__(self, bootstrapping: bool) -> None:
+        setattr(self, kafka_python_fixes._BOOTSTRAPPING, bootstrapping)
+
+
+def _backoff_while_handling(manager: _Manager, node_id: str, failure: BaseException) -> int:
+    backoff = kafka_python_fixes._raising_authentication_failures(lambda _manager, _node: 50)
+    try:
+        raise failure
+    except type(failure):  # as the bootstrap loop calls it: inside its except for the connection
+        return backoff(manager, node_id)
+
+
+def test_a_refused_password_ends_the_bootstrap_at_once():
+    from kafka.errors import SaslAuthenticationFailedError
+
+    refused = SaslAuthenticationFailedError("invalid credentials")
+    with pytest.raises(SaslAuthenticationFailedError, match="invalid credentials"):
+        _backoff_while_handling(_Manager(bootstrapping=True), "bootstrap-0", refused)
+
+
+@pytest.mark.parametrize(("bootstrapping", "node_id", "failure"), [
+    (True, "bootstrap-0", KafkaConnectionError("refused")),  # a broker not up yet: retried until the timeout
+    (False, "bootstrap-0", None),  # a connected client's reconnects keep kafka-python's own handling
+    (True, "1", None),  # a broker node, not a bootstrap address
+])
+def test_other_failures_are_retried_as_before(bootstrapping, node_id, failure):
+    from kafka.errors import SaslAuthenticationFailedError
+
+    failure = failure or SaslAuthenticationFailedError("invalid credentials")
+    assert _backoff_while_handling(_Manager(bootstrapping), node_id, failure) == 50
+
+
+def test_the_bootstrap_of_kafka_python_is_patched_once():
+    from kafka.net.manager import KafkaConnectionManager
+
+    kafka_python_fixes.apply()
+    kafka_python_fixes.apply()
+    for name in ("_do_bootstrap", "update_backoff"):
+        patched = KafkaConnectionManager.__dict__[name]
+        assert hasattr(patched, "__wrapped__") and not hasattr(patched.__wrapped__, "__wrapped__")
