@@ -83,6 +83,18 @@ def test_the_whole_flow_over_sasl_ssl_with_one_principal_per_role(secure_broker,
     log = (tmp_path / "worker.log").read_text()
     assert password not in log and password.encode() not in metrics and password.encode() not in status
     assert json.loads(status)["predictions"] == 555
+    if engine == "batch":  # the operators' commands, each as its own principal
+        _the_commands_work_over_sasl_ssl(secure_broker, pipeline)
+
+
+def _the_commands_work_over_sasl_ssl(secure_broker, pipeline) -> None:
+    prefix = ("--topic-prefix", pipeline.topic_prefix)
+    tail = _cli(secure_broker.env("consumer"), "tail", "predictions", "--max", "3", "--idle-timeout", "10", *prefix)
+    assert tail.returncode == 0 and len(tail.stdout.strip().splitlines()) == 3, tail.stderr
+    replay = _cli(secure_broker.env("replayer"), "replay", *prefix)
+    assert replay.returncode == 0 and "replayed 45" in replay.stdout, replay.stdout + replay.stderr
+    shown = _cli(secure_broker.env("admin"), "audit", "--idle-timeout", "3", *prefix)
+    assert shown.returncode == 0 and "replay_run by User:replayer@" in shown.stdout, shown.stdout + shown.stderr
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:

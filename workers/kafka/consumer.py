@@ -67,6 +67,8 @@ def consume(
                 for m in messages:
                     yield Consumed(m.topic, m.partition, m.offset, m.key, m.value, list(m.headers or []), m.timestamp)
                     seen += 1
+                    if max_records is not None and seen >= max_records:
+                        return  # a poll can bring more than were asked for
     finally:
         consumer.close()
 
