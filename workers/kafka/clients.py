@@ -7,7 +7,6 @@ TLS, refused), instead of kafka-python's bare "Unable to bootstrap" after 30 s.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -60,18 +59,8 @@ def _explained(settings: Settings) -> Iterator[None]:
         logger.removeHandler(failures)
 
 
-def _answered_in_tls(cause: str) -> bool:
-    """A client that speaks plain Kafka to a TLS listener reads the broker's TLS alert as a frame
-    length: its first bytes are a TLS record's type (0x15 alert, 0x16 handshake) and version 3.x."""
-    match = re.search(r"Invalid frame length: (-?\d+)", cause)
-    if match is None:
-        return False
-    head = int(match.group(1)) & 0xFFFFFFFF
-    return head >> 24 in (0x15, 0x16) and (head >> 16) & 0xFF == 0x03
-
-
 def _refused_the_certificate(cause: str) -> bool:
-    return "ALERT_BAD_CERTIFICATE" in cause or "ALERT_CERTIFICATE_REQUIRED" in cause
+    return "ALERT_BAD_CERTIFICATE" in cause or "ALERT_CERTIFICATE_REQUIRED" in cause or "ALERT_UNKNOWN_CA" in cause
 
 
 def _main_cause(causes: list[str]) -> str | None:
@@ -82,8 +71,8 @@ def _main_cause(causes: list[str]) -> str | None:
                             (_refused_the_certificate, "TLS handshake failed: the broker wants a client "
                              "certificate it trusts (mutual TLS: WORKERS_SSL_CERTFILE and WORKERS_SSL_KEYFILE)"),
                             ("SSL", "TLS handshake failed"), ("Handshake failed", "TLS handshake failed"),
-                            (_answered_in_tls, "the broker answered in TLS (its listener expects TLS: set "
-                                          "WORKERS_SECURITY_PROTOCOL to SSL or SASL_SSL)"),
+                            (kafka_python_fixes.answered_in_tls, "the broker answered in TLS (its listener "
+                             "expects TLS: set WORKERS_SECURITY_PROTOCOL to SSL or SASL_SSL)"),
                             ("socket disconnected", "the broker closed the connection (does the listener expect "
                                                     "TLS or SASL? see WORKERS_SECURITY_PROTOCOL)"),
                             ("ECONNREFUSED", "connection refused (is a broker listening there?)")):

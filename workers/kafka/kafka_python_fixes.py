@@ -11,12 +11,15 @@ at EOF stays readable, so the read loop comes straight back for it.
 
 2. A refused password does not end the bootstrap: kafka-python backs off and tries again until
 its bootstrap timeout (10 s here), although it keeps the failure as "sticky" for connected
-nodes (``maybe_raise_auth_failure``), and Kafka's Java client gives up at once (an
-authentication failure is not retriable). The fix raises the failure from the bootstrap loop
-the first time it is seen: a wrong password is reported in well under a second.
+nodes (``maybe_raise_auth_failure``), and Kafka's Java client gives up at once (authentication
+and TLS-authentication failures are not retriable). The fix raises such a failure from the
+bootstrap loop the first time it is seen: a wrong password, a certificate the broker refuses
+or does not present correctly, or a plaintext client at a TLS listener is reported in well
+under a second. A broker that is not up yet is still retried until the timeout.
 """
 from __future__ import annotations
 
+import re
 import sys
 from typing import Any
 
@@ -53,16 +56,38 @@ def _flagging_the_bootstrap(do_bootstrap: Any) -> Any:
     return bootstrap
 
 
-def _raising_authentication_failures(update_backoff: Any) -> Any:
-    """The bootstrap loop calls ``update_backoff`` inside its ``except`` for a failed connection:
-    when what it handles is an authentication failure, raising it there ends the bootstrap."""
+# the TLS alerts and checks that mean "this certificate is refused", never "try again later"
+CERTIFICATE_REFUSED = ("ALERT_BAD_CERTIFICATE", "ALERT_CERTIFICATE_REQUIRED", "ALERT_UNKNOWN_CA",
+                       "CERTIFICATE_VERIFY_FAILED")
+
+
+def answered_in_tls(cause: str) -> bool:
+    """A client that speaks plain Kafka to a TLS listener reads the broker's TLS alert as a frame
+    length: its first bytes are a TLS record's type (0x15 alert, 0x16 handshake) and version 3.x."""
+    match = re.search(r"Invalid frame length: (-?\d+)", cause)
+    if match is None:
+        return False
+    head = int(match.group(1)) & 0xFFFFFFFF
+    return head >> 24 in (0x15, 0x16) and (head >> 16) & 0xFF == 0x03
+
+
+def refused_for_good(exc: BaseException) -> bool:
+    """A bootstrap failure that trying again cannot mend: credentials, certificates, protocol."""
     from kafka.errors import SaslAuthenticationFailedError
 
+    text = str(exc)
+    return (isinstance(exc, SaslAuthenticationFailedError) or any(m in text for m in CERTIFICATE_REFUSED)
+            or answered_in_tls(f"{type(exc).__name__}: {text}"))
+
+
+def _raising_authentication_failures(update_backoff: Any) -> Any:
+    """The bootstrap loop calls ``update_backoff`` inside its ``except`` for a failed connection:
+    when what it handles cannot succeed on a retry, raising it there ends the bootstrap."""
     def backoff(manager: Any, node_id: Any) -> Any:
         backoff_ms = update_backoff(manager, node_id)
         if getattr(manager, _BOOTSTRAPPING, False) and str(node_id).startswith("bootstrap"):
             handling = sys.exc_info()[1]
-            if isinstance(handling, SaslAuthenticationFailedError):
+            if handling is not None and refused_for_good(handling):
                 raise handling
         return backoff_ms
 

@@ -2,6 +2,7 @@
 "wrong password" answer followed by its close) before it reports the close."""
 from __future__ import annotations
 
+import re
 import socket
 
 import pytest
@@ -62,16 +63,29 @@ def _backoff_while_handling(manager: _Manager, node_id: str, failure: BaseExcept
         return backoff(manager, node_id)
 
 
-def test_a_refused_password_ends_the_bootstrap_at_once():
-    from kafka.errors import SaslAuthenticationFailedError
+def _refusals() -> list[BaseException]:
+    from kafka.errors import (
+        InvalidReceiveError,
+        KafkaConnectionError,
+        SaslAuthenticationFailedError,
+    )
 
-    refused = SaslAuthenticationFailedError("invalid credentials")
-    with pytest.raises(SaslAuthenticationFailedError, match="invalid credentials"):
+    return [SaslAuthenticationFailedError("invalid credentials"),
+            KafkaConnectionError("[SSL: SSLV3_ALERT_BAD_CERTIFICATE] sslv3 alert bad certificate"),  # mutual TLS
+            KafkaConnectionError("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed"),  # not our CA
+            InvalidReceiveError("Invalid frame length: 352518912")]  # 0x15 0x03 ...: a TLS alert read as Kafka
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_a_failure_no_retry_can_mend_ends_the_bootstrap_at_once(index):
+    refused = _refusals()[index]
+    with pytest.raises(type(refused), match=re.escape(str(refused))):
         _backoff_while_handling(_Manager(bootstrapping=True), "bootstrap-0", refused)
 
 
 @pytest.mark.parametrize(("bootstrapping", "node_id", "failure"), [
     (True, "bootstrap-0", KafkaConnectionError("refused")),  # a broker not up yet: retried until the timeout
+    (True, "bootstrap-0", KafkaConnectionError("Invalid frame length: 1234")),  # not a TLS record
     (False, "bootstrap-0", None),  # a connected client's reconnects keep kafka-python's own handling
     (True, "1", None),  # a broker node, not a bootstrap address
 ])
