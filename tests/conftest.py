@@ -46,8 +46,21 @@ def _local_broker() -> Iterator[str]:
     try:
         yield f"127.0.0.1:{port}"
     finally:
+        _delete_test_topics(f"127.0.0.1:{port}")
         if not already_running:  # leave a broker the user started; stop the one we started
             subprocess.run([sys.executable, str(KAFKA_LOCAL), "stop", "--port", port], capture_output=True)
+
+
+def _delete_test_topics(bootstrap: str) -> None:
+    """The topics this suite named (``unique_name``: ``t-...``) on the local broker: a suite leaves
+    ~1 GB and hundreds of partitions, and a broker kept across many runs slowed until tests failed."""
+    from workers.kafka.admin import delete_topics_with_prefix
+    from workers.settings import Settings
+
+    try:
+        delete_topics_with_prefix(Settings(bootstrap_servers=bootstrap), "t-")
+    except Exception as exc:  # a broker that is gone or slow: nothing to clean, or next time
+        print(f"could not delete the test topics: {exc}", file=sys.stderr)
 
 
 def _container_broker() -> Iterator[str]:
