@@ -19,6 +19,22 @@ from workers.dev.processes import start_worker, stop_worker
 pytestmark = pytest.mark.integration
 
 
+def _produce_from_and_score(settings, records, count: int, capsys, tmp_path):
+    """`workers produce --from` the file, then a worker scores it: every event predicted, none dead-lettered."""
+    capsys.readouterr()
+    assert main(["produce", "--pipeline", settings.pipeline, "--from", str(records), "--bootstrap-servers",
+                 settings.bootstrap_servers, "--topic-prefix", settings.topic_prefix]) == 0, capsys.readouterr().err
+    assert f"sent {count} events" in capsys.readouterr().out
+    log = tmp_path / "worker.log"
+    worker = start_worker(settings, log, worker_env(settings))
+    try:
+        out = collect(settings, count, worker=worker)
+    finally:
+        assert stop_worker(worker) == 0, log.read_text()[-3000:]
+    assert out.dead_letters == [] and len(out.predictions) == count
+    return out
+
+
 def test_a_model_brought_by_its_user_streams_and_scores_as_it_does_offline(kafka_bootstrap, unique_name, tmp_path,
                                                                           monkeypatch, capsys):
     schemas, models = project(tmp_path)
@@ -41,18 +57,7 @@ def test_a_model_brought_by_its_user_streams_and_scores_as_it_does_offline(kafka
     with open(records, "w") as f:
         for i, row in enumerate(live.to_dict("records")):
             f.write(json.dumps({"event_id": f"visit-{i}", "patient": f"p-{i % 7}", **row}) + "\n")
-    capsys.readouterr()
-    assert main(["produce", "--pipeline", "diabetes", "--from", str(records), "--bootstrap-servers", kafka_bootstrap,
-                 "--topic-prefix", prefix]) == 0, capsys.readouterr().err
-    assert f"sent {len(live)} events" in capsys.readouterr().out
-
-    log = tmp_path / "worker.log"
-    worker = start_worker(settings, log, worker_env(settings))
-    try:
-        out = collect(settings, len(live), worker=worker)
-    finally:
-        assert stop_worker(worker) == 0, log.read_text()[-3000:]
-    assert out.dead_letters == [] and len(out.predictions) == len(live)
+    out = _produce_from_and_score(settings, records, len(live), capsys, tmp_path)
     offline = dict(zip([f"visit-{i}" for i in range(len(live))], model.predict(live.to_numpy()), strict=True))
     for prediction in out.predictions:
         assert prediction["model_name"] == "diabetes" and prediction["label"] is None
@@ -84,18 +89,7 @@ def test_a_classifier_brought_by_its_user_labels_events_as_it_does_offline(kafka
     records = tmp_path / "bottles.csv"
     ids = [f"bottle-{i}" for i in range(len(live))]
     live.assign(event_id=ids, cellar=[f"c-{i % 5}" for i in range(len(live))]).to_csv(records, index=False)
-    capsys.readouterr()
-    assert main(["produce", "--pipeline", "wine", "--from", str(records), "--bootstrap-servers", kafka_bootstrap,
-                 "--topic-prefix", prefix]) == 0, capsys.readouterr().err
-    assert f"sent {len(live)} events" in capsys.readouterr().out
-
-    log = tmp_path / "worker.log"
-    worker = start_worker(settings, log, worker_env(settings))
-    try:
-        out = collect(settings, len(live), worker=worker)
-    finally:
-        assert stop_worker(worker) == 0, log.read_text()[-3000:]
-    assert out.dead_letters == [] and len(out.predictions) == len(live)
+    out = _produce_from_and_score(settings, records, len(live), capsys, tmp_path)
     positive = list(model.classes_).index("barolo")
     scores = dict(zip(ids, model.predict_proba(live)[:, positive], strict=True))
     labels = dict(zip(ids, model.predict(live), strict=True))
