@@ -24,7 +24,6 @@ import sys
 from typing import Any
 
 _PENDING = "_workers_pending_error"
-_BOOTSTRAPPING = "_workers_bootstrapping"
 _applied = False
 
 
@@ -44,18 +43,6 @@ def _keeping_data_before_eof(sock_recv: Any) -> Any:
     return recv
 
 
-def _flagging_the_bootstrap(do_bootstrap: Any) -> Any:
-    async def bootstrap(manager: Any, deadline: Any) -> Any:
-        setattr(manager, _BOOTSTRAPPING, True)
-        try:
-            return await do_bootstrap(manager, deadline)
-        finally:
-            setattr(manager, _BOOTSTRAPPING, False)
-
-    bootstrap.__wrapped__ = do_bootstrap  # type: ignore[attr-defined]
-    return bootstrap
-
-
 # the TLS alerts and checks that mean "this certificate is refused", never "try again later"
 CERTIFICATE_REFUSED = ("ALERT_BAD_CERTIFICATE", "ALERT_CERTIFICATE_REQUIRED", "ALERT_UNKNOWN_CA",
                        "CERTIFICATE_VERIFY_FAILED")
@@ -73,19 +60,20 @@ def answered_in_tls(cause: str) -> bool:
 
 def refused_for_good(exc: BaseException) -> bool:
     """A bootstrap failure that trying again cannot mend: credentials, certificates, protocol."""
-    from kafka.errors import SaslAuthenticationFailedError
+    from kafka.errors import SaslAuthenticationFailedError, UnsupportedSaslMechanismError
 
     text = str(exc)
-    return (isinstance(exc, SaslAuthenticationFailedError) or any(m in text for m in CERTIFICATE_REFUSED)
-            or answered_in_tls(f"{type(exc).__name__}: {text}"))
+    return (isinstance(exc, (SaslAuthenticationFailedError, UnsupportedSaslMechanismError))
+            or any(m in text for m in CERTIFICATE_REFUSED) or answered_in_tls(f"{type(exc).__name__}: {text}"))
 
 
-def _raising_authentication_failures(update_backoff: Any) -> Any:
+def _raising_authentication_failures(update_backoff: Any, bootstrap_code: Any) -> Any:
     """The bootstrap loop calls ``update_backoff`` inside its ``except`` for a failed connection:
-    when what it handles cannot succeed on a retry, raising it there ends the bootstrap."""
+    when what it handles cannot succeed on a retry, raising it there ends the bootstrap. Only
+    there: the connection task (``_connect``) calls it too, and must go on as before."""
     def backoff(manager: Any, node_id: Any) -> Any:
         backoff_ms = update_backoff(manager, node_id)
-        if getattr(manager, _BOOTSTRAPPING, False) and str(node_id).startswith("bootstrap"):
+        if sys._getframe(1).f_code is bootstrap_code:
             handling = sys.exc_info()[1]
             if handling is not None and refused_for_good(handling):
                 raise handling
@@ -119,7 +107,6 @@ def _patch_the_bootstrap() -> None:
         from kafka.net.manager import KafkaConnectionManager as Manager
     except ImportError:  # another kafka-python layout: its bootstrap is left as it is
         return
-    methods = [Manager.__dict__.get(name) for name in ("_do_bootstrap", "update_backoff")]
-    if all(callable(m) for m in methods) and not hasattr(methods[0], "__wrapped__"):
-        Manager._do_bootstrap = _flagging_the_bootstrap(methods[0])
-        Manager.update_backoff = _raising_authentication_failures(methods[1])
+    bootstrap, update_backoff = (Manager.__dict__.get(name) for name in ("_do_bootstrap", "update_backoff"))
+    if callable(bootstrap) and callable(update_backoff) and not hasattr(update_backoff, "__wrapped__"):
+        Manager.update_backoff = _raising_authentication_failures(update_backoff, bootstrap.__code__)

@@ -2,8 +2,12 @@
 "wrong password" answer followed by its close) before it reports the close."""
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import re
 import socket
+import threading
 
 import pytest
 from kafka.errors import KafkaConnectionError
@@ -48,52 +52,93 @@ def test_both_transports_are_patched_once():
         assert hasattr(patched, "__wrapped__") and not hasattr(patched.__wrapped__, "__wrapped__")
 
 
-class _Manager:
-    """What the wrapper reads of kafka-python's connection manager: the bootstrap flag."""
-
-    def __init__(self, bootstrapping: bool) -> None:
-        setattr(self, kafka_python_fixes._BOOTSTRAPPING, bootstrapping)
-
-
-def _backoff_while_handling(manager: _Manager, node_id: str, failure: BaseException) -> int:
-    backoff = kafka_python_fixes._raising_authentication_failures(lambda _manager, _node: 50)
+async def _bootstrap_loop(backoff, failure: BaseException) -> int:
+    """Stands for kafka-python's ``_do_bootstrap``: it calls update_backoff inside its except."""
     try:
         raise failure
-    except type(failure):  # as the bootstrap loop calls it: inside its except for the connection
-        return backoff(manager, node_id)
+    except type(failure):
+        return backoff(None, "bootstrap-0")
+
+
+def _connection_task(backoff, failure: BaseException) -> int:
+    """Stands for ``_connect``, which calls update_backoff from its own except: never raised there."""
+    try:
+        raise failure
+    except type(failure):
+        return backoff(None, "bootstrap-0")
+
+
+def _backoff():
+    return kafka_python_fixes._raising_authentication_failures(lambda _manager, _node: 50,
+                                                               _bootstrap_loop.__code__)
+
+
+def _in_the_bootstrap_loop(failure: BaseException) -> int:
+    return asyncio.run(_bootstrap_loop(_backoff(), failure))
 
 
 def _refusals() -> list[BaseException]:
-    from kafka.errors import (
-        InvalidReceiveError,
-        KafkaConnectionError,
-        SaslAuthenticationFailedError,
-    )
+    from kafka.errors import InvalidReceiveError, SaslAuthenticationFailedError, UnsupportedSaslMechanismError
 
     return [SaslAuthenticationFailedError("invalid credentials"),
+            UnsupportedSaslMechanismError("SCRAM-SHA-512 not enabled"),
             KafkaConnectionError("[SSL: SSLV3_ALERT_BAD_CERTIFICATE] sslv3 alert bad certificate"),  # mutual TLS
             KafkaConnectionError("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed"),  # not our CA
             InvalidReceiveError("Invalid frame length: 352518912")]  # 0x15 0x03 ...: a TLS alert read as Kafka
 
 
-@pytest.mark.parametrize("index", range(4))
+@pytest.mark.parametrize("index", range(5))
 def test_a_failure_no_retry_can_mend_ends_the_bootstrap_at_once(index):
     refused = _refusals()[index]
     with pytest.raises(type(refused), match=re.escape(str(refused))):
-        _backoff_while_handling(_Manager(bootstrapping=True), "bootstrap-0", refused)
+        _in_the_bootstrap_loop(refused)
+    assert _connection_task(_backoff(), refused) == 50  # the connection's own task goes on as before
 
 
-@pytest.mark.parametrize(("bootstrapping", "node_id", "failure"), [
-    (True, "bootstrap-0", KafkaConnectionError("refused")),  # a broker not up yet: retried until the timeout
-    (True, "bootstrap-0", KafkaConnectionError("Invalid frame length: 1234")),  # not a TLS record
-    (False, "bootstrap-0", None),  # a connected client's reconnects keep kafka-python's own handling
-    (True, "1", None),  # a broker node, not a bootstrap address
-])
-def test_other_failures_are_retried_as_before(bootstrapping, node_id, failure):
-    from kafka.errors import SaslAuthenticationFailedError
+@pytest.mark.parametrize("failure", [KafkaConnectionError("[Errno 111] ECONNREFUSED"),  # a broker not up yet
+                                     KafkaConnectionError("Invalid frame length: 1234")])  # not a TLS record
+def test_other_failures_are_retried_as_before(failure):
+    assert _in_the_bootstrap_loop(failure) == 50
 
-    failure = failure or SaslAuthenticationFailedError("invalid credentials")
-    assert _backoff_while_handling(_Manager(bootstrapping), node_id, failure) == 50
+
+def _listener(answer: bytes | None) -> tuple[socket.socket, int]:
+    """A loopback port that answers every connection with ``answer`` and closes (None: refuses it)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    if answer is None:
+        server.close()  # nothing listens: connection refused
+        return server, port
+    server.listen()
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = server.accept()
+                conn.recv(1024)
+                conn.sendall(answer)
+                conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server, port
+
+
+def test_the_real_bootstrap_ends_on_a_tls_listener_and_retries_a_closed_port(caplog):
+    from kafka import KafkaConsumer
+    from kafka.errors import InvalidReceiveError, KafkaTimeoutError
+
+    kafka_python_fixes.apply()
+    tls, tls_port = _listener(b"\x15\x03\x03\x00\x02\x02\x28")  # a TLS handshake_failure alert
+    _, closed_port = _listener(None)
+    try:
+        with caplog.at_level(logging.ERROR, logger="kafka"):
+            with pytest.raises(InvalidReceiveError, match="352518912"):  # raised, not timed out
+                KafkaConsumer(bootstrap_servers=f"127.0.0.1:{tls_port}", bootstrap_timeout_ms=20_000)
+            with pytest.raises(KafkaTimeoutError, match="Unable to bootstrap"):  # retried until the timeout
+                KafkaConsumer(bootstrap_servers=f"127.0.0.1:{closed_port}", bootstrap_timeout_ms=1_500)
+    finally:
+        tls.close()
+    assert not [r for r in caplog.records if "Unhandled exception" in r.getMessage()]
 
 
 def test_the_bootstrap_of_kafka_python_is_patched_once():
@@ -101,6 +146,5 @@ def test_the_bootstrap_of_kafka_python_is_patched_once():
 
     kafka_python_fixes.apply()
     kafka_python_fixes.apply()
-    for name in ("_do_bootstrap", "update_backoff"):
-        patched = KafkaConnectionManager.__dict__[name]
-        assert hasattr(patched, "__wrapped__") and not hasattr(patched.__wrapped__, "__wrapped__")
+    patched = KafkaConnectionManager.__dict__["update_backoff"]
+    assert hasattr(patched, "__wrapped__") and not hasattr(patched.__wrapped__, "__wrapped__")
