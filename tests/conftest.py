@@ -51,15 +51,24 @@ def _local_broker() -> Iterator[str]:
             subprocess.run([sys.executable, str(KAFKA_LOCAL), "stop", "--port", port], capture_output=True)
 
 
+_NAMED: list[str] = []  # every unique_name this session made: its topics start with one of them
+
+
 def _delete_test_topics(bootstrap: str) -> None:
-    """The topics this suite named (``unique_name``: ``t-...``) on the local broker: a suite leaves
-    ~1 GB and hundreds of partitions, and a broker kept across many runs slowed until tests failed."""
-    from workers.kafka.admin import delete_topics_with_prefix
+    """The topics this session named (``unique_name``) on the local broker, and no others (another
+    run may share the broker): a suite leaves ~1 GB and hundreds of partitions, and a broker kept
+    across many runs slowed until tests failed."""
+    from workers.kafka.clients import admin_client
     from workers.settings import Settings
 
+    if not _NAMED:
+        return
     try:
-        delete_topics_with_prefix(Settings(bootstrap_servers=bootstrap), "t-")
-    except Exception as exc:  # a broker that is gone or slow: nothing to clean, or next time
+        with admin_client(Settings(bootstrap_servers=bootstrap)) as admin:
+            ours = [t for t in admin.list_topics() if t.startswith(tuple(_NAMED))]
+            if ours:
+                admin.delete_topics(ours)
+    except Exception as exc:  # a broker that is gone or slow: the topics stay
         print(f"could not delete the test topics: {exc}", file=sys.stderr)
 
 
@@ -105,7 +114,9 @@ def unique_name(request: pytest.FixtureRequest):
     run = uuid.uuid4().hex[:8]
 
     def make(kind: str) -> str:
-        return f"t-{test}-{kind}-{run}"
+        name = f"t-{test}-{kind}-{run}"
+        _NAMED.append(name)
+        return name
 
     return make
 
