@@ -576,7 +576,7 @@ def drill_leader_kill(base: Settings, workdir: Path, cluster_port: int, data_dir
     result = DrillResult("leader kill -9")
     topics = [drill.topics.events, drill.topics.predictions, drill.topics.dlq, drill.topics.audit]
     for topic in topics:  # what makes acks=all mean two copies: checked on the broker, not assumed
-        if (effective := topic_config(drill.settings, topic).get("min.insync.replicas")) != "2":
+        if (effective := _min_insync(drill.settings, topic)) != "2":
             result.problems.append(f"{topic} has min.insync.replicas={effective}, not 2")
     drill.start_worker()
     drill.produce(drill.events(count, 12), rate=count / seconds, background=True)
@@ -617,6 +617,17 @@ def drill_leader_kill(base: Settings, workdir: Path, cluster_port: int, data_dir
     result.notes = (f"node {leader} (leader of events/0) killed: leader moved to node {moved_to} after {failover}, "
                     f"node back after {restarted_s:.1f}s; recover_s = kill to all replicas in sync" + result.notes)
     return result
+
+
+def _min_insync(settings: Settings, topic: str, timeout_s: float = 10) -> str | None:
+    """The topic's min.insync.replicas; a broker that has not applied a new topic yet answers
+    with no configs at all, so ask again for a while."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        configs = topic_config(settings, topic)
+        if configs or time.monotonic() > deadline:
+            return configs.get("min.insync.replicas")
+        time.sleep(0.2)
 
 
 def run_report(base: Settings, quick: bool, broker_port: int | None, cluster_port: int | None = None

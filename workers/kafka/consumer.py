@@ -52,7 +52,9 @@ def consume(
                     f"{settings.sasl_username or 'this client'} may not DESCRIBE it (see `workers acl print`)")
         while max_records is None or seen < max_records:
             try:
-                batches = consumer.poll(timeout_ms=200)
+                # never more than are still wanted: a record fetched and not yielded would be lost
+                # to a group that commits on close
+                batches = consumer.poll(timeout_ms=200, max_records=None if max_records is None else max_records - seen)
             except (TopicAuthorizationFailedError, GroupAuthorizationFailedError) as exc:
                 raise KafkaUnavailableError(
                     f"{settings.sasl_username or 'this client'} may not READ {', '.join(topics)}"
