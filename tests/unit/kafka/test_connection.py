@@ -97,8 +97,10 @@ def test_librdkafka_accepts_every_option_and_reads_the_tls_files(name, tls_files
     from confluent_kafka import Producer
 
     options = librdkafka_options(_settings(COMBINATIONS[name], tls_files))
-    if "ssl.ca.location" in options:
-        assert options["ssl.ca.location"] == str(tls_files["cert"])
+    given = COMBINATIONS[name]
+    for key, setting in (("ssl.ca.location", "ssl_cafile"), ("ssl.certificate.location", "ssl_certfile"),
+                         ("ssl.key.location", "ssl_keyfile")):  # each TLS file given, and only those
+        assert options.get(key) == (str(tls_files[given[setting]]) if setting in given else None), key
     # librdkafka refuses an unknown property, a bad value or an unreadable file at construction
     Producer({**options, "socket.connection.setup.timeout.ms": 1000}).flush(0)
 
