@@ -58,10 +58,13 @@ class Draft:
     matrix: np.ndarray  # the reference rows as model rows
 
 
+FROM_THE_MODEL = "the model's feature_names_in_"  # the one order source that needs no other check
+
+
 def feature_order(model: Any, table: Table, options: FeatureOptions) -> tuple[list[str], str]:
     fitted = getattr(model, "feature_names_in_", None)
     if fitted is not None:
-        order, source = [str(n) for n in fitted], "the model's feature_names_in_"
+        order, source = [str(n) for n in fitted], FROM_THE_MODEL
         if options.features is not None and options.features != order:
             raise ConfigError(f"--features {options.features} differ from the columns the model was fitted on, "
                               f"in their order: {order}")

@@ -21,7 +21,7 @@ import sklearn
 from sklearn.base import is_classifier, is_regressor
 
 from workers.byom import check as pipeline_check
-from workers.byom.draft import Draft, FeatureOptions, draft_features
+from workers.byom.draft import FROM_THE_MODEL, Draft, FeatureOptions, draft_features
 from workers.byom.model_file import ModelFile, load_model_file
 from workers.byom.offline import predict, predict_labels
 from workers.byom.tables import Table, read_table
@@ -286,7 +286,7 @@ def summary(created: Created) -> list[str]:
     ]
     if created.quality:
         lines.append(f"  reference: {created.quality}")
-    elif created.order_source != "the model's feature_names_in_":
+    elif created.order_source != FROM_THE_MODEL:
         # nothing but the user's word says the columns are in the model's order: say so
         lines.append("  the column order is not checked: the model has no feature names and no --target was "
                      "given (with a label column, a model fed its columns in the wrong order is refused)")
