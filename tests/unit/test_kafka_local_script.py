@@ -106,3 +106,16 @@ def test_a_cluster_needs_two_nodes_and_single_node_mode_is_unchanged(tmp_path) -
     plain = script.write_config(tmp_path, 19092).read_text()
     assert "--standalone" not in plain and "controller.quorum.bootstrap.servers=127.0.0.1:19093" in plain
     assert "offsets.topic.replication.factor=1" in plain
+
+
+def test_stop_without_the_data_dir_a_broker_was_started_with_says_so(tmp_path, monkeypatch, capsys) -> None:
+    from tests.local_services import held_port
+
+    script = _load_script()
+    monkeypatch.setattr(script, "CACHE_ROOT", tmp_path)  # no broker was started under this port's default dir
+    with held_port() as port:  # ...but something listens there, e.g. one started with --data-dir
+        assert script.stop(port, None) == 0
+    said = capsys.readouterr().out
+    assert f"not running in {tmp_path / 'run' / str(port)}" in said and "same --data-dir" in said
+    assert script.stop(port, None) == 0  # nothing listens any more: no hint
+    assert "--data-dir" not in capsys.readouterr().out
