@@ -54,6 +54,8 @@ class SchemaRegistry:
             self._headers["Authorization"] = "Basic " + base64.b64encode(auth.encode()).decode()
         self._context = ssl.create_default_context(cafile=cafile) if cafile else None
         self._timeout_s = timeout_s
+        # no redirects: urllib would follow one to any host with the Authorization header
+        self._open = urllib.request.build_opener(_NoRedirect, urllib.request.HTTPSHandler(context=self._context)).open
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SchemaRegistry:
@@ -114,10 +116,11 @@ class SchemaRegistry:
         asked = f"{method} {path.split('?')[0]}"
         try:
             try:
-                with urllib.request.urlopen(request, timeout=self._timeout_s, context=self._context) as response:
+                with self._open(request, timeout=self._timeout_s) as response:
                     return response.status, _json(response.read())
             except urllib.error.HTTPError as exc:
                 status, raw = exc.code, exc.read()  # reading an error's body can fail like any read: below
+                location = exc.headers.get("Location") if 300 <= status < 400 and exc.headers else None
         # http.client.HTTPException: the connection closed mid-answer (IncompleteRead) or a garbled one
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
@@ -127,6 +130,10 @@ class SchemaRegistry:
             why = f"{type(reason).__name__}: {reason}" if isinstance(reason, BaseException) else str(reason)
             raise RegistryUnavailableError(f"schema registry {self.url} unreachable ({asked}): {why}") from None
         body = _json(raw)
+        if 300 <= status < 400:
+            raise ConfigError(f"schema registry {self.url} redirected {asked} ({status}) to {location}: set "
+                              "WORKERS_SCHEMA_REGISTRY_URL to the registry's own address (redirects are not "
+                              "followed, so credentials never go elsewhere)")
         if status >= 500:
             detail = f": {_message(body)}" if body else ""
             raise RegistryUnavailableError(f"schema registry {self.url} answered {status} to {asked}{detail}")
@@ -137,6 +144,13 @@ class SchemaRegistry:
     def _expect(self, status: int, body: dict[str, Any], doing: str) -> None:
         if status != 200:
             raise ConfigError(f"schema registry {self.url}: {doing}: {status} {_message(body)}")
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is answered as it came (an HTTPError with its 3xx status), never followed."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
 
 
 def _split_credentials(url: str) -> tuple[str, str | None]:

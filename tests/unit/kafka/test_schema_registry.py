@@ -269,3 +269,20 @@ def test_credentials_given_twice_are_refused_without_showing_either(registry):
         SchemaRegistry(registry.url("alice:url-pw@"), auth="bob:settings-pw")
     assert str(caught.value) == (f"schema registry {registry.url()}: credentials in the URL and in "
                                  "WORKERS_SCHEMA_REGISTRY_AUTH; give them once")
+
+
+def _redirect(handler: BaseHTTPRequestHandler, _registry: FakeRegistry) -> None:
+    handler.send_response(307)
+    handler.send_header("Location", "http://elsewhere.invalid/apis/ccompat/v7/schemas/ids/7")
+    handler.send_header("Content-Length", "0")
+    handler.end_headers()
+
+
+def test_a_redirect_is_not_followed_so_the_credentials_stay_with_the_registry(registry):
+    client = SchemaRegistry(registry.url(f"alice:{PASSWORD.replace('@', '%40')}@"), timeout_s=TIMEOUT_S)
+    registry.answer = _redirect
+    with pytest.raises(ConfigError) as caught:
+        client.schema(7)
+    assert str(caught.value).startswith(f"schema registry {registry.url()} redirected GET /schemas/ids/7 (307) to "
+                                        "http://elsewhere.invalid/")
+    assert len(registry.requests) == 1 and "s3cr" not in str(caught.value)  # asked once, never followed
