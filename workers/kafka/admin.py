@@ -82,4 +82,5 @@ def topic_config(settings: Settings, topic: str) -> dict[str, str]:
 
     with admin_client(settings) as admin:
         described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)], config_filter="all")
-    return {name: entry["value"] for name, entry in described["topic"][topic].items()}
+    # nothing at all while the answering broker has not applied a new topic yet (the caller asks again)
+    return {name: entry["value"] for name, entry in described.get("topic", {}).get(topic, {}).items()}
