@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import urllib.parse
 from pathlib import Path
 from typing import Any, Literal
 
@@ -204,4 +205,7 @@ class Settings(BaseSettings):
         shown = self.model_dump(mode="json")
         if self.sasl_password is not None:
             shown["sasl_password"] = "***"
+        if self.schema_registry_url and "@" in urllib.parse.urlsplit(self.schema_registry_url).netloc:
+            parts = urllib.parse.urlsplit(self.schema_registry_url)  # user:password@ in the URL
+            shown["schema_registry_url"] = parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
         return shown

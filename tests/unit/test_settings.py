@@ -103,3 +103,9 @@ def test_the_registry_password_is_never_shown(monkeypatch):
     monkeypatch.setenv("WORKERS_SCHEMA_REGISTRY_AUTH", "svc:s3cret-registry")
     settings = Settings.from_env()
     assert "s3cret-registry" not in repr(settings) and "s3cret-registry" not in str(settings.masked())
+
+
+def test_credentials_in_the_registry_url_are_masked_when_shown(monkeypatch):
+    monkeypatch.setenv("WORKERS_SCHEMA_REGISTRY_URL", "https://svc:s3cret-in-url@registry.example:8081/apis/ccompat/v7")
+    shown = Settings.from_env().masked()["schema_registry_url"]
+    assert shown == "https://***@registry.example:8081/apis/ccompat/v7"

@@ -60,7 +60,7 @@ def _explained(settings: Settings) -> Iterator[None]:
 
 
 def _refused_the_certificate(cause: str) -> bool:
-    return "ALERT_BAD_CERTIFICATE" in cause or "ALERT_CERTIFICATE_REQUIRED" in cause or "ALERT_UNKNOWN_CA" in cause
+    return any(alert in cause for alert in kafka_python_fixes.CLIENT_CERTIFICATE_REFUSED)
 
 
 def _main_cause(causes: list[str]) -> str | None:

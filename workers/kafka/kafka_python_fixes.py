@@ -43,9 +43,10 @@ def _keeping_data_before_eof(sock_recv: Any) -> Any:
     return recv
 
 
-# the TLS alerts and checks that mean "this certificate is refused", never "try again later"
-CERTIFICATE_REFUSED = ("ALERT_BAD_CERTIFICATE", "ALERT_CERTIFICATE_REQUIRED", "ALERT_UNKNOWN_CA",
-                       "CERTIFICATE_VERIFY_FAILED")
+# the TLS alerts and checks that mean "this certificate is refused", never "try again later":
+# the broker's alerts about ours (mutual TLS), and our check of the broker's
+CLIENT_CERTIFICATE_REFUSED = ("ALERT_BAD_CERTIFICATE", "ALERT_CERTIFICATE_REQUIRED", "ALERT_UNKNOWN_CA")
+CERTIFICATE_REFUSED = (*CLIENT_CERTIFICATE_REFUSED, "CERTIFICATE_VERIFY_FAILED")
 
 
 def answered_in_tls(cause: str) -> bool:

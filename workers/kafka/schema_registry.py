@@ -119,8 +119,7 @@ class SchemaRegistry:
                 with self._open(request, timeout=self._timeout_s) as response:
                     return response.status, _json(response.read())
             except urllib.error.HTTPError as exc:
-                status, raw = exc.code, exc.read()  # reading an error's body can fail like any read: below
-                location = exc.headers.get("Location") if 300 <= status < 400 and exc.headers else None
+                status, raw, headers = exc.code, exc.read(), exc.headers  # the read can fail too: below
         # http.client.HTTPException: the connection closed mid-answer (IncompleteRead) or a garbled one
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
@@ -131,6 +130,7 @@ class SchemaRegistry:
             raise RegistryUnavailableError(f"schema registry {self.url} unreachable ({asked}): {why}") from None
         body = _json(raw)
         if 300 <= status < 400:
+            location = headers.get("Location") if headers else None
             raise ConfigError(f"schema registry {self.url} redirected {asked} ({status}) to {location}: set "
                               "WORKERS_SCHEMA_REGISTRY_URL to the registry's own address (redirects are not "
                               "followed, so credentials never go elsewhere)")
