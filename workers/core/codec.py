@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -164,6 +165,14 @@ class SingleObjectCodec:
         return read_body(payload, HEADER_SIZE, writer, self.reader), writer
 
 
+_BUFFER_REPR = re.compile(r" from <_io\.BytesIO object at 0x[0-9a-fA-F]+>")
+
+
+def _without_buffer(exc: Exception) -> str:
+    """fastavro's message without the repr of our buffer (a memory address: noise in a dead letter)."""
+    return _BUFFER_REPR.sub("", str(exc))
+
+
 def read_body(payload: bytes, start: int, writer: StoredSchema, reader: StoredSchema) -> dict[str, Any]:
     """The Avro binary body at ``payload[start:]``, written with ``writer``, read as ``reader``.
 
@@ -182,7 +191,7 @@ def read_body(payload: bytes, start: int, writer: StoredSchema, reader: StoredSc
         raise RecordError(UNKNOWN_SCHEMA, f"writer schema {writer.path} cannot be read as "
                           f"{reader.path}: {exc}") from exc
     except Exception as exc:  # fastavro's errors on bad bytes have no common base
-        raise RecordError(CORRUPT, f"undecodable Avro body ({type(exc).__name__}: {exc})") from exc
+        raise RecordError(CORRUPT, f"undecodable Avro body ({type(exc).__name__}: {_without_buffer(exc)})") from exc
     if body.tell() != len(payload):
         raise RecordError(CORRUPT, f"{len(payload) - body.tell()} trailing bytes after the Avro record")
     if not isinstance(record, dict):

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from workers.core.codec import SchemaStore, SingleObjectCodec
+from workers.core.codec import HEADER_SIZE, SchemaStore, SingleObjectCodec
+from workers.core.columnar_avro import ColumnarDecoder
 from workers.core.deadletter import dead_letter
 from workers.core.features import FeatureBuilder
 from workers.core.framing import Framing, InputDecoder, RegisteredSchemas, RegistryEncoder
@@ -35,6 +36,7 @@ from workers.errors import ConfigError, RecordError
 EVENT_ID_HEADER = "workers.event_id"
 REPLAYED_FLAG = "replayed"
 JSON = "json"  # InputRecord.value_format of a JSON object
+COLUMNAR_FROM = 8  # records in the input schema's own framing: below this, fastavro per record is cheaper
 
 
 @dataclass
@@ -65,7 +67,7 @@ class Pipeline:
         policies: Policies | None = None, lean_scoring: bool = True, max_isolation_calls: int = 160,
         replay_key: bytes | None = None, pseudonym_key: bytes | None = None,
         framing: Framing = Framing.SINGLE_OBJECT, registered: RegisteredSchemas | None = None,
-        prediction_schema_id: int | None = None,
+        prediction_schema_id: int | None = None, columnar_decode: bool = True,
     ) -> None:
         self.model = loaded
         self.manifest = loaded.manifest
@@ -78,6 +80,10 @@ class Pipeline:
         self.registered = registered if framing is not Framing.SINGLE_OBJECT else None
         self.input_decoder = InputDecoder(self.input_codec, framing, registered)
         self._decode = self.input_codec.decode if framing is Framing.SINGLE_OBJECT else self.input_decoder.decode
+        # events single-object framed with the input schema itself, a batch at a time (core/columnar_avro.py)
+        self._columnar = ColumnarDecoder.plan(loaded.input_schema.plain) \
+            if columnar_decode and framing is not Framing.REGISTRY else None
+        self._own_header = self.input_codec.header
         self.rows = RowReader(loaded.input_schema)  # events read by a file or HTTP adapter
         # predictions in the registry wire format when the prediction schema has a registry id
         self.prediction_codec: SingleObjectCodec | RegistryEncoder = (
@@ -127,6 +133,7 @@ class Pipeline:
         result = BatchResult(outputs=[])
         accepted: list[_Accepted] = []
         rows: list[list[float]] = []
+        decoded = self._decode_columnar(batch)
 
         for i, record in enumerate(batch):
             record_flags: list[str] = list(flags)
@@ -137,6 +144,8 @@ class Pipeline:
                     event, writer = self.rows.read(record.decoded), self.rows.schema
                 elif record.value_format == JSON:
                     event, writer = self.rows.read_json(record.value), self.rows.schema
+                elif decoded is not None and (columnar := decoded[i]) is not None:
+                    event, writer = columnar, self.input_codec.reader
                 else:
                     event, writer = self._decode(record.value)
                 event_ms = event_time_ms(event.get(manifest.event_time_field))
@@ -171,6 +180,25 @@ class Pipeline:
 
         result.outputs = [o for o in outputs if o is not None]
         return result
+
+    def _decode_columnar(self, batch: list[InputRecord]) -> list[dict | None] | None:
+        """The events of ``batch`` framed with the input schema itself, decoded in one pass (None
+        where a record is not, or where fastavro must decide); None when not worth it."""
+        columnar, header = self._columnar, self._own_header
+        if columnar is None or len(batch) < COLUMNAR_FROM:
+            return None
+        positions, values = [], []
+        for i, r in enumerate(batch):
+            if r.decoded is None and r.parse_error is None and r.value_format != JSON \
+                    and isinstance(r.value, bytes) and r.value.startswith(header):
+                positions.append(i)
+                values.append(r.value)
+        if len(positions) < COLUMNAR_FROM:
+            return None
+        decoded: list[dict | None] = [None] * len(batch)
+        for i, event in zip(positions, columnar.decode(values, HEADER_SIZE), strict=True):
+            decoded[i] = event
+        return decoded
 
     def _prediction(self, item: _Accepted, score: float, now_ms: int) -> OutputRecord:
         manifest = self.manifest

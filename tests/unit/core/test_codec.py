@@ -142,6 +142,12 @@ def test_bad_payloads_are_classified(payload, reason, message):
     assert caught.value.reason == reason
 
 
+def test_a_truncated_body_is_named_without_a_memory_address():
+    with pytest.raises(RecordError) as caught:
+        CODEC.decode(GOOD[:-3])
+    assert "cannot read" in str(caught.value) and "0x" not in str(caught.value)
+
+
 def test_unparseable_schema_file_is_a_clear_error(tmp_path):
     (tmp_path / "bad.avsc").write_text('{"type": "record", "name": "X", "fields": [{"name": "a", "type": "nope"}]}')
     with pytest.raises(SchemaError, match=r"bad\.avsc"):
