@@ -99,6 +99,9 @@ class Pipeline:
             raise ConfigError(f"{', '.join(identifying)} of {self.manifest.name} hold personal data: set "
                               "WORKERS_PSEUDONYM_KEY so that predictions carry a keyed pseudonym instead")
         self._pseudonym_key = pseudonym_key
+        self._hide_event_id = self.manifest.event_id_field in self.personal and pseudonym_key is not None
+        self._hide_key = self.manifest.key_field in self.personal and pseudonym_key is not None
+        self._input_key_shown = self.manifest.key_field not in self.personal
         self.scorer = Scorer(self.manifest, loaded.model, lean=lean_scoring, max_calls=max_isolation_calls)
         self._n_features = len(self.manifest.features)
         self._replay_key = replay_key
@@ -203,44 +206,49 @@ class Pipeline:
     def _prediction(self, item: _Accepted, score: float, now_ms: int) -> OutputRecord:
         manifest = self.manifest
         event = item.event
+        record = item.record
         label = None
         if manifest.is_classifier:
             label = manifest.labels[1] if score >= manifest.threshold else manifest.labels[0]
-        event_id = self._shown(manifest.event_id_field, str(event.get(manifest.event_id_field)))
+        event_id = str(event.get(manifest.event_id_field))
+        if self._hide_event_id:
+            event_id = self._pseudonym(event_id)
         key = event.get(manifest.key_field)
         if key is not None:
-            key = self._shown(manifest.key_field, str(key))
+            key = self._pseudonym(str(key)) if self._hide_key else str(key)
         prediction = {
             "event_id": event_id,
-            "key": None if key is None else str(key),
+            "key": key,
             "score": score,
             "label": label,
             "model_name": manifest.name,
             "model_version": manifest.version,
             "model_sha256": manifest.artifact_sha256,
             "input_schema_fingerprint": item.writer_fingerprint,
-            "source_topic": item.record.topic,
-            "source_partition": item.record.partition,
-            "source_offset": item.record.offset,
+            "source_topic": record.topic,
+            "source_partition": record.partition,
+            "source_offset": record.offset,
             "event_time": item.event_ms,
             "scored_at": now_ms,
             "flags": item.flags,
         }
-        record_key = None if key is None else str(key).encode()
-        if item.record.key is not None and manifest.key_field not in self.personal:
-            record_key = item.record.key  # the input's own key; a personal one is replaced by its pseudonym
+        record_key: bytes | None
+        if record.key is not None and self._input_key_shown:
+            record_key = record.key  # the input's own key; a personal one is replaced by its pseudonym
+        else:
+            record_key = None if key is None else key.encode()
         headers = [(EVENT_ID_HEADER, event_id.encode())]
-        headers += item.replay  # a verified replay: downstream can tell it, and which one, from headers
+        if item.replay:
+            headers += item.replay  # a verified replay: downstream can tell it, and which one, from headers
         return OutputRecord(
             self.topics.predictions, record_key, self._encode_prediction(prediction), headers, score=score,
             prediction=prediction,
         )
 
-    def _shown(self, field_name: str, value: str) -> str:
-        """A field's value as a prediction may carry it: a personal one becomes a keyed pseudonym
-        (the same value always gives the same pseudonym, so per-key order and joins still work)."""
-        if field_name not in self.personal or self._pseudonym_key is None:
-            return value
+    def _pseudonym(self, value: str) -> str:
+        """A personal value as a prediction may carry it: a keyed pseudonym (the same value always
+        gives the same pseudonym, so per-key order and joins still work)."""
+        assert self._pseudonym_key is not None
         return "pn:" + hmac.new(self._pseudonym_key, value.encode(), hashlib.sha256).hexdigest()[:32]
 
     def _dead_letter(self, record: InputRecord, reason: str, error: BaseException, now_ms: int) -> OutputRecord:

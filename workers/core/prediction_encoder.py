@@ -22,15 +22,19 @@ _FIELDS = (
     ("flags", {"type": "array", "items": "string"}),
 )
 _MEMO_LIMIT = 4096  # repeated values are few; a stream of distinct ones must not grow memory
-_SMALL = [bytes(((n << 1),)) for n in range(64)]  # zigzag varints of 0..63: one byte each
+_ONE_BYTE = [bytes((n,)) for n in range(128)]
 _double = struct.Struct("<d").pack
 
 
 def _long(n: int) -> bytes:
-    """Avro's zigzag varint."""
-    if 0 <= n < 64:
-        return _SMALL[n]
+    """Avro's zigzag varint (unrolled to 3 bytes: offsets and lengths; a loop beyond)."""
     n = (n << 1) ^ (n >> 63)
+    if n < 0x80:
+        return _ONE_BYTE[n]
+    if n < 0x4000:
+        return bytes(((n & 0x7F) | 0x80, n >> 7))
+    if n < 0x200000:
+        return bytes(((n & 0x7F) | 0x80, ((n >> 7) & 0x7F) | 0x80, n >> 14))
     out = bytearray()
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)
@@ -45,11 +49,13 @@ def _string(value: str) -> bytes:
 
 
 class PredictionEncoder:
-    __slots__ = ("_header", "_memo", "_scored_at")
+    __slots__ = ("_blocks", "_header", "_memo", "_scored_at")
 
     def __init__(self, header: bytes) -> None:
         self._header = header  # the framing: single-object or schema-registry header
         self._memo: dict[str, bytes] = {}
+        # label .. source_topic are next to each other and the same for most of a stream: encoded once
+        self._blocks: dict[tuple[str | None, str, str, str, str, str], bytes] = {}
         self._scored_at = (0, _long(0))  # the same for a whole batch: encoded once
 
     @staticmethod
@@ -71,9 +77,21 @@ class PredictionEncoder:
             encoded = self._memo[value] = _string(value)
         return encoded
 
+    def _block(self, p: dict[str, Any]) -> bytes:
+        """label, model_name, model_version, model_sha256, input_schema_fingerprint, source_topic."""
+        identity = (p["label"], p["model_name"], p["model_version"], p["model_sha256"],
+                    p["input_schema_fingerprint"], p["source_topic"])
+        block = self._blocks.get(identity)
+        if block is None:
+            if len(self._blocks) >= _MEMO_LIMIT:
+                self._blocks.clear()
+            label = identity[0]
+            block = self._blocks[identity] = b"".join((
+                b"\x00" if label is None else b"\x02" + _string(label), *(_string(v) for v in identity[1:])))
+        return block
+
     def encode(self, p: dict[str, Any]) -> bytes:
-        repeated = self._repeated
-        key, label, flags, scored_at = p["key"], p["label"], p["flags"], p["scored_at"]
+        key, flags, scored_at = p["key"], p["flags"], p["scored_at"]
         if self._scored_at[0] != scored_at:
             self._scored_at = (scored_at, _long(scored_at))
         return b"".join((
@@ -81,15 +99,10 @@ class PredictionEncoder:
             _string(p["event_id"]),
             b"\x00" if key is None else b"\x02" + _string(key),
             _double(p["score"]),
-            b"\x00" if label is None else b"\x02" + repeated(label),
-            repeated(p["model_name"]),
-            repeated(p["model_version"]),
-            repeated(p["model_sha256"]),
-            repeated(p["input_schema_fingerprint"]),
-            repeated(p["source_topic"]),
+            self._block(p),
             _long(p["source_partition"]),
             _long(p["source_offset"]),
             _long(p["event_time"]),
             self._scored_at[1],
-            b"\x00" if not flags else _long(len(flags)) + b"".join(repeated(f) for f in flags) + b"\x00",
+            b"\x00" if not flags else _long(len(flags)) + b"".join(self._repeated(f) for f in flags) + b"\x00",
         ))
