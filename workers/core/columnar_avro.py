@@ -48,9 +48,9 @@ def _varint(buf: np.ndarray, pos: int, end: int) -> tuple[int, int]:
     return np.int64(result >> np.uint64(1)) ^ -np.int64(result & np.uint64(1)), pos  # type: ignore[return-value]
 
 
-def _walk(buf: np.ndarray, lengths: np.ndarray, start: int,
+def _walk(buf: np.ndarray, lengths: np.ndarray, headers: np.ndarray,
           plan: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every body in ``buf`` (the payloads back to back, each ``start`` bytes of framing first).
+    """Every body in ``buf`` (the payloads back to back, each ``headers[r]`` bytes of framing first).
 
     Returns per record and field ``cells[r, f]`` = (integer value, or a string's start and
     end in ``buf``; 1 if null), ``reals[r, f]`` for float and double fields, and ``ok[r]``.
@@ -62,7 +62,7 @@ def _walk(buf: np.ndarray, lengths: np.ndarray, start: int,
     ok = np.zeros(n, dtype=np.bool_)
     end = 0
     for r in range(n):
-        pos = end + start
+        pos = end + headers[r]
         end += lengths[r]
         good = True
         for f in range(n_fields):
@@ -170,7 +170,7 @@ class ColumnarDecoder:
         self._symbols = symbols
         self._plan = np.asarray([ops, null_branch, [len(s) for s in symbols]], dtype=np.int64).T.copy()
         self._walk = _compile()
-        self.decode([b"\0"], 1)  # compiles (or loads the cached code) at start-up, not on the first batch
+        self.decode([b"\0"], [1])  # compiles (or loads the cached code) at start-up, not on the first batch
 
     @classmethod
     def plan(cls, schema: Any) -> ColumnarDecoder | None:
@@ -188,12 +188,14 @@ class ColumnarDecoder:
             symbols.append(plan[2])
         return cls(names, ops, null_branch, symbols)
 
-    def decode(self, payloads: list[bytes], start: int) -> list[dict[str, Any] | None]:
-        """Each payload's body from ``payload[start:]`` as fastavro would read it, or None where
-        fastavro has to decide (it raises, or the walk met something it does not take)."""
+    def decode(self, payloads: list[bytes], headers: list[int]) -> list[dict[str, Any] | None]:
+        """Each payload's body after its ``headers[i]`` bytes of framing as fastavro would read it,
+        or None where fastavro has to decide (it raises, or the walk met something it does not take)."""
         joined = b"".join(payloads)
-        lengths = np.fromiter(map(len, payloads), dtype=np.int64, count=len(payloads))
-        cells, reals, ok = self._walk(np.frombuffer(joined, dtype=np.uint8), lengths, start, self._plan)
+        n = len(payloads)
+        lengths = np.fromiter(map(len, payloads), dtype=np.int64, count=n)
+        framing = np.fromiter(headers, dtype=np.int64, count=n)
+        cells, reals, ok = self._walk(np.frombuffer(joined, dtype=np.uint8), lengths, framing, self._plan)
         good = ok.tolist()
         columns = [self._column(f, joined, cells, reals, good) for f in range(len(self.names))]
         names = self.names

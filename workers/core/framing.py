@@ -84,6 +84,10 @@ class RegisteredSchemas:
                 del self._unknown_since[schema_id]
                 self._by_id.pop(schema_id, None)
 
+    def fetched(self, schema_id: int) -> StoredSchema | None:
+        """The writer schema of ``schema_id`` if it was fetched and the registry knew it, else None."""
+        return self._by_id.get(schema_id)
+
     def get(self, schema_id: int) -> StoredSchema | None:
         try:
             return self._by_id[schema_id]

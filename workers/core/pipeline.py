@@ -20,7 +20,15 @@ from workers.core.codec import HEADER_SIZE, SchemaStore, SingleObjectCodec
 from workers.core.columnar_avro import ColumnarDecoder
 from workers.core.deadletter import dead_letter
 from workers.core.features import FeatureBuilder
-from workers.core.framing import Framing, InputDecoder, RegisteredSchemas, RegistryEncoder
+from workers.core.framing import (
+    REGISTRY_HEADER_SIZE,
+    REGISTRY_MAGIC,
+    Framing,
+    InputDecoder,
+    RegisteredSchemas,
+    RegistryEncoder,
+    registry_id,
+)
 from workers.core.manifest import Policies
 from workers.core.prediction_encoder import PredictionEncoder
 from workers.core.reasons import CORRUPT, INFERENCE_ERROR
@@ -80,10 +88,10 @@ class Pipeline:
         self.registered = registered if framing is not Framing.SINGLE_OBJECT else None
         self.input_decoder = InputDecoder(self.input_codec, framing, registered)
         self._decode = self.input_codec.decode if framing is Framing.SINGLE_OBJECT else self.input_decoder.decode
-        # events single-object framed with the input schema itself, a batch at a time (core/columnar_avro.py)
-        self._columnar = ColumnarDecoder.plan(loaded.input_schema.plain) \
-            if columnar_decode and framing is not Framing.REGISTRY else None
-        self._own_header = self.input_codec.header
+        # events written with the input schema itself, a batch at a time (core/columnar_avro.py)
+        self._columnar = ColumnarDecoder.plan(loaded.input_schema.plain) if columnar_decode else None
+        self._own_header = self.input_codec.header if framing is not Framing.REGISTRY else None
+        self._own_registry_headers: set[bytes] = set()  # registry ids whose schema is the input schema
         self.rows = RowReader(loaded.input_schema)  # events read by a file or HTTP adapter
         # predictions in the registry wire format when the prediction schema has a registry id
         self.prediction_codec: SingleObjectCodec | RegistryEncoder = (
@@ -185,23 +193,41 @@ class Pipeline:
         return result
 
     def _decode_columnar(self, batch: list[InputRecord]) -> list[dict | None] | None:
-        """The events of ``batch`` framed with the input schema itself, decoded in one pass (None
+        """The events of ``batch`` written with the input schema itself, decoded in one pass (None
         where a record is not, or where fastavro must decide); None when not worth it."""
-        columnar, header = self._columnar, self._own_header
+        columnar = self._columnar
         if columnar is None or len(batch) < COLUMNAR_FROM:
             return None
-        positions, values = [], []
+        positions, values, headers = [], [], []
         for i, r in enumerate(batch):
-            if r.decoded is None and r.parse_error is None and r.value_format != JSON \
-                    and isinstance(r.value, bytes) and r.value.startswith(header):
-                positions.append(i)
-                values.append(r.value)
+            if r.decoded is None and r.parse_error is None and r.value_format != JSON and isinstance(r.value, bytes):
+                header = self._own_framing(r.value)
+                if header:
+                    positions.append(i)
+                    values.append(r.value)
+                    headers.append(header)
         if len(positions) < COLUMNAR_FROM:
             return None
         decoded: list[dict | None] = [None] * len(batch)
-        for i, event in zip(positions, columnar.decode(values, HEADER_SIZE), strict=True):
+        for i, event in zip(positions, columnar.decode(values, headers), strict=True):
             decoded[i] = event
         return decoded
+
+    def _own_framing(self, value: bytes) -> int:
+        """The header size of a value framed with the input schema as its writer schema, else 0."""
+        if self._own_header is not None and value.startswith(self._own_header):
+            return HEADER_SIZE
+        if self.registered is None or not value or value[0] != REGISTRY_MAGIC:
+            return 0
+        prefix = value[:REGISTRY_HEADER_SIZE]
+        if prefix in self._own_registry_headers:
+            return REGISTRY_HEADER_SIZE
+        schema_id = registry_id(value)
+        writer = self.registered.fetched(schema_id) if schema_id is not None else None
+        if writer is None or writer.fingerprint != self.input_codec.reader.fingerprint:
+            return 0
+        self._own_registry_headers.add(prefix)  # a registry id names one schema for good
+        return REGISTRY_HEADER_SIZE
 
     def _prediction(self, item: _Accepted, score: float, now_ms: int) -> OutputRecord:
         manifest = self.manifest

@@ -93,7 +93,7 @@ def every_kind():
 @given(st.lists(_record_strategy, min_size=1, max_size=30))
 def test_every_supported_type_decodes_as_fastavro_does(every_kind, records):
     payloads = [_encode(EVERY_KIND, r) for r in records]
-    decoded = every_kind.decode(payloads, 10)
+    decoded = every_kind.decode(payloads, [10] * len(payloads))
     assert len(decoded) == len(payloads)
     for payload, mine in zip(payloads, decoded, strict=True):
         assert mine is not None
@@ -114,7 +114,7 @@ def test_a_spoiled_body_is_read_as_fastavro_reads_it_or_left_to_it(every_kind, r
     else:
         payload = good + noise
     neighbour = _encode(EVERY_KIND, record)
-    decoded = every_kind.decode([neighbour, payload, neighbour], 10)
+    decoded = every_kind.decode([neighbour, payload, neighbour], [10] * 3)
     assert _same(decoded[0], _fastavro(EVERY_KIND, neighbour, 10))  # a bad body does not spill over
     assert _same(decoded[2], _fastavro(EVERY_KIND, neighbour, 10))
     if decoded[1] is not None:
@@ -133,8 +133,8 @@ def test_what_only_fastavro_may_judge_is_left_to_it(field_type, body):
     decoder = ColumnarDecoder.plan(schema)
     assert decoder is not None
     fine = _encode(schema, {"f": True if field_type == "boolean" else "x" if field_type == "string" else 7})
-    assert decoder.decode([fine, b"HEADER-10b" + body, fine], 10) == [{"f": _fastavro(schema, fine, 10)["f"]}, None,
-                                                                      {"f": _fastavro(schema, fine, 10)["f"]}]
+    expected = {"f": _fastavro(schema, fine, 10)["f"]}
+    assert decoder.decode([fine, b"HEADER-10b" + body, fine], [10] * 3) == [expected, None, expected]
 
 
 def test_a_string_that_is_not_utf8_is_left_to_fastavro_alone(every_kind):
@@ -142,7 +142,7 @@ def test_a_string_that_is_not_utf8_is_left_to_fastavro_alone(every_kind):
                     colour="RED", maybe_text=None, maybe_amount=None, maybe_colour=None) for t in ("ab", "cd", "ef")]
     payloads = [_encode(EVERY_KIND, r) for r in records]
     spoiled = payloads[1].replace(b"\x04cd", b"\x04\xff\xfe")
-    decoded = every_kind.decode([payloads[0], spoiled, payloads[2]], 10)
+    decoded = every_kind.decode([payloads[0], spoiled, payloads[2]], [10] * 3)
     assert decoded[1] is None
     assert decoded[0]["text"] == "ab" and decoded[2]["text"] == "ef"
 
@@ -171,7 +171,7 @@ def test_the_reference_schema_decodes_as_the_codec_does(fraud_pipeline):
     for i, event in enumerate(events[::7]):
         event["distance_from_home_km"] = None if i % 2 else event["distance_from_home_km"]
     payloads = [fraud_pipeline.input_codec.encode(e) for e in events]
-    for payload, mine in zip(payloads, decoder.decode(payloads, HEADER_SIZE), strict=True):
+    for payload, mine in zip(payloads, decoder.decode(payloads, [HEADER_SIZE] * len(payloads)), strict=True):
         assert _same(mine, read_body(payload, HEADER_SIZE, reader, reader))
 
 
@@ -204,3 +204,41 @@ def test_the_pipeline_gives_the_same_outputs_with_and_without_it(fraud_pipeline)
     assert set(mine.dead_letters) >= set(BAD_KINDS.values())
     assert [(o.topic, o.key, o.value, o.headers) for o in mine.outputs] == \
         [(o.topic, o.key, o.value, o.headers) for o in theirs.outputs]
+
+
+def test_registry_framed_events_of_the_input_schema_take_it_too():
+    """Both framings on one topic: the input schema's own id and single-object events go columnar,
+    an older writer schema's id, an unknown id and spoiled bodies are read as before."""
+    def pipeline(columnar):
+        p = load_test_pipeline(input_framing="both", schema_registry_url="http://registry.invalid",
+                               columnar_decode=columnar)
+        store = p.input_codec._store
+        p.registered.add(7, store.get("fraud/transaction.v2.avsc").definition)
+        p.registered.add(4242, store.get("fraud/transaction.v1.avsc").definition)
+        p.registered.add(99, None)
+        return p
+
+    mine, theirs = pipeline(True), pipeline(False)
+    v1 = mine.input_codec._store.get("fraud/transaction.v1.avsc")
+    events, _ = fraud.generate(60, seed=9, start_ms=NOW - 1000)
+    values = []
+    for i, event in enumerate(events):
+        old = {k: v for k, v in event.items() if k != "device_trust_score"}
+        values.append([
+            mine.input_codec.encode(event),
+            _encode(mine.input_codec.reader.plain, event, b"\x00" + (7).to_bytes(4, "big")),
+            _encode(v1.plain, old, b"\x00" + (4242).to_bytes(4, "big")),
+            _encode(mine.input_codec.reader.plain, event, b"\x00" + (99).to_bytes(4, "big")),
+            _encode(mine.input_codec.reader.plain, event, b"\x00" + (7).to_bytes(4, "big"))[:-2],
+        ][i % 5])
+    records = [InputRecord(v, b"k", "in", 0, i, NOW, []) for i, v in enumerate(values)]
+    columnar = mine._decode_columnar(records)
+    assert columnar is not None
+    assert sum(e is not None for e in columnar) == 24  # 12 single-object and 12 of id 7 (the cut ones are not)
+
+    a, b = mine.process(records, NOW), theirs.process(records, NOW)
+
+    assert a.predictions == b.predictions == 36
+    assert a.dead_letters == b.dead_letters
+    assert [(o.topic, o.key, o.value, o.headers) for o in a.outputs] == \
+        [(o.topic, o.key, o.value, o.headers) for o in b.outputs]
