@@ -24,7 +24,6 @@ import numpy as np
 NULL, BOOLEAN, INT, LONG, FLOAT, DOUBLE, STRING, BYTES, ENUM = range(9)
 _PRIMITIVES = {"null": NULL, "boolean": BOOLEAN, "int": INT, "long": LONG, "float": FLOAT, "double": DOUBLE,
                "string": STRING, "bytes": BYTES}
-_ROW_FIELDS = ("ints", "floats", "spans", "nulls")
 
 
 def _varint(buf: np.ndarray, pos: int, end: int) -> tuple[int, int]:
@@ -103,7 +102,7 @@ def _walk(buf: np.ndarray, lengths: np.ndarray, headers: np.ndarray,
                 pos += 8
             else:  # STRING, BYTES: a length, then the bytes
                 size, pos = varint(buf, pos, end)
-                if pos < 0 or size < 0 or pos + size > end:
+                if pos < 0 or size < 0 or size > end - pos:  # (pos + size could wrap around int64)
                     good = False
                     break
                 cells[r, f, 0] = pos

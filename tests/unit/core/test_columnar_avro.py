@@ -127,12 +127,14 @@ def test_a_spoiled_body_is_read_as_fastavro_reads_it_or_left_to_it(every_kind, r
     ("long", b"\xff" * 9 + b"\x02"),  # a varint over 64 bits
     ("string", b"\x06ab"),  # a string longer than the body
     ("long", b"\x02\x00"),  # a trailing byte
+    ("string", b"\xfe" + b"\xff" * 8 + b"\x01"),  # a length of 2**63 - 1 (pos + length would wrap)
+    ("bytes", b"\x80" + b"\x80" * 8 + b"\x01"),  # a length of 2**62
 ])
 def test_what_only_fastavro_may_judge_is_left_to_it(field_type, body):
     schema = fastavro.parse_schema({"type": "record", "name": "One", "fields": [{"name": "f", "type": field_type}]})
     decoder = ColumnarDecoder.plan(schema)
     assert decoder is not None
-    fine = _encode(schema, {"f": True if field_type == "boolean" else "x" if field_type == "string" else 7})
+    fine = _encode(schema, {"f": {"boolean": True, "string": "x", "bytes": b"x"}.get(str(field_type), 7)})
     expected = {"f": _fastavro(schema, fine, 10)["f"]}
     assert decoder.decode([fine, b"HEADER-10b" + body, fine], [10] * 3) == [expected, None, expected]
 
@@ -242,3 +244,14 @@ def test_registry_framed_events_of_the_input_schema_take_it_too():
     assert a.dead_letters == b.dead_letters
     assert [(o.topic, o.key, o.value, o.headers) for o in a.outputs] == \
         [(o.topic, o.key, o.value, o.headers) for o in b.outputs]
+
+
+@pytest.mark.parametrize("length", [b"\xfe" + b"\xff" * 8 + b"\x01", b"\x80" * 9 + b"\x01", b"\xfe\xff\xff\xff\x0f"])
+def test_a_huge_length_followed_by_more_fields_is_left_to_fastavro(length):
+    """The walk must not run past the body when a length is near 2**63 and fields follow it."""
+    schema = fastavro.parse_schema({"type": "record", "name": "Two", "fields": [
+        {"name": "s", "type": "string"}, {"name": "n", "type": "long"}, {"name": "b", "type": "boolean"}]})
+    decoder = ColumnarDecoder.plan(schema)
+    fine = _encode(schema, {"s": "abc", "n": 5, "b": True})
+    assert decoder.decode([fine, b"HEADER-10b" + length + b"\x00\x01", fine], [10] * 3) == [
+        {"s": "abc", "n": 5, "b": True}, None, {"s": "abc", "n": 5, "b": True}]

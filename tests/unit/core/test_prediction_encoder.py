@@ -23,13 +23,27 @@ predictions = st.fixed_dictionaries({
 })
 
 
+SHARED = PredictionEncoder(CODEC.header)  # its memos live across examples, as across a stream
+
+
 @settings(max_examples=1500, deadline=None)
 @given(predictions)
 def test_same_bytes_as_fastavro_in_both_framings(prediction):
     single = PredictionEncoder(CODEC.header)
     assert single.encode(prediction) == CODEC.encode(prediction)
+    assert SHARED.encode(prediction) == CODEC.encode(prediction)
     registry = RegistryEncoder(CONTRACT, 123456)
     assert PredictionEncoder(registry.header).encode(prediction) == registry.encode(prediction)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(predictions, min_size=2, max_size=20), st.sampled_from(["m1", "m2"]), longs)
+def test_one_encoder_for_a_stream_of_predictions(stream, model_name, scored_at):
+    """Predictions of one batch share a model, a topic and a scored_at; the memos must not mix them up."""
+    encoder = PredictionEncoder(CODEC.header)
+    for i, p in enumerate(stream):
+        p = {**p, "model_name": model_name if i % 3 else p["model_name"], "scored_at": scored_at}
+        assert encoder.encode(p) == CODEC.encode(p)
 
 
 def test_only_the_exact_contract_is_encoded_directly():
