@@ -98,3 +98,17 @@ def load_test_pipeline(name: str = "fraud", schemas: Path = REPO / "schemas", mo
     from workers.settings import Settings
 
     return load_pipeline(Settings(pipeline=name, schemas_dir=schemas, models_dir=models, **settings))
+
+
+def payload_of_kind(kind: str, event: dict, pipeline, now_ms: int) -> bytes:
+    """``event`` encoded for ``pipeline`` as ``kind`` says: "good", "old_schema" (written with
+    transaction.v1, without the field v2 added) or one of ``workers.dev.bad_inputs.BAD_KINDS``."""
+    from workers.dev.bad_inputs import corrupt_variant
+
+    codec = pipeline.input_codec
+    if kind == "good":
+        return codec.encode(event)
+    if kind == "old_schema":
+        old = codec._store.get("fraud/transaction.v1.avsc")
+        return codec.encode({k: v for k, v in event.items() if k != "device_trust_score"}, writer=old)
+    return corrupt_variant(kind, event, codec, pipeline.manifest, bytes(range(64)), now_ms)

@@ -9,12 +9,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.factories import load_test_pipeline
+from tests.factories import load_test_pipeline, payload_of_kind
 from workers.core.codec import HEADER_SIZE, read_body
 from workers.core.columnar_avro import ColumnarDecoder
 from workers.core.records import InputRecord
 from workers.dev import fraud_data as fraud
-from workers.dev.bad_inputs import BAD_KINDS, corrupt_variant
+from workers.dev.bad_inputs import BAD_KINDS
 
 NOW = int(time.time() * 1000)
 
@@ -183,17 +183,10 @@ def test_the_pipeline_gives_the_same_outputs_with_and_without_it(fraud_pipeline)
     assert fraud_pipeline._columnar is not None and plain._columnar is None
     events, _ = fraud.generate(120, seed=3, start_ms=NOW - 1000)
     codec = fraud_pipeline.input_codec
-    old = codec._store.get("fraud/transaction.v1.avsc")
     kinds = ["good", "good", "old_schema", *BAD_KINDS]
     records = []
     for i, event in enumerate(events):
-        kind = kinds[i % len(kinds)]
-        if kind == "good":
-            value = codec.encode(event)
-        elif kind == "old_schema":
-            value = codec.encode({k: v for k, v in event.items() if k != "device_trust_score"}, writer=old)
-        else:
-            value = corrupt_variant(kind, event, codec, fraud_pipeline.manifest, bytes(range(64)), NOW)
+        value = payload_of_kind(kinds[i % len(kinds)], event, fraud_pipeline, NOW)
         records.append(InputRecord(value=value, key=event["account_id"].encode(), topic="in", partition=i % 3,
                                    offset=i, timestamp_ms=NOW, headers=[]))
     records.append(InputRecord(value=codec.header + struct.pack("<d", 1.0), key=None, topic="in", partition=0,

@@ -5,13 +5,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.factories import REPO, load_test_pipeline, make_sensor_pipeline, sensor_rows
+from tests.factories import REPO, load_test_pipeline, make_sensor_pipeline, payload_of_kind, sensor_rows
 from workers.core import deadletter, reasons
 from workers.core.pipeline import EVENT_ID_HEADER
 from workers.core.records import InputRecord
 from workers.core.replay import REPLAY_AT, REPLAY_COUNT, REPLAY_ORIGIN, replay_headers
 from workers.dev import fraud_data as fraud
-from workers.dev.bad_inputs import BAD_KINDS, corrupt_variant
+from workers.dev.bad_inputs import BAD_KINDS
 
 NOW = int(time.time() * 1000)
 REPO_MODELS = REPO / "models"
@@ -24,18 +24,11 @@ def _record(value, i, key=b"k"):
 
 def test_mixed_batch_every_record_gets_exactly_one_outcome(fraud_pipeline):
     events, _ = fraud.generate(40, seed=5, start_ms=NOW - 1000)
-    codec = fraud_pipeline.input_codec
-    old = codec._store.get("fraud/transaction.v1.avsc")
     records, expected = [], []
     kinds = ["good", "old_schema", *BAD_KINDS]
     for i, event in enumerate(events):
         kind = kinds[i % len(kinds)]
-        if kind == "good":
-            value = codec.encode(event)
-        elif kind == "old_schema":
-            value = codec.encode({k: v for k, v in event.items() if k != "device_trust_score"}, writer=old)
-        else:
-            value = corrupt_variant(kind, event, codec, fraud_pipeline.manifest, bytes(range(64)), NOW)
+        value = payload_of_kind(kind, event, fraud_pipeline, NOW)
         records.append(_record(value, i, event["account_id"].encode()))
         expected.append(BAD_KINDS.get(kind))
 
