@@ -11,7 +11,7 @@ from workers.core.pipeline import EVENT_ID_HEADER
 from workers.core.records import InputRecord
 from workers.core.replay import REPLAY_AT, REPLAY_COUNT, REPLAY_ORIGIN, replay_headers
 from workers.dev import fraud_data as fraud
-from workers.dev.bad_inputs import BAD_KINDS
+from workers.dev.bad_inputs import BAD_KINDS, corrupt_variant
 
 NOW = int(time.time() * 1000)
 REPO_MODELS = REPO / "models"
@@ -239,3 +239,13 @@ def test_stream_time_is_per_partition_and_forgotten_when_a_partition_moves(tmp_p
     assert pipeline.process([old], NOW).dead_letters == {"late": 1}
     pipeline.forget_partitions({("in", 0)})
     assert pipeline.process([old], NOW).dead_letters == {}
+
+
+@pytest.mark.parametrize("first_bytes", [b"\xc3\x01", b"\x00", b"\xc3\x02"])
+def test_garbage_that_happens_to_start_like_a_framing_is_still_corrupt(fraud_pipeline, first_bytes):
+    """The drills send os.urandom payloads as garbage; 1 in 65,536 starts with the single-object magic."""
+    event = fraud.generate(1, seed=1, start_ms=NOW)[0][0]
+    value = corrupt_variant("garbage", event, fraud_pipeline.input_codec, fraud_pipeline.manifest,
+                            first_bytes + bytes(range(62)), NOW)
+    (output,) = fraud_pipeline.process([_record(value, 0)], NOW).outputs
+    assert deadletter.headers_dict(output.headers)[deadletter.REASON] == reasons.CORRUPT
