@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from workers.core.jit import compiled
+
 NULL, BOOLEAN, INT, LONG, FLOAT, DOUBLE, STRING, BYTES, ENUM = range(9)
 _PRIMITIVES = {"null": NULL, "boolean": BOOLEAN, "int": INT, "long": LONG, "float": FLOAT, "double": DOUBLE,
                "string": STRING, "bytes": BYTES}
@@ -120,17 +122,9 @@ def _compile() -> Any:
     """The jitted walk (cached on disk where the package directory is writable)."""
     if _walk_compiled:
         return _walk_compiled[0]
-    import numba
-
-    def jit(fn: Any) -> Any:
-        try:
-            return numba.njit(nogil=True, cache=True)(fn)
-        except RuntimeError:  # no writable cache location: compiled once per process
-            return numba.njit(nogil=True)(fn)
-
     global _jit_varint
-    _jit_varint = jit(_varint)
-    _walk_compiled.append(jit(_walk))
+    _jit_varint = compiled(_varint)
+    _walk_compiled.append(compiled(_walk))
     return _walk_compiled[0]
 
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from workers.core.jit import compiled
+
 
 def _walk_all_trees(x: np.ndarray, nodes: np.ndarray, roots: np.ndarray, columns: np.ndarray,
                     left_bitsets: np.ndarray, known_bitsets: np.ndarray, f_idx_map: np.ndarray,
@@ -58,16 +60,9 @@ _compiled: list[Any] = []  # one dispatcher per process: a model switched in by 
 
 def compile_kernel() -> Any:
     """The jitted kernel (cached on disk where the package directory is writable)."""
-    if _compiled:
-        return _compiled[0]
-    import numba
-
-    try:
-        kernel = numba.njit(nogil=True, cache=True)(_walk_all_trees)
-    except RuntimeError:  # no writable cache location: compile once per process (~0.4 s)
-        kernel = numba.njit(nogil=True)(_walk_all_trees)
-    _compiled.append(kernel)
-    return kernel
+    if not _compiled:
+        _compiled.append(compiled(_walk_all_trees))
+    return _compiled[0]
 
 
 class Forest:
