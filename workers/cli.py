@@ -165,7 +165,7 @@ def record_start(settings: Settings, pipeline: Any) -> None:
     }, settings.worker_id)
     configuration = {name: settings.masked()[name] for name in (
         "engine", "batch_size", "batch_linger_s", "batch_min_bytes", "max_batches_in_flight", "model_threads",
-        "lean_scoring", "columnar_decode", "max_lateness_s", "delivery_timeout_s", "shutdown_timeout_s", "input_topic",
+        "lean_scoring", "columnar_codecs", "max_lateness_s", "delivery_timeout_s", "shutdown_timeout_s", "input_topic",
         "security_protocol")}
     audit_log.write(settings, audit.WORKER_STARTED, {"group": settings.group_id, **configuration},
                     settings.worker_id)

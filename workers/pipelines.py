@@ -49,7 +49,7 @@ def load_pipeline(settings: Settings) -> Pipeline:
     if settings.max_lateness_s is not None:  # an operator's override of the manifest's policy
         policies = policies.model_copy(update={"max_lateness_s": settings.max_lateness_s})
     return Pipeline(loaded, schemas, settings.topics, worker_id=settings.worker_id, policies=policies,
-                    lean_scoring=settings.lean_scoring, columnar_decode=settings.columnar_decode,
+                    lean_scoring=settings.lean_scoring, columnar_codecs=settings.columnar_codecs,
                     max_isolation_calls=settings.max_isolation_calls,
                     replay_key=replay_key(settings),
                     pseudonym_key=_secret(settings.pseudonym_key),

@@ -92,8 +92,8 @@ class Settings(BaseSettings):
     replay_key: SecretStr | None = Field(
         None, description="HMAC key that signs replay marks; the worker trusts only marks signed with it")
     lean_scoring: bool = Field(True, description="HistGradientBoosting: lean path, same bits, checked at load")
-    columnar_decode: bool = Field(True, description="flat input schemas: decode a batch's Avro bodies in one "
-                                                    "compiled pass (same values as fastavro)")
+    columnar_codecs: bool = Field(True, description="one compiled pass per batch decodes the events (flat input "
+                                                    "schemas) and encodes the predictions; same values and bytes")
     worker_id: str = Field(default_factory=_default_worker_id, description="default: <hostname>-<pid>")
     metrics_port: int = Field(0, ge=0, le=65535, description="HTTP port of /metrics, /healthz, /readyz, /status; "
                                                            "0: no endpoint")

@@ -12,12 +12,14 @@ import hashlib
 import hmac
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from workers.core.codec import HEADER_SIZE, SchemaStore, SingleObjectCodec
 from workers.core.columnar_avro import ColumnarDecoder
+from workers.core.columnar_predictions import ColumnarPredictionEncoder
 from workers.core.deadletter import dead_letter
 from workers.core.features import FeatureBuilder
 from workers.core.framing import (
@@ -75,7 +77,7 @@ class Pipeline:
         policies: Policies | None = None, lean_scoring: bool = True, max_isolation_calls: int = 160,
         replay_key: bytes | None = None, pseudonym_key: bytes | None = None,
         framing: Framing = Framing.SINGLE_OBJECT, registered: RegisteredSchemas | None = None,
-        prediction_schema_id: int | None = None, columnar_decode: bool = True,
+        prediction_schema_id: int | None = None, columnar_codecs: bool = True,
     ) -> None:
         self.model = loaded
         self.manifest = loaded.manifest
@@ -89,7 +91,7 @@ class Pipeline:
         self.input_decoder = InputDecoder(self.input_codec, framing, registered)
         self._decode = self.input_codec.decode if framing is Framing.SINGLE_OBJECT else self.input_decoder.decode
         # events written with the input schema itself, a batch at a time (core/columnar_avro.py)
-        self._columnar = ColumnarDecoder.plan(loaded.input_schema.plain) if columnar_decode else None
+        self._columnar = ColumnarDecoder.plan(loaded.input_schema.plain) if columnar_codecs else None
         self._own_header = self.input_codec.header if framing is not Framing.REGISTRY else None
         self._own_registry_headers: set[bytes] = set()  # registry ids whose schema is the input schema
         self.rows = RowReader(loaded.input_schema)  # events read by a file or HTTP adapter
@@ -97,9 +99,7 @@ class Pipeline:
         self.prediction_codec: SingleObjectCodec | RegistryEncoder = (
             SingleObjectCodec(schemas, loaded.prediction_schema) if prediction_schema_id is None
             else RegistryEncoder(loaded.prediction_schema, prediction_schema_id))
-        self._encode_prediction = (  # the project's own contract has a direct encoder: half the cost
-            PredictionEncoder(self.prediction_codec.header).encode
-            if PredictionEncoder.fits(loaded.prediction_schema.definition) else self.prediction_codec.encode)
+        self._encode_predictions = self._predictions_encoder(loaded, columnar_codecs)
         self.personal = frozenset(self.manifest.personal_fields) | loaded.input_schema.personal
         self.features = FeatureBuilder(self.manifest.features, self.personal)
         identifying = sorted({self.manifest.key_field, self.manifest.event_id_field} & self.personal)
@@ -179,15 +179,19 @@ class Pipeline:
             matrix = np.array(rows, dtype=np.float64).reshape(len(rows), self._n_features)
             scores, failures = self.scorer.score(matrix)
             result.matrix, result.scores = matrix, scores
-            for j, item in enumerate(accepted):
+            scored: list[tuple[_Accepted, dict]] = []
+            for j, (item, score) in enumerate(zip(accepted, scores.tolist(), strict=True)):
                 error = failures.get(j)
                 if error is not None:
                     outputs[item.index] = self._dead_letter(item.record, INFERENCE_ERROR, error, now)
                     result.dead_letters[INFERENCE_ERROR] += 1
                 else:
-                    outputs[item.index] = self._prediction(item, float(scores[j]), now)
-                    result.predictions += 1
+                    scored.append((item, self._prediction(item, score, now)))
                     result.event_times_ms.append(item.event_ms)
+            result.predictions = len(scored)
+            encoded = self._encode_predictions([prediction for _, prediction in scored])
+            for (item, prediction), value in zip(scored, encoded, strict=True):
+                outputs[item.index] = self._prediction_record(item, prediction, value)
 
         result.outputs = [o for o in outputs if o is not None]
         return result
@@ -229,10 +233,20 @@ class Pipeline:
         self._own_registry_headers.add(prefix)  # a registry id names one schema for good
         return REGISTRY_HEADER_SIZE
 
-    def _prediction(self, item: _Accepted, score: float, now_ms: int) -> OutputRecord:
+    def _predictions_encoder(self, loaded: LoadedModel, columnar: bool) -> Callable[[list[dict]], list[bytes]]:
+        """The project's own contract has a direct encoder (half fastavro's cost), and a compiled
+        one for whole batches (core/columnar_predictions.py); any other schema is fastavro's."""
+        if not PredictionEncoder.fits(loaded.prediction_schema.definition):
+            encode = self.prediction_codec.encode
+            return lambda predictions: [encode(p) for p in predictions]
+        direct = PredictionEncoder(self.prediction_codec.header)
+        if columnar:
+            return ColumnarPredictionEncoder(direct).encode_many
+        return lambda predictions: [direct.encode(p) for p in predictions]
+
+    def _prediction(self, item: _Accepted, score: float, now_ms: int) -> dict:
         manifest = self.manifest
         event = item.event
-        record = item.record
         label = None
         if manifest.is_classifier:
             label = manifest.labels[1] if score >= manifest.threshold else manifest.labels[0]
@@ -242,7 +256,7 @@ class Pipeline:
         key = event.get(manifest.key_field)
         if key is not None:
             key = self._pseudonym(str(key)) if self._hide_key else str(key)
-        prediction = {
+        return {
             "event_id": event_id,
             "key": key,
             "score": score,
@@ -251,25 +265,26 @@ class Pipeline:
             "model_version": manifest.version,
             "model_sha256": manifest.artifact_sha256,
             "input_schema_fingerprint": item.writer_fingerprint,
-            "source_topic": record.topic,
-            "source_partition": record.partition,
-            "source_offset": record.offset,
+            "source_topic": item.record.topic,
+            "source_partition": item.record.partition,
+            "source_offset": item.record.offset,
             "event_time": item.event_ms,
             "scored_at": now_ms,
             "flags": item.flags,
         }
+
+    def _prediction_record(self, item: _Accepted, prediction: dict, value: bytes) -> OutputRecord:
+        record, key = item.record, prediction["key"]
         record_key: bytes | None
         if record.key is not None and self._input_key_shown:
             record_key = record.key  # the input's own key; a personal one is replaced by its pseudonym
         else:
             record_key = None if key is None else key.encode()
-        headers = [(EVENT_ID_HEADER, event_id.encode())]
+        headers = [(EVENT_ID_HEADER, prediction["event_id"].encode())]
         if item.replay:
             headers += item.replay  # a verified replay: downstream can tell it, and which one, from headers
-        return OutputRecord(
-            self.topics.predictions, record_key, self._encode_prediction(prediction), headers, score=score,
-            prediction=prediction,
-        )
+        return OutputRecord(self.topics.predictions, record_key, value, headers, score=prediction["score"],
+                            prediction=prediction)
 
     def _pseudonym(self, value: str) -> str:
         """A personal value as a prediction may carry it: a keyed pseudonym (the same value always

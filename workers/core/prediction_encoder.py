@@ -49,10 +49,10 @@ def _string(value: str) -> bytes:
 
 
 class PredictionEncoder:
-    __slots__ = ("_blocks", "_header", "_memo", "_scored_at")
+    __slots__ = ("_blocks", "_memo", "_scored_at", "header")
 
     def __init__(self, header: bytes) -> None:
-        self._header = header  # the framing: single-object or schema-registry header
+        self.header = header  # the framing: single-object or schema-registry header
         self._memo: dict[str, bytes] = {}
         # label .. source_topic are next to each other and the same for most of a stream: encoded once
         self._blocks: dict[tuple[str | None, str, str, str, str, str], bytes] = {}
@@ -77,10 +77,8 @@ class PredictionEncoder:
             encoded = self._memo[value] = _string(value)
         return encoded
 
-    def _block(self, p: dict[str, Any]) -> bytes:
+    def block(self, identity: tuple[str | None, str, str, str, str, str]) -> bytes:
         """label, model_name, model_version, model_sha256, input_schema_fingerprint, source_topic."""
-        identity = (p["label"], p["model_name"], p["model_version"], p["model_sha256"],
-                    p["input_schema_fingerprint"], p["source_topic"])
         block = self._blocks.get(identity)
         if block is None:
             if len(self._blocks) >= _MEMO_LIMIT:
@@ -95,14 +93,21 @@ class PredictionEncoder:
         if self._scored_at[0] != scored_at:
             self._scored_at = (scored_at, _long(scored_at))
         return b"".join((
-            self._header,
+            self.header,
             _string(p["event_id"]),
             b"\x00" if key is None else b"\x02" + _string(key),
             _double(p["score"]),
-            self._block(p),
+            self.block((p["label"], p["model_name"], p["model_version"], p["model_sha256"],
+                        p["input_schema_fingerprint"], p["source_topic"])),
             _long(p["source_partition"]),
             _long(p["source_offset"]),
             _long(p["event_time"]),
             self._scored_at[1],
-            b"\x00" if not flags else _long(len(flags)) + b"".join(self._repeated(f) for f in flags) + b"\x00",
+            self.flags(flags),
         ))
+
+    def flags(self, flags: list[str] | tuple[str, ...]) -> bytes:
+        """The flags array: one block of items and the end marker, or only the marker."""
+        if not flags:
+            return b"\x00"
+        return _long(len(flags)) + b"".join(self._repeated(f) for f in flags) + b"\x00"

@@ -179,7 +179,7 @@ def test_the_reference_schema_decodes_as_the_codec_does(fraud_pipeline):
 
 def test_the_pipeline_gives_the_same_outputs_with_and_without_it(fraud_pipeline):
     """Every kind of bad input, old-schema events and JSON rows in one batch: byte-identical outputs."""
-    plain = load_test_pipeline(columnar_decode=False)
+    plain = load_test_pipeline(columnar_codecs=False)
     assert fraud_pipeline._columnar is not None and plain._columnar is None
     events, _ = fraud.generate(120, seed=3, start_ms=NOW - 1000)
     codec = fraud_pipeline.input_codec
@@ -206,7 +206,7 @@ def test_registry_framed_events_of_the_input_schema_take_it_too():
     an older writer schema's id, an unknown id and spoiled bodies are read as before."""
     def pipeline(columnar):
         p = load_test_pipeline(input_framing="both", schema_registry_url="http://registry.invalid",
-                               columnar_decode=columnar)
+                               columnar_codecs=columnar)
         store = p.input_codec._store
         p.registered.add(7, store.get("fraud/transaction.v2.avsc").definition)
         p.registered.add(4242, store.get("fraud/transaction.v1.avsc").definition)

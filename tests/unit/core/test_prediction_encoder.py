@@ -1,11 +1,13 @@
 """The direct prediction encoder writes exactly the bytes fastavro writes for the contract."""
 import json
+import types
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.factories import REPO, load_test_pipeline
 from workers.core.codec import SchemaStore, SingleObjectCodec
+from workers.core.columnar_predictions import ColumnarPredictionEncoder
 from workers.core.framing import RegistryEncoder
 from workers.core.prediction_encoder import PredictionEncoder
 
@@ -60,4 +62,5 @@ def test_only_the_exact_contract_is_encoded_directly():
 
 def test_the_reference_pipeline_encodes_its_predictions_directly():
     pipeline = load_test_pipeline()
-    assert pipeline._encode_prediction.__self__.__class__ is PredictionEncoder
+    assert isinstance(pipeline._encode_predictions.__self__, ColumnarPredictionEncoder)
+    assert isinstance(load_test_pipeline(columnar_codecs=False)._encode_predictions, types.LambdaType)
