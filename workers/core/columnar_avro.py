@@ -184,21 +184,83 @@ class ColumnarDecoder:
     def decode(self, payloads: list[bytes], headers: list[int]) -> list[dict[str, Any] | None]:
         """Each payload's body after its ``headers[i]`` bytes of framing as fastavro would read it,
         or None where fastavro has to decide (it raises, or the walk met something it does not take)."""
+        return self.dicts(self.columns(payloads, headers))
+
+    def dicts(self, columns: Columns) -> list[dict[str, Any] | None]:
+        """The records of ``columns`` as fastavro's dicts, None where fastavro has to decide."""
+        values = [columns.values(name) for name in self.names]
+        good, names = columns.good, self.names
+        return [dict(zip(names, row)) if fine else None  # noqa: B905 (equal lengths by construction)
+                for row, fine in zip(zip(*values), good)]  # noqa: B905
+
+    def columns(self, payloads: list[bytes], headers: list[int]) -> Columns:
+        """The same values by field, for code that works on whole columns."""
         joined = b"".join(payloads)
         n = len(payloads)
         lengths = np.fromiter(map(len, payloads), dtype=np.int64, count=n)
         framing = np.fromiter(headers, dtype=np.int64, count=n)
         cells, reals, ok = self._walk(np.frombuffer(joined, dtype=np.uint8), lengths, framing, self._plan)
-        good = ok.tolist()
-        columns = [self._column(f, joined, cells, reals, good) for f in range(len(self.names))]
-        names = self.names
-        return [dict(zip(names, row)) if fine else None  # noqa: B905 (equal lengths by construction)
-                for row, fine in zip(zip(*columns), good)]  # noqa: B905
+        return Columns(self, joined, cells, reals, ok.tolist())
 
-    def _column(self, f: int, joined: bytes, cells: np.ndarray, reals: np.ndarray, good: list[bool]) -> list[Any]:
-        op = self._ops[f]
+
+class Columns:
+    """A batch's fields as columns. ``good[r]`` is False where record r is left to fastavro
+    (its values in every column are then meaningless)."""
+
+    def __init__(self, decoder: ColumnarDecoder, joined: bytes, cells: np.ndarray, reals: np.ndarray,
+                 good: list[bool]) -> None:
+        self._decoder = decoder
+        self._index = {name: f for f, name in enumerate(decoder.names)}
+        self._joined, self._cells, self._reals = joined, cells, reals
+        self._values: dict[int, list[Any]] = {}
+        self.good = good  # a string that is not UTF-8 marks its record not good when its column is read
+
+    def all_good(self) -> bool:
+        """Every record read, its strings UTF-8 included (a string column not read yet is read here)."""
+        for f, op in enumerate(self._decoder._ops):
+            if op == STRING:
+                self.values(self._decoder.names[f])
+        return all(self.good)
+
+    def values(self, name: str) -> list[Any]:
+        """The column as fastavro's values (None for a null); a field the schema lacks reads as all None."""
+        f = self._index.get(name)
+        if f is None:
+            return [None] * len(self.good)
+        if f not in self._values:
+            self._values[f] = self._column(f)
+        return self._values[f]
+
+    def nulls(self, name: str) -> np.ndarray | None:
+        """Where the column is null (all of it when the schema lacks the field); None if nowhere."""
+        f = self._index.get(name)
+        if f is None or self._decoder._ops[f] == NULL:
+            return np.ones(len(self.good), dtype=np.bool_)
+        if self._decoder._null_branch[f] < 0:
+            return None
+        is_null = self._cells[:, f, 2] != 0
+        return is_null if is_null.any() else None
+
+    def integers(self, name: str) -> np.ndarray | None:
+        """An int or long column as int64 (0 where null), else None."""
+        f = self._index.get(name)
+        if f is None or self._decoder._ops[f] not in (INT, LONG):
+            return None
+        return self._cells[:, f, 0]
+
+    def reals(self, name: str) -> np.ndarray | None:
+        """A float or double column as float64 (0.0 where null), else None."""
+        f = self._index.get(name)
+        if f is None or self._decoder._ops[f] not in (FLOAT, DOUBLE):
+            return None
+        return self._reals[:, f]
+
+    def _column(self, f: int) -> list[Any]:
+        op = self._decoder._ops[f]
+        cells, good = self._cells, self.good
         values: list[Any]
         if op in (STRING, BYTES):
+            joined = self._joined
             values = [joined[a:b] for a, b in cells[:, f, :2].tolist()]
             if op == STRING:
                 values = _texts(values, good)
@@ -207,13 +269,13 @@ class ColumnarDecoder:
         elif op in (INT, LONG):
             values = cells[:, f, 0].tolist()
         elif op in (FLOAT, DOUBLE):
-            values = reals[:, f].tolist()
+            values = self._reals[:, f].tolist()
         elif op == ENUM:
-            symbols = self._symbols[f]
+            symbols = self._decoder._symbols[f]
             values = [symbols[i] for i in cells[:, f, 0].tolist()]
         else:
             values = [None] * len(good)
-        if self._null_branch[f] >= 0:
+        if self._decoder._null_branch[f] >= 0:
             is_null = cells[:, f, 2]
             if is_null.any():
                 values = [None if z else v for v, z in zip(values, is_null.tolist())]  # noqa: B905

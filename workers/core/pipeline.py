@@ -14,14 +14,15 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from workers.core.codec import HEADER_SIZE, SchemaStore, SingleObjectCodec
-from workers.core.columnar_avro import ColumnarDecoder
+from workers.core.columnar_avro import ColumnarDecoder, Columns
 from workers.core.columnar_predictions import ColumnarPredictionEncoder
 from workers.core.deadletter import dead_letter
-from workers.core.features import FeatureBuilder
+from workers.core.features import IMPUTED, FeatureBuilder
 from workers.core.framing import (
     REGISTRY_HEADER_SIZE,
     REGISTRY_MAGIC,
@@ -40,12 +41,13 @@ from workers.core.replay import verified_replay_headers
 from workers.core.rows import RowReader
 from workers.core.scoring import Scorer
 from workers.core.topics import PipelineTopics
-from workers.core.validation import check_future, check_lateness, event_time_ms
+from workers.core.validation import LATE_FLAG, check_future, check_lateness, event_time_ms
 from workers.errors import ConfigError, RecordError
 
 EVENT_ID_HEADER = "workers.event_id"
 REPLAYED_FLAG = "replayed"
 JSON = "json"  # InputRecord.value_format of a JSON object
+_SAFE_MS = 2**52  # event times within this many ms of 1970 (142,000 years) cannot overflow int64 arithmetic
 COLUMNAR_FROM = 8  # records in the input schema's own framing: below this, fastavro per record is cheaper
 
 
@@ -64,7 +66,8 @@ class BatchResult:
 class _Accepted:
     index: int
     record: InputRecord
-    event: dict
+    event_id: Any  # the event's id and key fields as read
+    key: Any
     event_ms: int
     writer_fingerprint: str
     flags: list[str]
@@ -139,13 +142,34 @@ class Pipeline:
     def process(self, batch: list[InputRecord], now_ms: int | None = None, flags: tuple[str, ...] = ()) -> BatchResult:
         """``flags`` are added to every prediction's (a canary marks the candidate's with ``canary``)."""
         now = int(time.time() * 1000) if now_ms is None else now_ms
-        manifest = self.manifest
         outputs: list[OutputRecord | None] = [None] * len(batch)
         result = BatchResult(outputs=[])
+        columnar = self._columnar_batch(batch)
+        ordinary = self._ordinary_batch(batch, columnar[1], now, flags) \
+            if columnar is not None and len(columnar[0]) == len(batch) else None
+        if ordinary is not None:
+            accepted, matrix = ordinary
+        else:
+            decoded: list[dict | None] | None = None
+            if columnar is not None:
+                assert self._columnar is not None
+                decoded = [None] * len(batch)
+                for i, event in zip(columnar[0], self._columnar.dicts(columnar[1]), strict=True):
+                    decoded[i] = event
+            accepted, rows = self._check_each(batch, decoded, now, flags, outputs, result)
+            matrix = np.array(rows, dtype=np.float64).reshape(len(rows), self._n_features)
+        if accepted:
+            self._score(accepted, matrix, now, outputs, result)
+        result.outputs = [o for o in outputs if o is not None]
+        return result
+
+    def _check_each(self, batch: list[InputRecord], decoded: list[dict | None] | None, now: int,
+                    flags: tuple[str, ...], outputs: list[OutputRecord | None],
+                    result: BatchResult) -> tuple[list[_Accepted], list[list[float]]]:
+        """Record by record: decode, check, build the row, or dead-letter with the reason."""
+        manifest = self.manifest
         accepted: list[_Accepted] = []
         rows: list[list[float]] = []
-        decoded = self._decode_columnar(batch)
-
         for i, record in enumerate(batch):
             record_flags: list[str] = list(flags)
             try:
@@ -172,33 +196,98 @@ class Pipeline:
                 if self._replay_key is not None else None
             if replay:
                 record_flags.append(REPLAYED_FLAG)
-            accepted.append(_Accepted(i, record, event, event_ms, writer.fingerprint_hex, record_flags, replay or []))
+            accepted.append(_Accepted(i, record, event.get(manifest.event_id_field), event.get(manifest.key_field),
+                                      event_ms, writer.fingerprint_hex, record_flags, replay or []))
             rows.append(row)
+        return accepted, rows
 
-        if accepted:
-            matrix = np.array(rows, dtype=np.float64).reshape(len(rows), self._n_features)
-            scores, failures = self.scorer.score(matrix)
-            result.matrix, result.scores = matrix, scores
-            scored: list[tuple[_Accepted, dict]] = []
-            for j, (item, score) in enumerate(zip(accepted, scores.tolist(), strict=True)):
-                error = failures.get(j)
-                if error is not None:
-                    outputs[item.index] = self._dead_letter(item.record, INFERENCE_ERROR, error, now)
-                    result.dead_letters[INFERENCE_ERROR] += 1
-                else:
-                    scored.append((item, self._prediction(item, score, now)))
-                    result.event_times_ms.append(item.event_ms)
-            result.predictions = len(scored)
-            encoded = self._encode_predictions([prediction for _, prediction in scored])
-            for (item, prediction), value in zip(scored, encoded, strict=True):
-                outputs[item.index] = self._prediction_record(item, prediction, value)
+    def _ordinary_batch(self, batch: list[InputRecord], columns: Columns, now: int,
+                        flags: tuple[str, ...]) -> tuple[list[_Accepted], np.ndarray] | None:
+        """A batch whose every record is ordinary, checked a column at a time: decoded, on time
+        (or late and let through to be scored), every feature present and valid. The same
+        outcome as ``_check_each`` gives for such a batch; None if any record is not ordinary
+        (nothing is changed then, and ``_check_each`` finds which one and why)."""
+        manifest, policies = self.manifest, self.policies
+        if not columns.all_good():
+            return None
+        times = columns.integers(manifest.event_time_field)
+        if times is None or columns.nulls(manifest.event_time_field) is not None:
+            return None
+        if not ((times > -_SAFE_MS) & (times < _SAFE_MS)).all():  # no int64 overflow below
+            return None
+        if ((times - now) > policies.max_future_s * 1000).any():
+            return None
+        references, stream_times = self._stream_references(batch, times, now)
+        if references is None:
+            return None
+        late = (references - times) > policies.max_lateness_s * 1000 if policies.max_lateness_s is not None \
+            else np.zeros(len(batch), dtype=np.bool_)
+        if policies.late_action != "score" and late.any():
+            return None
+        built = self.features.matrix(columns)
+        if built is None:
+            return None
+        matrix, imputed = built
+        self._stream_time.update(stream_times)
+        fingerprint = self.input_codec.reader.fingerprint_hex
+        ids, keys = columns.values(manifest.event_id_field), columns.values(manifest.key_field)
+        replay_key = self._replay_key
+        accepted = []
+        for i, (record, event_ms, is_late, is_imputed) in enumerate(
+                zip(batch, times.tolist(), late.tolist(), imputed.tolist(), strict=True)):
+            record_flags = [*flags, LATE_FLAG] if is_late else list(flags)
+            if is_imputed:
+                record_flags.append(IMPUTED)
+            replay = verified_replay_headers(record.headers, record.value, replay_key) \
+                if replay_key is not None and record.headers else None
+            if replay:
+                record_flags.append(REPLAYED_FLAG)
+            accepted.append(_Accepted(i, record, ids[i], keys[i], event_ms, fingerprint, record_flags, replay or []))
+        return accepted, matrix
 
-        result.outputs = [o for o in outputs if o is not None]
-        return result
+    def _stream_references(self, batch: list[InputRecord], times: np.ndarray,
+                           now: int) -> tuple[np.ndarray | None, dict[tuple[str, int], int]]:
+        """What each record's lateness is measured against, as ``_lateness_reference`` gives it
+        record by record, and the partitions' stream times after the batch (not stored yet)."""
+        if self.policies.clock == "wall":
+            return np.full(len(times), now, dtype=np.int64), {}
+        topic = batch[0].topic
+        if any(r.topic != topic for r in batch):
+            return None, {}
+        partitions = np.array([r.partition for r in batch], dtype=np.int64)
+        references = np.empty_like(times)
+        after: dict[tuple[str, int], int] = {}
+        for partition in np.unique(partitions).tolist():
+            mine = partitions == partition
+            running = np.maximum.accumulate(times[mine])  # the highest event time so far, this one included
+            before = self._stream_time.get((topic, partition))
+            if before is not None:
+                running = np.maximum(running, before)
+            references[mine] = running
+            after[(topic, partition)] = int(running[-1])
+        return references, after
 
-    def _decode_columnar(self, batch: list[InputRecord]) -> list[dict | None] | None:
-        """The events of ``batch`` written with the input schema itself, decoded in one pass (None
-        where a record is not, or where fastavro must decide); None when not worth it."""
+    def _score(self, accepted: list[_Accepted], matrix: np.ndarray, now: int, outputs: list[OutputRecord | None],
+               result: BatchResult) -> None:
+        scores, failures = self.scorer.score(matrix)
+        result.matrix, result.scores = matrix, scores
+        scored: list[tuple[_Accepted, dict]] = []
+        for j, (item, score) in enumerate(zip(accepted, scores.tolist(), strict=True)):
+            error = failures.get(j)
+            if error is not None:
+                outputs[item.index] = self._dead_letter(item.record, INFERENCE_ERROR, error, now)
+                result.dead_letters[INFERENCE_ERROR] += 1
+            else:
+                scored.append((item, self._prediction(item, score, now)))
+                result.event_times_ms.append(item.event_ms)
+        result.predictions = len(scored)
+        encoded = self._encode_predictions([prediction for _, prediction in scored])
+        for (item, prediction), value in zip(scored, encoded, strict=True):
+            outputs[item.index] = self._prediction_record(item, prediction, value)
+
+    def _columnar_batch(self, batch: list[InputRecord]) -> tuple[list[int], Columns] | None:
+        """The events of ``batch`` written with the input schema itself (their positions), decoded
+        in one pass; None when not worth it."""
         columnar = self._columnar
         if columnar is None or len(batch) < COLUMNAR_FROM:
             return None
@@ -212,10 +301,7 @@ class Pipeline:
                     headers.append(header)
         if len(positions) < COLUMNAR_FROM:
             return None
-        decoded: list[dict | None] = [None] * len(batch)
-        for i, event in zip(positions, columnar.decode(values, headers), strict=True):
-            decoded[i] = event
-        return decoded
+        return positions, columnar.columns(values, headers)
 
     def _own_framing(self, value: bytes) -> int:
         """The header size of a value framed with the input schema as its writer schema, else 0."""
@@ -246,14 +332,13 @@ class Pipeline:
 
     def _prediction(self, item: _Accepted, score: float, now_ms: int) -> dict:
         manifest = self.manifest
-        event = item.event
         label = None
         if manifest.is_classifier:
             label = manifest.labels[1] if score >= manifest.threshold else manifest.labels[0]
-        event_id = str(event.get(manifest.event_id_field))
+        event_id = str(item.event_id)
         if self._hide_event_id:
             event_id = self._pseudonym(event_id)
-        key = event.get(manifest.key_field)
+        key = item.key
         if key is not None:
             key = self._pseudonym(str(key)) if self._hide_key else str(key)
         return {
