@@ -5,6 +5,13 @@ encode, dead-letter) as a pure function of the consumed records and the clock. T
 Kafka worker, the batch runner and the tests all call it the same way. It is handed what
 it needs (a loaded, verified model, the schemas, topic names, policies); turning settings
 into those is the caller's job (``workers.pipelines.load_pipeline``).
+
+Most batches of a live stream hold only ordinary events: written with the input schema,
+on time, every feature present (or imputed) and valid. Such a batch is checked a column at
+a time (``_ordinary_batch``: one compiled decode, then numpy over whole columns), with no
+dict per event; a batch with anything else in it goes record by record (``_check_each``),
+which dead-letters each bad record with its reason. Both give the same outputs, byte for
+byte (tests/unit/core/test_ordinary_batches.py).
 """
 from __future__ import annotations
 
