@@ -29,6 +29,7 @@ import numpy as np
 
 from workers.core.codec import SingleObjectCodec
 from workers.core.pipeline import Pipeline
+from workers.core.prediction_encoder import PredictionEncoder
 from workers.core.records import InputRecord
 from workers.core.scoring import Scorer
 from workers.core.topics import PipelineTopics
@@ -190,6 +191,14 @@ def _latency_consumer(settings: Settings, topic: str, ready: Any, stop: Any, out
 
     manifest, store = load_manifest(settings)
     codec = SingleObjectCodec(store, store.get(manifest.prediction_schema))
+    if PredictionEncoder.fits(codec.reader.definition):  # read the event time alone: the harness stays light
+        header = len(codec.header)
+
+        def event_time(value: bytes) -> int:
+            return contract_event_time(value, header)
+    else:
+        def event_time(value: bytes) -> int:
+            return int(codec.decode(value)[0]["event_time"])
 
     async def main() -> tuple[list[float], list[float]]:
         consumer = AIOKafkaConsumer(topic, auto_offset_reset="latest", fetch_max_wait_ms=5,
@@ -212,7 +221,7 @@ def _latency_consumer(settings: Settings, topic: str, ready: Any, stop: Any, out
                 arrived = time.time() * 1000
                 for messages in batches.values():
                     for m in messages:
-                        event_ms = codec.decode(m.value)[0]["event_time"]
+                        event_ms = event_time(m.value)
                         first_event_ms = first_event_ms or event_ms
                         if event_ms >= first_event_ms + WARM_UP_MS:  # connections, caches, first batches
                             latencies.append(arrived - event_ms)
@@ -222,6 +231,38 @@ def _latency_consumer(settings: Settings, topic: str, ready: Any, stop: Any, out
         return latencies, in_worker
 
     out.put(asyncio.run(main()))
+
+
+def _varint(value: bytes, pos: int) -> tuple[int, int]:
+    shift = result = 0
+    while True:
+        b = value[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return (result >> 1) ^ -(result & 1), pos
+        shift += 7
+
+
+def contract_event_time(value: bytes, pos: int) -> int:
+    """The event_time of a prediction in the contract's layout (prediction.v1), its body at
+    ``pos``: the fields before it are skipped, not decoded (~3 µs less than fastavro per record)."""
+    size, pos = _varint(value, pos)  # event_id
+    pos += size
+    for union in (True, False, True):  # key, score, label
+        if not union:
+            pos += 8
+        elif value[pos] == 2:
+            size, pos = _varint(value, pos + 1)
+            pos += size
+        else:
+            pos += 1
+    for _ in range(5):  # model_name, model_version, model_sha256, input_schema_fingerprint, source_topic
+        size, pos = _varint(value, pos)
+        pos += size
+    pos = _varint(value, pos)[1]  # source_partition
+    pos = _varint(value, pos)[1]  # source_offset
+    return _varint(value, pos)[0]
 
 
 def _latency_producer(settings: Settings, topic: str, rate: float, seconds: float, seed: int, sending: Any,
@@ -242,6 +283,7 @@ def _latency_producer(settings: Settings, topic: str, rate: float, seconds: floa
     codec = codec_for(settings)
     events, _ = fraud_data.generate(int(rate * seconds), seed)
     partitioner = DefaultPartitioner()
+    placed: dict[bytes, int] = {}  # murmur2 is pure Python in aiokafka: once per key
     gc.collect()
     gc.freeze()  # the generated events are long-lived: keep full collections off the send loop
 
@@ -261,7 +303,9 @@ def _latency_producer(settings: Settings, topic: str, rate: float, seconds: floa
             for event in events[sent:due]:
                 event["event_time"] = now_ms
                 key = event["account_id"].encode()
-                partition = partitioner(key, partitions, partitions)
+                partition = placed.get(key)
+                if partition is None:
+                    partition = placed[key] = partitioner(key, partitions, partitions)
                 batch = by_partition.get(partition) or by_partition.setdefault(partition, producer.create_batch())
                 batch.append(key=key, value=codec.encode(event), timestamp=None)
             for partition, batch in by_partition.items():
