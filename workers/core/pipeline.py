@@ -243,7 +243,7 @@ class Pipeline:
         for i, (record, event_ms, is_late, is_imputed) in enumerate(
                 zip(batch, times.tolist(), late.tolist(), imputed.tolist(), strict=True)):
             record_flags = [*flags, LATE_FLAG] if is_late else list(flags)
-            if is_imputed:
+            if is_imputed and IMPUTED not in record_flags:  # as FeatureBuilder.row: never twice
                 record_flags.append(IMPUTED)
             replay = verified_replay_headers(record.headers, record.value, replay_key) \
                 if replay_key is not None and record.headers else None
@@ -269,6 +269,8 @@ class Pipeline:
             running = np.maximum.accumulate(times[mine])  # the highest event time so far, this one included
             before = self._stream_time.get((topic, partition))
             if before is not None:
+                if not -_SAFE_MS < before < _SAFE_MS:  # set by the record path from an extreme event time
+                    return None, {}
                 running = np.maximum(running, before)
             references[mine] = running
             after[(topic, partition)] = int(running[-1])

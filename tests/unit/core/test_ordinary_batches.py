@@ -139,3 +139,31 @@ def test_stream_time_carries_over_from_the_batch_before(monkeypatch):
     assert mine.outputs[0].prediction["flags"] == ["late"]
     assert _outcome(mine) == _outcome(theirs)
     assert columnar._stream_time == plain._stream_time
+
+
+def test_an_extreme_stream_time_from_an_earlier_batch_sends_the_batch_record_by_record():
+    """A stream time the record path stored from an event time near 2**63 must not wrap int64 arithmetic."""
+    policies = Policies(clock="stream", max_lateness_s=3600.0, late_action="dead_letter", max_future_s=1e16)
+    columnar, plain = _pipelines(policies)
+    far = [InputRecord(columnar.input_codec.encode({**EVENTS[0], "event_time": 2**63 - 1}), b"k", "in", 0, 0, NOW, [])]
+    batch = [InputRecord(columnar.input_codec.encode({**EVENTS[i], "event_time": -1000}), b"k", "in", 0, i, NOW, [])
+             for i in range(1, 9)]
+    for pipeline in (columnar, plain):
+        pipeline.process(far, NOW)
+
+    mine, theirs = columnar.process(batch, NOW), plain.process(batch, NOW)
+
+    assert mine.dead_letters == {"late": 8}
+    assert _outcome(mine) == _outcome(theirs)
+    assert columnar._stream_time == plain._stream_time
+
+
+def test_a_caller_flag_of_imputed_is_not_repeated(monkeypatch):
+    columnar, plain = _pipelines(POLICIES[0])
+    records = _batch(columnar, 0, ["imputed"] * 10, [0] * 10, [False] * 10)
+    _column_path_only(columnar, monkeypatch)
+
+    mine, theirs = columnar.process(records, NOW, ("imputed",)), plain.process(records, NOW, ("imputed",))
+
+    assert {tuple(o.prediction["flags"]) for o in mine.outputs} == {("imputed",)}
+    assert _outcome(mine) == _outcome(theirs)
