@@ -167,7 +167,6 @@ class ColumnarPredictionEncoder:
         starts = [0, *ends.tolist()]
         return [data[a:b] for a, b in pairwise(starts)]
 
-
     def _blocks(self, predictions: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The distinct encoded label..source_topic blocks, and each prediction's. Usually only
         the label varies in a batch: then the distinct labels decide."""

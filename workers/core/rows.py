@@ -37,6 +37,21 @@ class _Mismatch(Exception):
     pass
 
 
+def _utf8(text: str) -> bool:
+    """Can Avro carry it? JSON's escapes allow a lone surrogate, which has no UTF-8 form."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _got(value: Any) -> str:
+    if isinstance(value, str) and not _utf8(value):
+        return "str with a lone surrogate, not UTF-8 text"
+    return type(value).__name__
+
+
 def _type_name(schema: Any) -> str:
     if isinstance(schema, list):
         return " or ".join(_type_name(s) for s in schema)
@@ -94,7 +109,7 @@ def conform(value: Any, schema: Any) -> Any:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
     elif kind == "string":
-        if isinstance(value, str):
+        if isinstance(value, str) and _utf8(value):
             return value
     elif kind == "bytes":
         if isinstance(value, bytes | bytearray):
@@ -135,7 +150,7 @@ class RowReader:
                 out[name] = conform(value, field_type)
             except _Mismatch:
                 raise RecordError(INVALID_VALUE, f"field {name!r} is not {_type_name(field_type)} "
-                                  f"(got {type(value).__name__})") from None
+                                  f"(got {_got(value)})") from None
         return out
 
     def read_json(self, text: bytes | str | None) -> dict[str, Any]:

@@ -187,6 +187,20 @@ def test_a_record_the_client_could_not_parse_is_dead_lettered_corrupt(fraud_pipe
     assert "could not parse" in headers[deadletter.ERROR_MESSAGE] and output.value == b""
 
 
+def test_a_json_row_with_a_lone_surrogate_is_dead_lettered_and_the_batch_goes_on(fraud_pipeline):
+    """JSON escapes allow a string with no UTF-8 form; it must not fail the batch when encoded."""
+    import json
+
+    events, _ = fraud.generate(3, seed=4, start_ms=NOW - 1000)
+    events[1]["event_id"] = "ab\ud800"
+    batch = [InputRecord(value=json.dumps(e).encode(), key=b"k", topic="in", partition=0, offset=i,
+                         timestamp_ms=NOW, value_format="json") for i, e in enumerate(events)]
+    result = fraud_pipeline.process(batch, NOW)
+    assert result.predictions == 2 and result.dead_letters == {reasons.INVALID_VALUE: 1}
+    letter = deadletter.headers_dict(result.outputs[1].headers)
+    assert "lone surrogate" in letter[deadletter.ERROR_MESSAGE] and result.outputs[1].value == batch[1].value
+
+
 def _stream_pipeline(tmp_path, late_action="dead_letter"):
     """The reference model with stream-time lateness (max 1 h)."""
     import json

@@ -65,6 +65,8 @@ def test_a_row_gets_the_outcome_its_avro_encoding_gets(fraud_pipeline):
     ({"account_age_days": 2**40}, reasons.INVALID_VALUE, "field 'account_age_days' is not int (got int)"),
     ({"account_age_days": 3.5}, reasons.INVALID_VALUE, "field 'account_age_days' is not int (got float)"),
     ({"channel": None}, reasons.MISSING_FIELD, "required field 'channel' is missing or null"),
+    ({"event_id": "ab\ud800"}, reasons.INVALID_VALUE,
+     "field 'event_id' is not string (got str with a lone surrogate, not UTF-8 text)"),
     ({"event_time": "yesterday"}, reasons.INVALID_VALUE,
      "field 'event_time' is not long (timestamp-millis) (got str)"),
 ])
