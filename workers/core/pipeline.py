@@ -62,6 +62,8 @@ COLUMNAR_FROM = 8  # records in the input schema's own framing: below this, fast
 class BatchResult:
     outputs: list[OutputRecord]  # in input order: per-key order is kept downstream
     predictions: int = 0
+    # of ``predictions``, those a model other than the served one made (a canary's candidate), per version
+    other_versions: Counter[str] = field(default_factory=Counter)
     dead_letters: Counter[str] = field(default_factory=Counter)
     matrix: np.ndarray | None = None  # the scored rows (for drift), None when nothing was scored
     scores: np.ndarray | None = None  # their scores, NaN where the model failed

@@ -143,6 +143,7 @@ class Trial:
         mine = self._timed(primary, mine_in, now, self.primary_side) if mine_in else BatchResult(outputs=[])
         try:
             theirs = self._timed(self.candidate, theirs_in, now, self.candidate_side, (CANARY_FLAG,))
+            theirs.other_versions[self.version] += theirs.predictions
         except Exception as exc:  # the primary scores them instead; the canary ends
             self.crashed = f"{type(exc).__name__}: {exc}"
             self.decided = Decision("rollback", "candidate_raised", {"error": self.crashed})
@@ -199,6 +200,7 @@ def _merged(primary: BatchResult, candidate: BatchResult) -> BatchResult:
     may differ in number, and its scores are the trial's business, not the served model's)."""
     return BatchResult(outputs=primary.outputs + candidate.outputs,
                        predictions=primary.predictions + candidate.predictions,
+                       other_versions=primary.other_versions + candidate.other_versions,
                        dead_letters=primary.dead_letters + candidate.dead_letters,
                        matrix=primary.matrix, scores=primary.scores,
                        event_times_ms=primary.event_times_ms + candidate.event_times_ms)

@@ -114,10 +114,17 @@ class WorkerMetrics:
                          "worker_id": self.worker_id, "scoring": scoring})
 
     def batch(self, consumed: int, predictions: int, dead_letters: dict[str, int], processing_s: float,
-              latencies_s: np.ndarray | None, scores: np.ndarray | None) -> None:
+              latencies_s: np.ndarray | None, scores: np.ndarray | None,
+              other_versions: dict[str, int] | None = None) -> None:
+        """``other_versions``: the share of ``predictions`` another model version made (a canary's
+        candidate), counted under that version."""
         self.consumed.inc(consumed)
         self.batch_size.observe(consumed)
         self.processing.observe(processing_s)
+        for version, count in (other_versions or {}).items():
+            if count:
+                self._predictions.labels(self.pipeline, version).inc(count)
+                predictions -= count
         if predictions:
             self.predictions.inc(predictions)
         for reason, count in dead_letters.items():

@@ -137,7 +137,7 @@ class WorkerMonitor:
                         or self._drift_pending_rows >= self.drift.window):
                     self._check_drift()
         self.metrics.batch(len(records), result.predictions, dict(result.dead_letters), result.processing_s,
-                           latencies, scores)
+                           latencies, scores, result.other_versions)
         if self.live_quality is not None and result.predictions:
             join, quality = self.live_quality
             with self._quality_lock:

@@ -102,6 +102,8 @@ def test_a_canary_splits_by_key_and_flags_the_candidates_predictions(models):
         assert (CANARY_FLAG in p["flags"]) == (p["model_version"] == "1.1.0")
         by_version.setdefault(p["model_version"], set()).add(p["key"])
     assert not by_version["1.0.0"] & by_version["1.1.0"]  # no key scored by both
+    candidates = sum(1 for o in result.outputs if CANARY_FLAG in primary.prediction_codec.decode(o.value)[0]["flags"])
+    assert result.other_versions == Counter({"1.1.0": candidates})  # counted under the candidate's version
     assert 0.1 < len(by_version["1.1.0"]) / (len(by_version["1.0.0"]) + len(by_version["1.1.0"])) < 0.3
     assert trial.decision() is None  # 1.1.0 is healthy (and min_events not reached for p99 either)
 
@@ -146,6 +148,7 @@ def test_a_candidate_that_raises_ends_the_canary_and_the_primary_scores_its_reco
     result = trial.process(primary, _records(primary, 100), NOW)
     assert result.predictions == 100
     assert {primary.prediction_codec.decode(o.value)[0]["model_version"] for o in result.outputs} == {"1.0.0"}
+    assert not +result.other_versions  # all the primary's
     assert trial.decision().guard == "candidate_raised"
 
 

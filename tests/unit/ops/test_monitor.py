@@ -98,3 +98,29 @@ def test_live_quality_joins_labels_to_this_workers_own_predictions(fraud_pipelin
     assert status["counts"] == {"joined": 800} and status["pending"] == {"predictions": 0, "labels": 1}
     monitor.heartbeat(0.0)
     assert monitor.metrics.quality.labels("fraud", "1.0.0", "pairs")._value.get() == 800
+
+
+def test_a_canarys_predictions_are_counted_under_the_candidates_version(fraud_pipeline):
+    import time
+
+    from tests.factories import load_test_pipeline
+    from workers.core.records import InputRecord
+    from workers.core.trial import CANARY, Trial
+    from workers.dev import fraud_data
+
+    now = int(time.time() * 1000)
+    events, _ = fraud_data.generate(400, seed=4, start_ms=now - 1000, accounts=200)
+    records = [InputRecord(fraud_pipeline.input_codec.encode(e), e["account_id"].encode(), "in", 0, i, now, [])
+               for i, e in enumerate(events)]
+    trial = Trial(load_test_pipeline(model_version="1.1.0"), CANARY, fraction=0.3)
+    trial.attach(fraud_pipeline)
+    result = trial.process(fraud_pipeline, records, now)
+    monitor = WorkerMonitor(fraud_pipeline, "w")
+    monitor.batch_delivered(records, result)
+
+    def counted(version: str) -> float:
+        return monitor.metrics._predictions.labels("fraud", version)._value.get()
+
+    flagged = sum(1 for o in result.outputs if "canary" in fraud_pipeline.prediction_codec.decode(o.value)[0]["flags"])
+    assert 0 < flagged < 400
+    assert (counted("1.0.0"), counted("1.1.0")) == (400 - flagged, flagged)
