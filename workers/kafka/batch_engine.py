@@ -372,6 +372,16 @@ class BatchEngine(mode.Service):
     @mode.Service.task
     async def _deliver(self) -> None:
         """Settle sent batches in the order they were sent: account, release, commit."""
+        try:
+            await self._deliver_in_order()
+        except Exception as exc:
+            # A bug past the settling (e.g. in the accounting): exit now, committing nothing more.
+            # Left to crash the task, the in-flight window would never free its slot, the fetch
+            # loop would wait on it holding the batch lock, and the exit would take the whole
+            # shutdown deadline.
+            self.context.fail(exc)
+
+    async def _deliver_in_order(self) -> None:
         while True:
             entry = self._settling = await self._unsettled.get()
             try:

@@ -155,3 +155,24 @@ def test_an_authorization_failure_is_never_retried(pipeline):
 
     sent, failures = asyncio.run(scenario())
     assert sent == [] and "cannot WRITE to topic t.predictions: not authorized" in str(failures[0])
+
+
+def test_an_error_after_settling_ends_the_engine_at_once_instead_of_stalling_the_window(pipeline):
+    """A bug in the accounting must not leave the fetch loop waiting on a slot that is never freed."""
+
+    class BrokenAccounting(Accounting):
+        def batch_delivered(self, records: Any, result: Any) -> None:
+            raise AttributeError("a bug in the monitor")
+
+    async def scenario() -> list[BaseException]:
+        engine, _, failures = _engine(pipeline)
+        engine.accounting = BrokenAccounting()
+        entry = _entry(_group(b"e0", None))
+        engine._in_flight.append(entry)
+        engine._unsettled.put_nowait(entry)
+        with pytest.raises(Stop):
+            await asyncio.wait_for(engine._deliver(engine), 5)  # a mode task: called with its service
+        return failures
+
+    failures = asyncio.run(scenario())
+    assert [type(f) for f in failures] == [AttributeError]
