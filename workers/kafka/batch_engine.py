@@ -42,9 +42,11 @@ from workers.core.deadletter import PAYLOAD_TRUNCATED, record_size, with_referen
 from workers.core.pipeline import BatchResult, Pipeline
 from workers.core.records import InputRecord, OutputRecord
 from workers.errors import DeliveryError
+from workers.kafka import input_records
 from workers.kafka.connection import aiokafka_options
 from workers.kafka.delivery import Failure, Group, backoff, classify, failed_future, fatal_error
 from workers.kafka.engine import EngineContext, fetch_writer_schemas, process
+from workers.kafka.input_records import as_input_record
 from workers.ops.logs import get_logger
 
 log = get_logger("workers.batch_engine")
@@ -132,6 +134,7 @@ class BatchEngine(mode.Service):
         self._partitioner = DefaultPartitioner()
         self._partition_cache: dict[str, dict[bytes, int]] = {}  # per topic: key -> partition
         self._producer: AIOKafkaProducer | None = None
+        self._input_records = input_records.install()  # fetched records come as InputRecords
 
     @property
     def pipeline(self) -> Pipeline:
@@ -159,6 +162,7 @@ class BatchEngine(mode.Service):
         self._consumer = AIOKafkaConsumer(
             client_id=c.client_id, group_id=c.group_id, enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_records=c.batch_size,
+            value_deserializer=input_records.AS_INPUT_RECORDS,
             max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_bytes=16 * 1024 * 1024,
             **_fetch_wait(c),
             **connection,
@@ -188,8 +192,9 @@ class BatchEngine(mode.Service):
         assert consumer is not None
         while not self.should_stop and not self._stopping:
             revocations = self._revocations
+            careful = self._careful_rounds > 0  # may hold markers of records the client could not parse
             try:
-                if self._careful_rounds:
+                if careful:
                     fetched = await self._fetch_one_by_one()
                     self._careful_rounds -= 1
                 else:
@@ -207,16 +212,17 @@ class BatchEngine(mode.Service):
                 pace_fetches(consumer, IDLE_FETCH if self._quiet else _fetch_wait(self.config))
             if not fetched:
                 continue
-            values = [getattr(m, "value", None) for messages in fetched.values() for m in messages]
-            if not await fetch_writer_schemas(self.context, values, lambda: self._stopping):
-                return  # stopping while the registry was away: not processed, not committed
+            if self.pipeline.registered is not None:  # registry-framed input: its writer schemas first
+                values = [getattr(m, "value", None) for messages in fetched.values() for m in messages]
+                if not await fetch_writer_schemas(self.context, values, lambda: self._stopping):
+                    return  # stopping while the registry was away: not processed, not committed
             async with self._batch_lock:
                 if self._stopping:
                     return  # not processed, not committed: the next owner reads it
                 if self._revocations != revocations:
                     self._give_back(fetched)
                     continue
-                await self._start_batch(fetched)
+                await self._start_batch(fetched, careful)
 
     async def _rewind_after_unparseable(self, exc: BaseException) -> None:
         """aiokafka drops what it had drained in a fetch that raised: rewind every partition to the
@@ -269,16 +275,18 @@ class BatchEngine(mode.Service):
             if tp in assigned:
                 consumer.seek(tp, messages[0].offset)  # read again under the new assignment
 
-    async def _start_batch(self, fetched: dict[TopicPartition, list[Any]]) -> None:
+    async def _start_batch(self, fetched: dict[TopicPartition, list[Any]], careful: bool = False) -> None:
         records: list[InputRecord] = []
         offsets: dict[TopicPartition, int] = {}
         for tp, messages in fetched.items():
-            for m in messages:
-                if isinstance(m, _Unparseable):
-                    records.append(InputRecord(None, None, m.topic, m.partition, m.offset, None, [], m.error))
-                else:
-                    records.append(InputRecord(m.value, m.key, m.topic, m.partition, m.offset, m.timestamp,
-                                               list(m.headers or ())))
+            if self._input_records and not careful:  # as fetched: no copy per record
+                records += messages
+            else:
+                for m in messages:
+                    if isinstance(m, _Unparseable):
+                        records.append(InputRecord(None, None, m.topic, m.partition, m.offset, None, [], m.error))
+                    else:
+                        records.append(as_input_record(m))
             offsets[tp] = messages[-1].offset + 1
         self._next_offsets.update(offsets)
         result = process(self.context, records)
