@@ -47,6 +47,7 @@ from workers.kafka.connection import aiokafka_options
 from workers.kafka.delivery import Failure, Group, backoff, classify, failed_future, fatal_error
 from workers.kafka.engine import EngineContext, fetch_writer_schemas, process
 from workers.kafka.input_records import as_input_record
+from workers.kafka.producer_batches import append_outputs
 from workers.ops.logs import get_logger
 
 log = get_logger("workers.batch_engine")
@@ -318,30 +319,41 @@ class BatchEngine(mode.Service):
         a partition, in order. A dead letter larger than ``max_message_bytes`` is sent with
         a reference instead of its original bytes.
         """
-        by_partition: dict[tuple[str, int], list[OutputRecord]] = {}
+        by_topic: dict[str, dict[int, list[OutputRecord]]] = {}
         known, limit = self._partitions, self.config.max_message_bytes
+        topic: str | None = None
         for o in outputs:  # per record: plain lookups, no coroutine unless a topic is new
             if o.reason is not None and record_size(o) > limit:
                 o = with_reference(o)
-            partitions = known.get(o.topic) or await self._partitions_of(o.topic)
-            by_partition.setdefault((o.topic, self._partition(o.topic, o.key, partitions)), []).append(o)
+            if o.topic != topic:  # outputs come in runs of one topic: look it up once per run
+                topic = o.topic
+                partitions = known.get(topic) or await self._partitions_of(topic)
+                placed = self._partition_cache.setdefault(topic, {})
+                lists = by_topic.setdefault(topic, {})
+            key = o.key
+            partition = placed.get(key) if key is not None else None
+            if partition is None:
+                partition = self._partition(topic, key, partitions)
+            members = lists.get(partition)
+            if members is None:
+                members = lists[partition] = []
+            members.append(o)
         groups: list[Group] = []
-        for (topic, partition), items in by_partition.items():
-            groups += await self._send_records(topic, partition, items)
+        for topic_name, lists in by_topic.items():
+            for partition, items in lists.items():
+                groups += await self._send_records(topic_name, partition, items)
         return groups
 
     async def _send_records(self, topic: str, partition: int, items: list[OutputRecord]) -> list[Group]:
         producer = self._producer
         assert producer is not None
         groups: list[Group] = []
-        batch, members = producer.create_batch(), list[OutputRecord]()
-        for o in items:
-            if batch.append(key=o.key, value=o.value, timestamp=None, headers=o.headers) is None:
-                groups.append(await self._send_batch(batch, topic, partition, members))
-                batch, members = producer.create_batch(), []
-                batch.append(key=o.key, value=o.value, timestamp=None, headers=o.headers)  # the first always fits
-            members.append(o)
-        groups.append(await self._send_batch(batch, topic, partition, members))
+        start = 0
+        while start < len(items):  # as many producer batches as the records need (the first always fits)
+            batch = producer.create_batch()
+            end = append_outputs(batch, items, start)
+            groups.append(await self._send_batch(batch, topic, partition, items[start:end]))
+            start = end
         return groups
 
     async def _send_batch(self, batch: Any, topic: str, partition: int, members: list[OutputRecord]) -> Group:
