@@ -96,17 +96,38 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _check_run(args: argparse.Namespace) -> int:
     """``run --check``: what a worker checks before it starts (the model verified, the brokers, the
-    credentials and the input topic), then one JSON line and exit 0, without consuming anything."""
+    credentials and the input topic), then one JSON line and exit 0, without consuming anything.
+
+    The version reported is the one a worker would serve: a rollout's primary on
+    ``<pipeline>.control`` wins over the configured version, as at start-up, and a version
+    that does not verify is listed under ``refused`` (nothing is audited or consumed here)."""
+    from workers.core.rollout import startup_versions
     from workers.kafka.clients import check_access
+    from workers.kafka.rollout import open_control
     from workers.pipelines import load_pipeline
 
     settings = _settings(args)
-    pipeline = load_pipeline(settings)
+    pipeline = load_pipeline(settings)  # the configured version must verify, as at start-up
     events = pipeline.topics.events
     partitions = check_access(settings, [events])[events]
+    reader, rollout = open_control(settings)
+    if reader is not None:
+        reader.close()
+    refused: list[dict[str, str]] = []
+    if rollout is not None and rollout.primary != pipeline.manifest.version:
+        for version in startup_versions(rollout, settings.model_version):
+            if version is None or version == pipeline.manifest.version:
+                break  # the configured version, verified above
+            try:
+                pipeline = load_pipeline(settings.model_copy(update={"model_version": version}))
+                break
+            except WorkersError as exc:
+                refused.append({"version": version, "error": str(exc)})
     print(json.dumps({"pipeline": pipeline.name, "model_version": pipeline.manifest.version,
                       "sha256": pipeline.manifest.artifact_sha256, "scoring": pipeline.scorer.path,
-                      "input_topic": events, "partitions": partitions, "group": settings.group_id}))
+                      "input_topic": events, "partitions": partitions, "group": settings.group_id,
+                      "rollout_primary": rollout.primary if rollout is not None else None,
+                      "refused": refused}))
     return 0
 
 

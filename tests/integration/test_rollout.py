@@ -8,7 +8,10 @@ sha256 is refused by both: they keep scoring with their model and the refusal is
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -17,7 +20,14 @@ from pathlib import Path
 import pytest
 
 from tests.factories import REPO
-from tests.integration.workers_harness import collect, get, metrics, pipeline_settings, start_observed_worker
+from tests.integration.workers_harness import (
+    collect,
+    get,
+    metrics,
+    pipeline_settings,
+    start_observed_worker,
+    worker_env,
+)
 from workers.core import audit
 from workers.dev import fraud_data as fraud
 from workers.dev.processes import stop_worker
@@ -146,11 +156,23 @@ def test_promote_rollback_and_a_refused_version_with_two_workers(kafka_bootstrap
     assert codes == [0, 0], [(tmp_path / f"{w}.log").read_text()[-3000:] for w in WORKERS]
 
 
+def _run_check(settings) -> dict:
+    env = {**os.environ, **worker_env(settings), "WORKERS_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+           "WORKERS_PIPELINE": settings.pipeline, "WORKERS_TOPIC_PREFIX": settings.topic_prefix}
+    done = subprocess.run([sys.executable, "-m", "workers.cli", "run", "--check"], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def test_a_worker_that_starts_later_reads_the_state_first(kafka_bootstrap, unique_name, tmp_path, models):
     settings = pipeline_settings(kafka_bootstrap, unique_name("p") + "-", models_dir=models,
                                  schemas_dir=REPO / "schemas")
     rollout_commands.change(settings, "promote", "1.1.0")
     rollout_commands.change(settings, "promote", BAD)  # refused: the worker falls back to the primary before it
+    checked = _run_check(settings)  # what a worker would serve, before one starts
+    assert (checked["model_version"], checked["rollout_primary"]) == ("1.1.0", BAD)
+    assert [r["version"] for r in checked["refused"]] == [BAD]
     sent = _send(settings, 200, seed=5)
     worker, port = start_observed_worker(settings, tmp_path / "w.log", {"WORKERS_WORKER_ID": "w-late"})
     try:
