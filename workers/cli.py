@@ -104,9 +104,11 @@ def _check_run(args: argparse.Namespace) -> int:
     from workers.core.rollout import startup_versions
     from workers.kafka.clients import check_access
     from workers.kafka.rollout import open_control
+    from workers.ops import logs
     from workers.pipelines import load_pipeline
 
     settings = _settings(args)
+    logs.configure(settings.log_level, settings.log_format)  # warnings to stderr: stdout is the one JSON line
     pipeline = load_pipeline(settings)  # the configured version must verify, as at start-up
     events = pipeline.topics.events
     partitions = check_access(settings, [events])[events]

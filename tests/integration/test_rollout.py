@@ -29,10 +29,12 @@ from tests.integration.workers_harness import (
     worker_env,
 )
 from workers.core import audit
+from workers.core.topics import PipelineTopics
 from workers.dev import fraud_data as fraud
 from workers.dev.processes import stop_worker
 from workers.kafka import audit as audit_log
 from workers.kafka import rollout_commands
+from workers.kafka.admin import create_topics
 from workers.kafka.producer import EventProducer
 from workers.pipelines import load_manifest
 from workers.settings import Settings
@@ -162,7 +164,19 @@ def _run_check(settings) -> dict:
     done = subprocess.run([sys.executable, "-m", "workers.cli", "run", "--check"], env=env, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    lines = done.stdout.splitlines()
+    assert len(lines) == 1, done.stdout  # one JSON line on stdout; logs go to stderr
+    return json.loads(lines[0])
+
+
+def test_run_check_without_a_control_topic_prints_one_line(kafka_bootstrap, unique_name, models):
+    prefix = unique_name("p") + "-"
+    settings = Settings(bootstrap_servers=kafka_bootstrap, pipeline="fraud", topic_prefix=prefix, partitions=3,
+                        models_dir=models, schemas_dir=REPO / "schemas")
+    create_topics(settings, [PipelineTopics.for_pipeline("fraud", prefix).events])  # no <pipeline>.control
+    checked = _run_check(settings)
+    assert (checked["model_version"], checked["rollout_primary"], checked["refused"]) == ("1.0.0", None, [])
+    assert checked["partitions"] == 3
 
 
 def test_a_worker_that_starts_later_reads_the_state_first(kafka_bootstrap, unique_name, tmp_path, models):
