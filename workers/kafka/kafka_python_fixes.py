@@ -1,4 +1,4 @@
-"""Two fixes to kafka-python (3.0.12), applied once before its first client is built.
+"""Three fixes to kafka-python (3.0.12), applied once before its first client is built.
 
 1. Bytes that arrive together with the end of the stream are lost: the transport reads until
 the socket says EOF, then aborts with "socket disconnected" and never hands the bytes it
@@ -16,14 +16,26 @@ and TLS-authentication failures are not retriable). The fix raises such a failur
 bootstrap loop the first time it is seen: a wrong password, a certificate the broker refuses
 or does not present correctly, or a plaintext client at a TLS listener is reported in well
 under a second. A broker that is not up yet is still retried until the timeout.
+
+3. A blocking call can wait forever: ``NetworkSelector.run`` hands the call to the client's IO
+thread and waits on a ``threading.Event`` with no timeout, whatever timeout the caller gave
+(dpkp/kafka-python#3121; bounded upstream by #3123/#3124, after 3.0.12). A consumer's
+``poll(timeout_ms=200)`` once waited there for good after the broker restarted mid-stream.
+The fix bounds that wait at ``RUN_WAIT_BOUND_S`` (upstream's default API timeout, 60 s, plus
+its 5 s grace) and then raises ``KafkaTimeoutError``, as upstream now does: the caller sees
+an error it can act on (``workers.kafka.consumer.consume`` builds a new consumer) instead of
+a thread that never returns. The call itself is not cancelled, as upstream.
 """
 from __future__ import annotations
 
 import re
 import sys
+import threading
+import types
 from typing import Any
 
 _PENDING = "_workers_pending_error"
+RUN_WAIT_BOUND_S = 65.0
 _applied = False
 
 
@@ -84,9 +96,44 @@ def _raising_authentication_failures(update_backoff: Any, bootstrap_code: Any) -
     return backoff
 
 
+class _BoundedEvent(threading.Event):
+    """The event ``NetworkSelector.run`` waits on (its only ``threading.Event``): a wait without a
+    timeout gives up after ``RUN_WAIT_BOUND_S``."""
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if timeout is not None:
+            return super().wait(timeout)
+        if super().wait(RUN_WAIT_BOUND_S):
+            return True
+        from kafka.errors import KafkaTimeoutError
+
+        raise KafkaTimeoutError(f"the Kafka client's IO thread did not complete a call within {RUN_WAIT_BOUND_S:g} s")
+
+
+class _ThreadingWithBoundedEvent(types.ModuleType):
+    """``threading`` as kafka.net.selector sees it: the same module, but ``Event`` is bounded."""
+
+    Event = _BoundedEvent
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(threading, name)
+
+
+def _bound_the_run_wait() -> None:
+    try:
+        import kafka.net.selector as selector
+    except ImportError:  # another kafka-python layout
+        return
+    run = getattr(getattr(selector, "NetworkSelector", None), "run", None)
+    # only where run() waits on threading.Event() without a timeout (3.0.x); later versions bound it
+    if run is None or getattr(selector, "threading", None) is not threading or "timeout_ms" in run.__code__.co_varnames:
+        return
+    selector.threading = _ThreadingWithBoundedEvent("threading")
+
+
 def apply() -> None:
-    """Patch both transports (plain and TLS) and the bootstrap once; a kafka-python without
-    them is left alone."""
+    """Patch both transports (plain and TLS), the bootstrap and ``run``'s wait once; a
+    kafka-python without them is left alone."""
     global _applied
     if _applied:
         return
@@ -100,6 +147,7 @@ def apply() -> None:
         if original is not None and not hasattr(original, "__wrapped__"):
             cls._sock_recv = _keeping_data_before_eof(original)
     _patch_the_bootstrap()
+    _bound_the_run_wait()
     _applied = True
 
 

@@ -148,3 +148,51 @@ def test_the_bootstrap_of_kafka_python_is_patched_once():
     kafka_python_fixes.apply()
     patched = KafkaConnectionManager.__dict__["update_backoff"]
     assert hasattr(patched, "__wrapped__") and not hasattr(patched.__wrapped__, "__wrapped__")
+
+
+def test_a_call_the_io_thread_never_completes_times_out_instead_of_waiting_for_good(monkeypatch):
+    """dpkp/kafka-python#3121: run() waited on its event without a timeout."""
+    from kafka.errors import KafkaTimeoutError
+    from kafka.net.selector import NetworkSelector
+
+    kafka_python_fixes.apply()
+    monkeypatch.setattr(kafka_python_fixes, "RUN_WAIT_BOUND_S", 0.2)
+    selector = NetworkSelector()
+    selector._io_thread = threading.Thread()  # "an IO thread runs" ...
+    selector.call_soon_threadsafe = lambda waiter: None  # ... and loses the hand-over
+    try:
+        outcome: list[BaseException] = []
+        caller = threading.Thread(target=lambda: _run_into(selector, outcome), daemon=True)
+        caller.start()
+        caller.join(10)
+        assert not caller.is_alive(), "run() still waiting"
+        assert len(outcome) == 1 and isinstance(outcome[0], KafkaTimeoutError), outcome
+    finally:
+        selector._io_thread = None
+        selector.close()
+
+
+def _run_into(selector, outcome: list[BaseException]) -> None:
+    async def never_scheduled():
+        return 1
+
+    try:
+        selector.run(never_scheduled)
+    except BaseException as exc:
+        outcome.append(exc)
+
+
+def test_calls_the_io_thread_completes_are_answered_as_before():
+    from kafka.net.selector import NetworkSelector
+
+    kafka_python_fixes.apply()
+    selector = NetworkSelector()
+    selector.start()
+    try:
+        async def answer(x):
+            return x * 2
+
+        assert selector.run(answer, 21) == 42
+    finally:
+        selector.stop()
+        selector.close()
