@@ -33,8 +33,17 @@ def _docker_answers() -> bool:
 _LOCAL_PORT: list[str] = []  # set when the session's broker is scripts/kafka-local
 
 
+def _local_port() -> str:
+    """``KAFKA_LOCAL_PORT`` (19092), and with pytest-xdist one broker per test process on every
+    other port from there (each broker takes the next one for its controller): drills that
+    restart the session's broker restart only their own process's."""
+    base = int(os.environ.get("KAFKA_LOCAL_PORT", "19092"))
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return str(base + 2 * int(worker.removeprefix("gw") or 0))
+
+
 def _local_broker() -> Iterator[str]:
-    port = os.environ.get("KAFKA_LOCAL_PORT", "19092")
+    port = _local_port()
     _LOCAL_PORT.append(port)
     already_running = subprocess.run(
         [sys.executable, str(KAFKA_LOCAL), "status", "--port", port], capture_output=True

@@ -26,7 +26,7 @@ from workers.kafka.consumer import consume
 from workers.kafka.producer import EventProducer
 from workers.pipelines import load_pipeline
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("registry_interop")]
 
 V1, V2 = "fraud/transaction.v1.avsc", "fraud/transaction.v2.avsc"
 UNKNOWN_ID = 2_000_000_000

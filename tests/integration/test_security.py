@@ -22,7 +22,7 @@ from workers.kafka.consumer import committed_offsets, consume
 from workers.kafka.producer import EventProducer
 from workers.pipelines import load_manifest
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("security")]
 
 PRINCIPALS = {role: f"User:{role}" for role in ROLES}
 
