@@ -5,6 +5,7 @@ and no message ever carries the registry's password."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import socket
 import threading
@@ -100,7 +101,8 @@ def _schema_answer(definition: object) -> Answer:
 
 def _late_status_line(handler: BaseHTTPRequestHandler, registry: FakeRegistry) -> None:
     registry.release.wait(SLOW_S)
-    _send(handler, 200, b"{}")
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client gave up, as it should
+        _send(handler, 200, b"{}")
 
 
 def _late_body(handler: BaseHTTPRequestHandler, registry: FakeRegistry) -> None:
