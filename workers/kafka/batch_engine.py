@@ -47,6 +47,7 @@ from workers.kafka.connection import aiokafka_options
 from workers.kafka.delivery import Failure, Group, backoff, classify, failed_future, fatal_error
 from workers.kafka.engine import EngineContext, fetch_writer_schemas, process
 from workers.kafka.input_records import as_input_record
+from workers.kafka.key_partitions import NO_KEY, key_hashes
 from workers.kafka.producer_batches import append_outputs
 from workers.ops.logs import get_logger
 
@@ -132,8 +133,8 @@ class BatchEngine(mode.Service):
         self._careful_rounds = 0  # fetch one record at a time after a record the client could not parse
         self._consumer: AIOKafkaConsumer | None = None
         self._partitions: dict[str, list[int]] = {}
-        self._partitioner = DefaultPartitioner()
-        self._partition_cache: dict[str, dict[bytes, int]] = {}  # per topic: key -> partition
+        self._partitioner = DefaultPartitioner()  # for records without a key
+        key_hashes([b""])  # compiled (or loaded from numba's cache) now, not in the first batch
         self._producer: AIOKafkaProducer | None = None
         self._input_records = input_records.install()  # fetched records come as InputRecords
 
@@ -322,18 +323,19 @@ class BatchEngine(mode.Service):
         by_topic: dict[str, dict[int, list[OutputRecord]]] = {}
         known, limit = self._partitions, self.config.max_message_bytes
         topic: str | None = None
-        for o in outputs:  # per record: plain lookups, no coroutine unless a topic is new
+        hashes = key_hashes([o.key for o in outputs])  # all keys in one compiled call
+        for o, hashed in zip(outputs, hashes, strict=True):  # per record: plain lookups; a coroutine for a new topic
             if o.reason is not None and record_size(o) > limit:
                 o = with_reference(o)
             if o.topic != topic:  # outputs come in runs of one topic: look it up once per run
                 topic = o.topic
                 partitions = known.get(topic) or await self._partitions_of(topic)
-                placed = self._partition_cache.setdefault(topic, {})
+                count = len(partitions)
                 lists = by_topic.setdefault(topic, {})
-            key = o.key
-            partition = placed.get(key) if key is not None else None
-            if partition is None:
-                partition = self._partition(topic, key, partitions)
+            if hashed != NO_KEY:
+                partition = partitions[hashed % count]
+            else:  # no key: anywhere, as the clients place it
+                partition = int(self._partitioner(None, partitions, partitions))
             members = lists.get(partition)
             if members is None:
                 members = lists[partition] = []
@@ -375,17 +377,6 @@ class BatchEngine(mode.Service):
             except KafkaError as exc:
                 self._fatal(fatal_error(topic, exc))
         return partitions
-
-    def _partition(self, topic: str, key: bytes | None, partitions: list[int]) -> int:
-        if key is None:
-            return int(self._partitioner(None, partitions, partitions))
-        cache = self._partition_cache.get(topic)
-        if cache is None or len(cache) > 200_000:
-            cache = self._partition_cache[topic] = {}
-        partition = cache.get(key)
-        if partition is None:  # murmur2 is pure Python in aiokafka: remember it per key
-            partition = cache[key] = int(self._partitioner(key, partitions, partitions))
-        return partition
 
     # ------------------------------------------------------------------ delivering
 
