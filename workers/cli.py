@@ -1072,6 +1072,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from workers.ops import logs
+
+    logs.until_configured()  # our log lines to stderr: stdout is the command's output
     try:
         return int(args.func(args))
     except WorkersError as exc:

@@ -145,3 +145,14 @@ def test_schemas_check_says_whether_the_deployed_model_reads_a_new_version(tmp_p
     assert main(["schemas", "check", str(broken)]) == 1
     out = capsys.readouterr().out
     assert "NO" in out and "double not compatible with writer type: string" in out
+
+
+def test_a_commands_log_lines_go_to_stderr_not_into_its_output(capsys):
+    """Without its own logging set-up, a command's warnings (e.g. tail replacing a stalled client)
+    went to stdout, into the records it prints."""
+    from workers.ops.logs import get_logger
+
+    assert main(["schemas", "check", str(REPO / "schemas" / "fraud" / "transaction.v1.avsc")]) == 0
+    get_logger("workers.consumer").warning("consumer stalled, replacing it")
+    out, err = capsys.readouterr()
+    assert "consumer stalled" in err and "consumer stalled" not in out

@@ -82,5 +82,14 @@ def configure(level: str = "INFO", fmt: str = "json") -> None:
     )
 
 
+def until_configured() -> None:
+    """Before a command configures logging (``configure``, from its settings): structlog's
+    lines to stderr (its default prints to stdout, among a command's output, e.g. tail's
+    records). The libraries' stdlib logging is left as it is. sys.stderr is looked up per
+    line, so a replaced stream (tests) is followed."""
+    structlog.reset_defaults()
+    structlog.configure(logger_factory=lambda *args: structlog.PrintLogger(sys.stderr))
+
+
 def get_logger(name: str) -> Any:
     return structlog.get_logger(name)
