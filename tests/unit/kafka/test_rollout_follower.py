@@ -1,8 +1,10 @@
 """A worker following the rollout state: a verified model switches between batches, a refused one never serves."""
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -48,6 +50,26 @@ def _context(pipeline) -> EngineContext:
                          None, fail)  # type: ignore[arg-type]
 
 
+@contextlib.contextmanager
+def _engine_applying(switch: PipelineSwitch, context: EngineContext) -> Iterator[None]:
+    """The engine's event loop between batches: applies whatever the follower offers, every 20 ms.
+    (A single timer raced a follower slow to load its model on a busy machine: the offer came
+    after the one apply, and the follower waited for good.)"""
+    done = threading.Event()
+
+    def apply_between_batches() -> None:
+        while not done.wait(0.02):
+            switch.apply(context)
+
+    applier = threading.Thread(target=apply_between_batches, daemon=True)
+    applier.start()
+    try:
+        yield
+    finally:
+        done.set()
+        applier.join(5)
+
+
 def test_an_offered_pipeline_serves_from_the_next_batch_on(pipelines):
     old, new = pipelines["1.0.0"], pipelines["1.1.0"]
     context = _context(old)
@@ -82,9 +104,8 @@ def test_a_new_primary_is_verified_then_switched_to_and_audited(pipelines, audit
         return pipelines[version]
 
     follower = _follower(Settings(worker_id="w1"), pipelines["1.0.0"], switch, load, [])
-    applier = threading.Timer(0.2, switch.apply, [context])  # the event loop, between two batches
-    applier.start()
-    follower.step(RolloutState("fraud", primary="1.1.0", previous="1.0.0", command="promote 1.1.0"))
+    with _engine_applying(switch, context):
+        follower.step(RolloutState("fraud", primary="1.1.0", previous="1.0.0", command="promote 1.1.0"))
     assert loaded == ["1.1.0"] and context.pipeline is pipelines["1.1.0"] and follower.serving == "1.1.0"
     assert audited == [(audit.MODEL_SWITCHED, {
         "previous": "1.0.0", "version": "1.1.0", "sha256": pipelines["1.1.0"].manifest.artifact_sha256,
@@ -167,8 +188,8 @@ def test_a_canary_starts_its_guards_end_it_in_the_engine_and_the_follower_writes
     follower = _follower(Settings(worker_id="w1"), primary, switch, lambda version: bad, [])
     state = RolloutState("fraud", primary="1.0.0", candidate="1.2.0-failing", mode="canary", fraction=1.0,
                          guards={"min_events": 50}, command="canary 1.2.0-failing --fraction 1")
-    threading.Timer(0.2, switch.apply, [context]).start()
-    follower.step(state)
+    with _engine_applying(switch, context):
+        follower.step(state)
     assert context.trial is not None and monitor.status()["trial"]["candidate"] == "1.2.0-failing"
 
     result = process(context, [InputRecord(r.value, b"acct-%d" % i, "in", 0, i, NOW, [])
@@ -219,7 +240,7 @@ def test_a_decision_overtaken_by_a_command_is_not_written_and_the_worker_follows
     follower.decisions.put((trial, Decision("promote", "soak", {"healthy_s": 1.0})))
     # ... while an operator's rollback was already on its way
     rollback_command = RolloutState("fraud", primary="1.0.0", command="rollback canary 1.1.0", at_ms=2)
-    threading.Timer(0.2, switch.apply, [context]).start()
-    follower.step(rollback_command)
+    with _engine_applying(switch, context):
+        follower.step(rollback_command)
     assert written == []  # nothing written against a state that moved on
     assert follower.serving == "1.0.0" and context.pipeline.manifest.version == "1.0.0" and context.trial is None
