@@ -43,6 +43,13 @@ def test_quick_benchmark_reports_every_measure(kafka_bootstrap, tmp_path):
     assert set(report["model_call_ms"]) == {"public", "lean-hgb"} and min(report["model_call_ms"].values()) > 0
     assert result.two_workers_eps > 0
     assert (tmp_path / "bench.png").stat().st_size > 10_000
+    # the worker's CPU by stage, read from its /metrics, adds up to what /proc says it used
+    for stages, total in ((result.drain_cpu_us_by_stage, result.cpu_us_per_event["batch"]),
+                          (result.latency[0]["cpu_us_by_stage"], result.latency[0]["cpu_us_per_event"])):
+        assert set(stages) == {"score", "outputs", "account", "other"}
+        assert stages["score"] > 0 and stages["outputs"] > 0 and stages["account"] > 0
+        assert 0.5 * total <= sum(stages.values()) <= 1.5 * total
+    assert "worker CPU us/event by stage" in bench.table(result)
     assert "worker / naive" in bench.table(result)
     # the run's topics are gone: runs in a row measure the same broker
     with admin_client(settings) as admin:

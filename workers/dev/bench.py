@@ -57,9 +57,10 @@ class BenchResult:
     naive_events: int = 0
     backlog_peak_rss_mb: float = 0.0
     steady_rss_mb: float = 0.0
-    latency: list[dict[str, float]] = field(default_factory=list)
-    handwritten_latency: list[dict[str, float]] = field(default_factory=list)
+    latency: list[dict[str, Any]] = field(default_factory=list)
+    handwritten_latency: list[dict[str, Any]] = field(default_factory=list)
     cpu_us_per_event: dict[str, float] = field(default_factory=dict)  # contender -> CPU while draining
+    drain_cpu_us_by_stage: dict[str, float] = field(default_factory=dict)  # the worker's, from its /metrics
     model_call_ms: dict[str, float] = field(default_factory=dict)  # scoring path -> ms per call
 
     def ratios(self) -> dict[str, float]:
@@ -106,10 +107,46 @@ def _output_count(consumer: Any, parts: list[Any]) -> int:
     return sum(consumer.end_offsets(parts).values())
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+STAGE_METRIC = "workers_cpu_seconds_total{"
+
+
+def stage_cpu(metrics_port: int) -> dict[str, float]:
+    """A worker's CPU seconds by stage so far (``workers_cpu_seconds_total``); empty if it cannot be read."""
+    from urllib.request import urlopen
+
+    try:
+        with urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return {}
+    stages = {}
+    for line in text.splitlines():
+        if line.startswith(STAGE_METRIC):
+            labels, value = line[len(STAGE_METRIC):].rsplit("} ", 1)
+            stages[labels.split('stage="', 1)[1].split('"', 1)[0]] = float(value)
+    return stages
+
+
+def per_event_by_stage(before: dict[str, float], after: dict[str, float], events: float) -> dict[str, float]:
+    """µs of CPU per event in each stage between two readings of ``stage_cpu``."""
+    if not before or not after or not events:
+        return {}
+    return {stage: (after[stage] - before.get(stage, 0.0)) / events * 1e6 for stage in after}
+
+
 def _time_outputs(settings: Settings, topic: str, expected: int, proc: subprocess.Popen, timeout_s: float,
-                  pids: list[int] | None = None) -> tuple[float, int, float]:
+                  pids: list[int] | None = None, stages: Any = None) -> tuple[float, int, float]:
     """Seconds from the first to the ``expected``-th output on ``topic``, the count reached in that
-    time, and the CPU seconds the processes ``pids`` used meanwhile (start-up not counted)."""
+    time, and the CPU seconds the processes ``pids`` used meanwhile (start-up not counted). With
+    ``stages`` (a list), the worker's CPU per event by stage in that time is put in it."""
     pids = pids or [proc.pid]
     from kafka import TopicPartition
 
@@ -124,11 +161,14 @@ def _time_outputs(settings: Settings, topic: str, expected: int, proc: subproces
             now = time.monotonic()
             if count and first is None:
                 first = (now, count, sum(cpu_seconds(pid) for pid in pids))
+                stages_first = stages[0]() if stages else {}
             if count >= expected:
                 break
             time.sleep(0.02)
         if first is None:
             return 0.0, 0, 0.0
+        if stages:
+            stages.append(per_event_by_stage(stages_first, stages[0](), count - first[1]))
         return time.monotonic() - first[0], count - first[1], sum(cpu_seconds(pid) for pid in pids) - first[2]
     finally:
         consumer.close()
@@ -321,8 +361,9 @@ def _latency_producer(settings: Settings, topic: str, rate: float, seconds: floa
 
 
 def measure_latency(settings: Settings, topics: PipelineTopics, rate: float, seconds: float, seed: int,
-                    pid: int | None = None) -> dict[str, float]:
-    """End-to-end latency at ``rate`` events/s offered; with ``pid``, that process's CPU per event."""
+                    pid: int | None = None, metrics_port: int = 0) -> dict[str, Any]:
+    """End-to-end latency at ``rate`` events/s offered; with ``pid``, that process's CPU per event,
+    and with ``metrics_port``, the worker's CPU per event by stage."""
     ctx = multiprocessing.get_context("spawn")
     ready, stop, sending = ctx.Event(), ctx.Event(), ctx.Event()
     latencies_out, achieved_out = ctx.Queue(), ctx.Queue()
@@ -335,19 +376,24 @@ def measure_latency(settings: Settings, topics: PipelineTopics, rate: float, sec
     sending.wait(60)
     cpu_before = _cpu_jiffies()
     process_cpu = cpu_seconds(pid) if pid else 0.0
+    stages_before = stage_cpu(metrics_port) if metrics_port else {}
     achieved = achieved_out.get(timeout=seconds + 60)
     cpu_after = _cpu_jiffies()
     process_cpu = cpu_seconds(pid) - process_cpu if pid else 0.0
+    stages_after = stage_cpu(metrics_port) if metrics_port else {}
     producer.join(10)
     time.sleep(1.0)  # the last predictions arrive
     stop.set()
     received, in_worker = latencies_out.get(timeout=30)
     latencies = np.array(received)
     consumer.join(10)
-    point: dict[str, float] = {"offered_eps": rate, "achieved_eps": achieved, "received": len(latencies)}
+    point: dict[str, Any] = {"offered_eps": rate, "achieved_eps": achieved, "received": len(latencies)}
     if pid and achieved:
         # what the scoring process spent per event offered while the producer ran
         point["cpu_us_per_event"] = process_cpu / (achieved * (seconds + WARM_UP_MS / 1000)) * 1e6
+    by_stage = per_event_by_stage(stages_before, stages_after, achieved * (seconds + WARM_UP_MS / 1000))
+    if by_stage:
+        point["cpu_us_by_stage"] = by_stage
     if cpu_before and cpu_after and cpu_after[1] > cpu_before[1]:
         # the whole machine: broker, generator and downstream consumer share it with the worker
         point["machine_cpu_busy"] = (cpu_after[0] - cpu_before[0]) / (cpu_after[1] - cpu_before[1])
@@ -426,20 +472,25 @@ def _run(base: Settings, run_id: str, *, events: int, naive_events: int, partiti
         with open(logs / f"{name}.log", "ab") as log:
             return subprocess.Popen([sys.executable, "-m", module], env=full_env, stdout=log, stderr=subprocess.STDOUT)
 
-    def drain(name: str, env: dict[str, str], expected: int, module: str | None = None, processes: int = 1
-              ) -> tuple[float, float]:
+    def drain(name: str, env: dict[str, str], expected: int, module: str | None = None, processes: int = 1,
+              metrics_port: int = 0) -> tuple[float, float]:
         settings = base.model_copy(update={"topic_prefix": f"{run_id}{name}-", "input_topic": backlog,
                                            "partitions": partitions})
         topics = settings.topics
         create_topics(settings, [topics.predictions, topics.dlq, topics.audit])
         env = {"WORKERS_INPUT_TOPIC": backlog, "WORKERS_LOG_LEVEL": "WARNING", **env}
+        if metrics_port:
+            env["WORKERS_METRICS_PORT"] = str(metrics_port)
         proc = launch(name, settings, env, module)
         extra = [start_worker(settings, logs / f"{name}-{i}.log", env) for i in range(1, processes)]
         watcher = _RssWatcher(proc.pid)
         watcher.start()
         try:
+            stages: list[Any] = [lambda: stage_cpu(metrics_port)] if metrics_port else []
             seconds, count, cpu = _time_outputs(settings, topics.predictions, expected, proc, timeout_s=600,
-                                                pids=[p.pid for p in [proc, *extra]])
+                                                pids=[p.pid for p in [proc, *extra]], stages=stages)
+            if len(stages) == 2 and name == "batch":
+                result.drain_cpu_us_by_stage = stages[1]
         finally:
             peak = watcher.stop()
             for p in [proc, *extra]:
@@ -451,7 +502,8 @@ def _run(base: Settings, run_id: str, *, events: int, naive_events: int, partiti
     def cpu_note(name: str) -> str:
         return f", {result.cpu_us_per_event[name]:.0f} us CPU per event" if name in result.cpu_us_per_event else ""
 
-    result.worker_eps, result.backlog_peak_rss_mb = drain("batch", {"WORKERS_ENGINE": "batch"}, events)
+    result.worker_eps, result.backlog_peak_rss_mb = drain("batch", {"WORKERS_ENGINE": "batch"}, events,
+                                                          metrics_port=_free_port())
     print(f"worker, batch engine: {result.worker_eps:,.0f} events/s (peak RSS {result.backlog_peak_rss_mb:.0f} MB"
           f"{cpu_note('batch')})", flush=True)
     result.handwritten_eps, _ = drain("handwritten", {}, events, module="workers.dev.handwritten")
@@ -471,14 +523,17 @@ def _run(base: Settings, run_id: str, *, events: int, naive_events: int, partiti
         settings = base.model_copy(update={"topic_prefix": f"{run_id}{name}-", "partitions": partitions})
         topics = settings.topics
         create_topics(settings, topics.all(), configs=topics.configs())
-        proc = launch(name, settings, {"WORKERS_LOG_LEVEL": "WARNING"}, module)
+        metrics_port = _free_port() if module is None else 0  # the worker's CPU by stage
+        env = {"WORKERS_LOG_LEVEL": "WARNING", **({"WORKERS_METRICS_PORT": str(metrics_port)} if metrics_port else {})}
+        proc = launch(name, settings, env, module)
         watcher = _RssWatcher(proc.pid)
         watcher.start()
         try:
             time.sleep(4)  # joined the group
             for i, fraction in enumerate(load_fractions):
                 rate = max(50.0, fraction * result.worker_eps)
-                point = measure_latency(settings, topics, rate, latency_seconds, seed + i, pid=proc.pid)
+                point = measure_latency(settings, topics, rate, latency_seconds, seed + i, pid=proc.pid,
+                                        metrics_port=metrics_port)
                 point["fraction"] = fraction
                 points.append(point)
                 print(f"{'worker' if module is None else 'hand-written loop'} latency at {fraction:.0%} "
@@ -529,7 +584,23 @@ def table(result: BenchResult) -> str:
             lines.append(f"{who:<18} {p['fraction']:>5.0%} {p['offered_eps']:>10,.0f} {p.get('p50_ms', 0):>8.1f} "
                          f"{p.get('p95_ms', 0):>8.1f} {p.get('p99_ms', 0):>8.1f} {p.get('max_ms', 0):>8.1f} "
                          f"{p.get('cpu_us_per_event', 0):>13.0f} {machine:>12}")
+    lines += _stage_lines(result)
     return "\n".join(lines)
+
+
+def _stage_lines(result: BenchResult) -> list[str]:
+    """The worker's CPU per event by stage (workers_cpu_seconds_total) while draining and at each load."""
+    rows = [("draining", result.drain_cpu_us_by_stage)]
+    rows += [(f"{p['fraction']:.0%} load", p["cpu_us_by_stage"]) for p in result.latency if p.get("cpu_us_by_stage")]
+    rows = [(label, stages) for label, stages in rows if stages]
+    if not rows:
+        return []
+    names = list(rows[0][1])
+    lines = [f"{'worker CPU us/event by stage':<30}" + "".join(f"{n:>9}" for n in names) + f"{'all':>9}"]
+    for label, stages in rows:
+        lines.append(f"{label:<30}" + "".join(f"{stages.get(n, 0.0):>9.1f}" for n in names)
+                     + f"{sum(stages.values()):>9.1f}")
+    return lines
 
 
 def plot(result: BenchResult, path: Path) -> None:

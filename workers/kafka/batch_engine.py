@@ -50,6 +50,7 @@ from workers.kafka.input_records import as_input_record
 from workers.kafka.key_partitions import NO_KEY, key_hashes
 from workers.kafka.producer_batches import append_outputs
 from workers.ops.logs import get_logger
+from workers.ops.stage_cpu import OUTPUTS
 
 log = get_logger("workers.batch_engine")
 
@@ -320,6 +321,7 @@ class BatchEngine(mode.Service):
         a partition, in order. A dead letter larger than ``max_message_bytes`` is sent with
         a reference instead of its original bytes.
         """
+        cpu, started = self.context.cpu, time.thread_time()
         by_topic: dict[str, dict[int, list[OutputRecord]]] = {}
         known, limit = self._partitions, self.config.max_message_bytes
         topic: str | None = None
@@ -329,7 +331,12 @@ class BatchEngine(mode.Service):
                 o = with_reference(o)
             if o.topic != topic:  # outputs come in runs of one topic: look it up once per run
                 topic = o.topic
-                partitions = known.get(topic) or await self._partitions_of(topic)
+                placed = known.get(topic)
+                if not placed:  # a metadata request: waiting is not this stage's CPU
+                    cpu.add(OUTPUTS, started)
+                    placed = await self._partitions_of(topic)
+                    started = time.thread_time()
+                partitions = placed
                 count = len(partitions)
                 lists = by_topic.setdefault(topic, {})
             if hashed != NO_KEY:
@@ -340,6 +347,7 @@ class BatchEngine(mode.Service):
             if members is None:
                 members = lists[partition] = []
             members.append(o)
+        cpu.add(OUTPUTS, started)
         groups: list[Group] = []
         for topic_name, lists in by_topic.items():
             for partition, items in lists.items():
@@ -352,8 +360,10 @@ class BatchEngine(mode.Service):
         groups: list[Group] = []
         start = 0
         while start < len(items):  # as many producer batches as the records need (the first always fits)
+            started = time.thread_time()
             batch = producer.create_batch()
             end = append_outputs(batch, items, start)
+            self.context.cpu.add(OUTPUTS, started)
             groups.append(await self._send_batch(batch, topic, partition, items[start:end]))
             start = end
         return groups

@@ -23,6 +23,7 @@ from workers.core.records import InputRecord
 from workers.core.trial import Trial
 from workers.errors import RegistryUnavailableError, SchemaError
 from workers.kafka.connection import Connection
+from workers.ops.stage_cpu import SCORE, StageCpu
 
 log = structlog.get_logger("workers.engine")
 REGISTRY_RETRY_FIRST_S = 0.5
@@ -138,6 +139,7 @@ class EngineContext:
     schema_registry: SchemaSource | None = None  # where writer schemas of registry-framed events come from
     switch: PipelineSwitch = field(default_factory=PipelineSwitch)
     trial: Trial | None = None  # a candidate in shadow or canary next to ``pipeline`` (set by ``switch``)
+    cpu: StageCpu = field(default_factory=StageCpu)  # CPU seconds by stage (workers_cpu_seconds_total)
 
 
 class SchemaSource(Protocol):
@@ -148,13 +150,14 @@ def process(context: EngineContext, records: list[InputRecord]) -> BatchResult:
     """``Pipeline.process``, timed. An exception here is a bug in the core: the engine stops
     without acking or committing what was not handled."""
     context.switch.apply(context)  # between batches: a verified model offered by a rollout starts here
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.thread_time()
     trial = context.trial
     try:
         result = context.pipeline.process(records) if trial is None else trial.process(context.pipeline, records)
     except Exception as exc:
         context.fail(exc)
     result.processing_s = time.perf_counter() - started
+    context.cpu.add(SCORE, cpu_started)
     if trial is not None:
         context.switch.judge(context)
     return result

@@ -77,6 +77,7 @@ class InferenceWorker:
             connection=conn,
             accounting=self.monitor,
             fail=self.fail,
+            cpu=self.monitor.cpu,
             schema_registry=SchemaRegistry.from_settings(settings) if pipeline.registered is not None else None,
         )
         context.switch.listeners.append(self.monitor.model_switched)  # a rollout switched the model

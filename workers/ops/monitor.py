@@ -23,6 +23,7 @@ from workers.core.records import InputRecord
 from workers.core.trial import Trial
 from workers.ops.logs import get_logger
 from workers.ops.metrics import WorkerMetrics
+from workers.ops.stage_cpu import ACCOUNT, StageCpu
 from workers.settings import Settings
 
 log = get_logger("workers.monitor")
@@ -52,6 +53,8 @@ class WorkerMonitor:
         self.metrics = WorkerMetrics(pipeline.name, manifest.version, manifest.artifact_sha256, worker_id,
                                      pipeline.scorer.path)
         self.drift = DriftMonitor(manifest, drift_window, drift_threshold)
+        self.cpu = StageCpu({"pipeline": pipeline.name})  # the engines time their stages on it
+        self.metrics.registry.register(self.cpu)
         self.rollout_refused: dict[str, str] = {}  # version -> why this worker refused to serve it
         self.trial: Trial | None = None  # a candidate next to the primary (shadow or canary)
         self.trial_decisions: list[dict[str, Any]] = []  # what the guards of this worker's canaries decided
@@ -118,6 +121,7 @@ class WorkerMonitor:
     # -- what the engines report
     def batch_delivered(self, records: list[InputRecord], result: BatchResult) -> None:
         """A batch's outputs were acknowledged by the broker: count it."""
+        cpu_started = time.thread_time()
         now = time.time()
         self.consumed += len(records)
         self.predictions += result.predictions
@@ -153,6 +157,7 @@ class WorkerMonitor:
                      reasons=dict(result.dead_letters), pipeline=self.pipeline.name,
                      model_version=self.pipeline.manifest.version)
         self._maybe_log_progress()
+        self.cpu.add(ACCOUNT, cpu_started)
 
     def partitions_assigned(self, partitions: set[int]) -> None:
         for gone in self.assigned_partitions - partitions:

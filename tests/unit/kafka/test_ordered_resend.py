@@ -7,6 +7,7 @@ written, re-sending would reorder a key's outputs, so the engine stops instead.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, NoReturn
 
 import pytest
@@ -176,3 +177,34 @@ def test_an_error_after_settling_ends_the_engine_at_once_instead_of_stalling_the
 
     failures = asyncio.run(scenario())
     assert [type(f) for f in failures] == [AttributeError]
+
+
+def test_placing_outputs_is_timed_as_the_outputs_stage_without_the_metadata_wait(pipeline):
+    from workers.ops.stage_cpu import OUTPUTS
+
+    async def other_work(done: asyncio.Event) -> None:  # what the event loop runs while metadata is awaited
+        end = time.thread_time() + 0.2
+        while time.thread_time() < end:
+            pass
+        done.set()
+
+    async def scenario() -> tuple[float, float, list]:
+        engine, producer, _ = _engine(pipeline)
+        answered = asyncio.Event()
+
+        async def partitions_of(topic: str) -> list[int]:
+            work = asyncio.ensure_future(other_work(answered))
+            await answered.wait()
+            await work
+            engine._partitions[topic] = [0, 1, 2, 3]
+            return engine._partitions[topic]
+
+        engine._partitions_of = partitions_of  # type: ignore[method-assign]
+        outputs = [OutputRecord("t.predictions", b"k%d" % i, b"v" * 100, []) for i in range(5000)]
+        started = time.thread_time()
+        await engine._send(outputs)
+        return engine.context.cpu.totals()[OUTPUTS], time.thread_time() - started - 0.2, producer.sent
+
+    timed, own, sent = asyncio.run(scenario())
+    assert sum(len(values) for _, _, values in sent) == 5000
+    assert 0.3 * own < timed < own + 0.05  # the stage's own work, not the other work done during the wait

@@ -124,3 +124,36 @@ def test_a_canarys_predictions_are_counted_under_the_candidates_version(fraud_pi
     flagged = sum(1 for o in result.outputs if "canary" in fraud_pipeline.prediction_codec.decode(o.value)[0]["flags"])
     assert 0 < flagged < 400
     assert (counted("1.0.0"), counted("1.1.0")) == (400 - flagged, flagged)
+
+
+def test_cpu_by_stage_counts_scoring_and_accounting_and_shows_in_the_metrics(fraud_pipeline):
+    import time
+
+    from prometheus_client import generate_latest
+
+    from workers.core.records import InputRecord
+    from workers.dev import fraud_data
+    from workers.kafka.connection import Connection
+    from workers.kafka.engine import EngineConfig, EngineContext, process
+    from workers.ops.stage_cpu import ACCOUNT, OUTPUTS, SCORE
+
+    now = int(time.time() * 1000)
+    events, _ = fraud_data.generate(2000, seed=5, start_ms=now - 1000)
+    records = [InputRecord(fraud_pipeline.input_codec.encode(e), None, "in", 0, i, now, [])
+               for i, e in enumerate(events)]
+    monitor = WorkerMonitor(fraud_pipeline, "w")
+
+    def fail(exc: BaseException):
+        raise exc
+
+    context = EngineContext(fraud_pipeline, EngineConfig("g", "c", 500, 0.0, 4), Connection(["x:1"], "PLAINTEXT"),
+                            monitor, fail, cpu=monitor.cpu)
+    started = time.thread_time()
+    result = process(context, records)
+    scoring = time.thread_time() - started
+    monitor.batch_delivered(records, result)
+    totals = monitor.cpu.totals()
+    assert 0.5 * scoring <= totals[SCORE] <= scoring
+    assert totals[ACCOUNT] > 0 and totals[OUTPUTS] == 0.0  # no engine sent anything
+    text = generate_latest(monitor.metrics.registry).decode()
+    assert 'workers_cpu_seconds_total{pipeline="fraud",stage="score"}' in text
