@@ -71,19 +71,25 @@ def test_not_ready_while_stopping_on_an_error(monitor):
     assert monitor.readiness()["problems"] == ["stopping: cannot WRITE to topic x.dlq"]
 
 
+def _events(pipeline, n: int, seed: int, now: int) -> tuple[list, list, list]:
+    """``n`` fraud events (with their truth) and the input records that carry them."""
+    from workers.core.records import InputRecord
+    from workers.dev import fraud_data
+
+    events, truth = fraud_data.generate(n, seed=seed, start_ms=now - 1000)
+    records = [InputRecord(pipeline.input_codec.encode(e), None, "in", 0, i, now, []) for i, e in enumerate(events)]
+    return events, truth, records
+
+
 def test_live_quality_joins_labels_to_this_workers_own_predictions(fraud_pipeline):
     import time
 
     import numpy as np
     from sklearn.metrics import roc_auc_score
 
-    from workers.core.records import InputRecord
-    from workers.dev import fraud_data
 
     now = int(time.time() * 1000)
-    events, truth = fraud_data.generate(800, seed=9, start_ms=now - 1000)
-    records = [InputRecord(fraud_pipeline.input_codec.encode(e), None, "in", 0, i, now, [])
-               for i, e in enumerate(events)]
+    events, truth, records = _events(fraud_pipeline, 800, seed=9, now=now)
     monitor = WorkerMonitor(fraud_pipeline, "w")
     monitor.follow_labels(3600.0)
     result = fraud_pipeline.process(records, now)
@@ -131,16 +137,11 @@ def test_cpu_by_stage_counts_scoring_and_accounting_and_shows_in_the_metrics(fra
 
     from prometheus_client import generate_latest
 
-    from workers.core.records import InputRecord
-    from workers.dev import fraud_data
     from workers.kafka.connection import Connection
     from workers.kafka.engine import EngineConfig, EngineContext, process
     from workers.ops.stage_cpu import ACCOUNT, OUTPUTS, SCORE
 
-    now = int(time.time() * 1000)
-    events, _ = fraud_data.generate(2000, seed=5, start_ms=now - 1000)
-    records = [InputRecord(fraud_pipeline.input_codec.encode(e), None, "in", 0, i, now, [])
-               for i, e in enumerate(events)]
+    _, _, records = _events(fraud_pipeline, 2000, seed=5, now=int(time.time() * 1000))
     monitor = WorkerMonitor(fraud_pipeline, "w")
 
     def fail(exc: BaseException):
