@@ -34,7 +34,7 @@ from workers.core.records import InputRecord
 from workers.core.scoring import Scorer
 from workers.core.topics import PipelineTopics
 from workers.dev import fraud_data
-from workers.dev.processes import cpu_seconds, rss_mb, start_worker, stop_worker
+from workers.dev.processes import cpu_seconds, free_port, rss_mb, start_worker, stop_worker
 from workers.kafka import clients
 from workers.kafka.admin import create_topics, delete_topics_with_prefix
 from workers.ops import gc_tuning
@@ -107,18 +107,10 @@ def _output_count(consumer: Any, parts: list[Any]) -> int:
     return sum(consumer.end_offsets(parts).values())
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 STAGE_METRIC = "workers_cpu_seconds_total{"
 
 
-def stage_cpu(metrics_port: int) -> dict[str, float]:
+def read_stage_cpu(metrics_port: int) -> dict[str, float]:
     """A worker's CPU seconds by stage so far (``workers_cpu_seconds_total``); empty if it cannot be read."""
     from urllib.request import urlopen
 
@@ -136,17 +128,18 @@ def stage_cpu(metrics_port: int) -> dict[str, float]:
 
 
 def per_event_by_stage(before: dict[str, float], after: dict[str, float], events: float) -> dict[str, float]:
-    """µs of CPU per event in each stage between two readings of ``stage_cpu``."""
+    """µs of CPU per event in each stage between two readings of ``read_stage_cpu``."""
     if not before or not after or not events:
         return {}
     return {stage: (after[stage] - before.get(stage, 0.0)) / events * 1e6 for stage in after}
 
 
 def _time_outputs(settings: Settings, topic: str, expected: int, proc: subprocess.Popen, timeout_s: float,
-                  pids: list[int] | None = None, stages: Any = None) -> tuple[float, int, float]:
+                  pids: list[int] | None = None, metrics_port: int = 0
+                  ) -> tuple[float, int, float, dict[str, float]]:
     """Seconds from the first to the ``expected``-th output on ``topic``, the count reached in that
-    time, and the CPU seconds the processes ``pids`` used meanwhile (start-up not counted). With
-    ``stages`` (a list), the worker's CPU per event by stage in that time is put in it."""
+    time, the CPU seconds the processes ``pids`` used meanwhile (start-up not counted), and with
+    ``metrics_port`` the worker's CPU per event by stage in that time."""
     pids = pids or [proc.pid]
     from kafka import TopicPartition
 
@@ -155,21 +148,23 @@ def _time_outputs(settings: Settings, topic: str, expected: int, proc: subproces
         parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         deadline = time.monotonic() + timeout_s
         first = None
+        stages_first: dict[str, float] = {}
         count = 0
         while time.monotonic() < deadline and proc.poll() is None:
             count = _output_count(consumer, parts)
             now = time.monotonic()
             if count and first is None:
                 first = (now, count, sum(cpu_seconds(pid) for pid in pids))
-                stages_first = stages[0]() if stages else {}
+                stages_first = read_stage_cpu(metrics_port) if metrics_port else {}
             if count >= expected:
                 break
             time.sleep(0.02)
         if first is None:
-            return 0.0, 0, 0.0
-        if stages:
-            stages.append(per_event_by_stage(stages_first, stages[0](), count - first[1]))
-        return time.monotonic() - first[0], count - first[1], sum(cpu_seconds(pid) for pid in pids) - first[2]
+            return 0.0, 0, 0.0, {}
+        seconds, cpu = time.monotonic() - first[0], sum(cpu_seconds(pid) for pid in pids) - first[2]
+        stages_last = read_stage_cpu(metrics_port) if metrics_port else {}
+        stages = per_event_by_stage(stages_first, stages_last, count - first[1])
+        return seconds, count - first[1], cpu, stages
     finally:
         consumer.close()
 
@@ -376,11 +371,11 @@ def measure_latency(settings: Settings, topics: PipelineTopics, rate: float, sec
     sending.wait(60)
     cpu_before = _cpu_jiffies()
     process_cpu = cpu_seconds(pid) if pid else 0.0
-    stages_before = stage_cpu(metrics_port) if metrics_port else {}
+    stages_before = read_stage_cpu(metrics_port) if metrics_port else {}
     achieved = achieved_out.get(timeout=seconds + 60)
     cpu_after = _cpu_jiffies()
     process_cpu = cpu_seconds(pid) - process_cpu if pid else 0.0
-    stages_after = stage_cpu(metrics_port) if metrics_port else {}
+    stages_after = read_stage_cpu(metrics_port) if metrics_port else {}
     producer.join(10)
     time.sleep(1.0)  # the last predictions arrive
     stop.set()
@@ -486,11 +481,10 @@ def _run(base: Settings, run_id: str, *, events: int, naive_events: int, partiti
         watcher = _RssWatcher(proc.pid)
         watcher.start()
         try:
-            stages: list[Any] = [lambda: stage_cpu(metrics_port)] if metrics_port else []
-            seconds, count, cpu = _time_outputs(settings, topics.predictions, expected, proc, timeout_s=600,
-                                                pids=[p.pid for p in [proc, *extra]], stages=stages)
-            if len(stages) == 2 and name == "batch":
-                result.drain_cpu_us_by_stage = stages[1]
+            seconds, count, cpu, stages = _time_outputs(settings, topics.predictions, expected, proc, timeout_s=600,
+                                                        pids=[p.pid for p in [proc, *extra]], metrics_port=metrics_port)
+            if stages:
+                result.drain_cpu_us_by_stage = stages
         finally:
             peak = watcher.stop()
             for p in [proc, *extra]:
@@ -503,7 +497,7 @@ def _run(base: Settings, run_id: str, *, events: int, naive_events: int, partiti
         return f", {result.cpu_us_per_event[name]:.0f} us CPU per event" if name in result.cpu_us_per_event else ""
 
     result.worker_eps, result.backlog_peak_rss_mb = drain("batch", {"WORKERS_ENGINE": "batch"}, events,
-                                                          metrics_port=_free_port())
+                                                          metrics_port=free_port())
     print(f"worker, batch engine: {result.worker_eps:,.0f} events/s (peak RSS {result.backlog_peak_rss_mb:.0f} MB"
           f"{cpu_note('batch')})", flush=True)
     result.handwritten_eps, _ = drain("handwritten", {}, events, module="workers.dev.handwritten")
@@ -523,7 +517,7 @@ def _run(base: Settings, run_id: str, *, events: int, naive_events: int, partiti
         settings = base.model_copy(update={"topic_prefix": f"{run_id}{name}-", "partitions": partitions})
         topics = settings.topics
         create_topics(settings, topics.all(), configs=topics.configs())
-        metrics_port = _free_port() if module is None else 0  # the worker's CPU by stage
+        metrics_port = free_port() if module is None else 0  # the worker's CPU by stage
         env = {"WORKERS_LOG_LEVEL": "WARNING", **({"WORKERS_METRICS_PORT": str(metrics_port)} if metrics_port else {})}
         proc = launch(name, settings, env, module)
         watcher = _RssWatcher(proc.pid)

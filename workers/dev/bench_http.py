@@ -33,19 +33,12 @@ from typing import Any
 import numpy as np
 
 from workers.dev import fraud_data
+from workers.dev.processes import free_port
 from workers.settings import Settings
 
 DEFAULT_MLSERVER = Path.home() / ".cache" / "mlserver-bench" / "venv" / "bin" / "mlserver"
 MLSERVER_INSTALL = ("python3.11 -m venv ~/.cache/mlserver-bench/venv && ~/.cache/mlserver-bench/venv/bin/pip install "
                     "mlserver==1.7.1 mlserver-sklearn==1.7.1 scikit-learn==<the model's version>")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float = 90) -> None:
@@ -179,7 +172,7 @@ def mlserver_model_dir(settings: Settings, root: Path, http_port: int) -> Path:
         "parameters": {"uri": "./model.joblib", "version": manifest.version,
                        "extra": {"predict_fn": "predict_proba"}}}, indent=2))
     (root / "settings.json").write_text(json.dumps({
-        "host": "127.0.0.1", "http_port": http_port, "grpc_port": _free_port(), "metrics_port": _free_port()},
+        "host": "127.0.0.1", "http_port": http_port, "grpc_port": free_port(), "metrics_port": free_port()},
         indent=2))
     return root
 
@@ -207,7 +200,7 @@ def run(settings: Settings, *, levels: list[int], seconds: float, warmup_s: floa
                   "concurrent caller, one-row requests, in one process",
         "seconds_per_level": seconds, "warmup_s": warmup_s, "rows": []}
     try:
-        port = _free_port()
+        port = free_port()
         process = start_workers_serve(settings, port, out_dir / "workers-serve.log")
         base = f"http://127.0.0.1:{port}/v2/models/{manifest.name}"
         try:
@@ -221,7 +214,7 @@ def run(settings: Settings, *, levels: list[int], seconds: float, warmup_s: floa
             result["mlserver"] = f"not run: no MLServer at {mlserver} (install: {MLSERVER_INSTALL})"
             print(result["mlserver"])
         else:
-            port = _free_port()
+            port = free_port()
             root = mlserver_model_dir(settings, work / "mlserver", port)
             process = start_mlserver(mlserver, root, out_dir / "mlserver.log")
             base = f"http://127.0.0.1:{port}/v2/models/{manifest.name}"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import tempfile
 import time
 import urllib.request
@@ -20,7 +19,7 @@ from typing import Any
 from workers.core import audit
 from workers.dev import fraud_data
 from workers.dev.bad_models import write_bad_version
-from workers.dev.processes import start_worker, stop_worker
+from workers.dev.processes import free_port, start_worker, stop_worker
 from workers.kafka import audit as audit_log
 from workers.kafka import rollout_commands
 from workers.kafka.admin import create_topics
@@ -34,12 +33,6 @@ from workers.tail import prediction_codec
 CANDIDATE, BAD = "1.1.0", "1.2.0-demo-shifted"
 PHASE_EVENTS = 3000
 WAIT_S = 60.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _status(port: int) -> dict[str, Any]:
@@ -119,7 +112,7 @@ def run_rollout_demo(settings: Settings) -> int:
     primary = load_manifest(settings)[0].version
     print(f"topics: {settings.topic_prefix}{settings.pipeline}.* ; models: {models} "
           f"(primary {primary}, candidate {CANDIDATE}, and {BAD}: {CANDIDATE} with every score shifted up by 0.35)")
-    port = _free_port()
+    port = free_port()
     log_path = Path(os.environ.get("WORKERS_DEMO_LOG", workdir / "worker.log")).resolve()
     worker = start_worker(settings, log_path, {"WORKERS_MODELS_DIR": str(models), "WORKERS_METRICS_PORT": str(port),
                                                "WORKERS_WORKER_ID": "demo-worker"})

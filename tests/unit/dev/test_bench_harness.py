@@ -17,12 +17,13 @@ def test_the_workers_cpu_by_stage_is_read_from_its_metrics_endpoint():
 
     from prometheus_client import CollectorRegistry
 
-    from workers.dev.bench import _free_port, per_event_by_stage, stage_cpu
+    from workers.dev.bench import per_event_by_stage, read_stage_cpu
+    from workers.dev.processes import free_port
     from workers.ops.http import HttpState, serve
     from workers.ops.stage_cpu import SCORE, StageCpu
 
-    port = _free_port()
-    assert stage_cpu(port) == {}  # nothing listening: no figures rather than an error
+    port = free_port()
+    assert read_stage_cpu(port) == {}  # nothing listening: no figures rather than an error
     cpu = StageCpu({"pipeline": "fraud"})
 
     class Monitor:  # what the endpoint reads: a registry
@@ -36,12 +37,12 @@ def test_the_workers_cpu_by_stage_is_read_from_its_metrics_endpoint():
     state.monitor = Monitor()  # type: ignore[assignment]
     server = serve(state, port)
     try:
-        before = stage_cpu(port)
+        before = read_stage_cpu(port)
         started = time.thread_time()
         while time.thread_time() < started + 0.05:
             pass
         cpu.add(SCORE, started)
-        after = stage_cpu(port)
+        after = read_stage_cpu(port)
     finally:
         server.shutdown()
     assert set(after) == {"score", "outputs", "account", "other"}
