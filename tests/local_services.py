@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
+from workers.dev.processes import free_port
+
 
 def load_script(path: Path) -> ModuleType:
     """A script without a .py suffix, imported as a module (its pure parts are unit-tested)."""
@@ -26,25 +28,7 @@ def load_script(path: Path) -> ModuleType:
 
 def free_port_run(width: int = 2) -> int:
     """A base port with ``width`` consecutive free ports on loopback (a service and its companions)."""
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + width >= 65000:
-            continue
-        taken = []
-        try:
-            for port in range(base, base + width):
-                sock = socket.socket()
-                taken.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in taken:
-                sock.close()
-    raise RuntimeError(f"no run of {width} free ports")
+    return free_port(width)
 
 
 def run_script(script: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:

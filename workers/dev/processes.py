@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -11,11 +12,44 @@ from pathlib import Path
 from workers.settings import Settings
 
 
-def free_port() -> int:
-    """A loopback TCP port nothing listens on now (for a child's metrics or HTTP endpoint)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_port(width: int = 1) -> int:
+    """The first of ``width`` consecutive loopback TCP ports nothing listens on now, for a child's
+    endpoints. Chosen below the kernel's ephemeral range: a port from that range (what binding
+    port 0 gives) can be taken as the local port of any outgoing connection in the seconds
+    before the child binds it (a broker once failed to start so, "Address already in use")."""
+    low = _ephemeral_ports_start()
+    for _ in range(200):
+        base = random.randrange(PRIVATE_PORTS_START, max(PRIVATE_PORTS_START + 1, low - width))
+        if _bindable(range(base, base + width)):
+            return base
+    raise RuntimeError(f"no {width} consecutive free ports between {PRIVATE_PORTS_START} and {low}")
+
+
+PRIVATE_PORTS_START = 20000  # above the usual services' ports
+
+
+def _ephemeral_ports_start() -> int:
+    """Where outgoing connections take their local ports from (Linux; 32768 where unknown, below
+    macOS' 49152)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bindable(ports: range) -> bool:
+    taken: list[socket.socket] = []
+    try:
+        for port in ports:
+            sock = socket.socket()
+            taken.append(sock)
+            sock.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        for sock in taken:
+            sock.close()
 
 
 def start_worker(settings: Settings, log_path: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
