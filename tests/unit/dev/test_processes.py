@@ -8,7 +8,7 @@ from workers.dev import processes
 
 def test_a_free_run_of_ports_lies_below_the_ephemeral_range_and_can_be_bound():
     base = processes.free_port(3)
-    assert processes.PRIVATE_PORTS_START <= base and base + 3 <= processes._ephemeral_ports_start()
+    assert processes.PRIVATE_PORTS_START <= base <= processes._ephemeral_ports_start() - 3
     held = []
     try:
         for port in range(base, base + 3):
