@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,25 +13,9 @@ import pytest
 
 from tests.integration.workers_harness import collect, get, metrics, pipeline_settings, worker_env
 from workers.dev.demo import produce_mix
-from workers.dev.processes import child_pids, stop_worker
+from workers.dev.processes import child_pids, free_port, stop_worker
 
 pytestmark = pytest.mark.integration
-
-
-def _two_free_ports() -> int:
-    """A port p such that p and p + 1 are both free."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port < 65535:
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-            return port
-    raise AssertionError("no two consecutive free ports")
 
 
 def _ready(port: int) -> dict | None:
@@ -42,7 +25,7 @@ def _ready(port: int) -> dict | None:
 
 def test_two_processes_share_the_partitions_and_score_every_event_once(kafka_bootstrap, unique_name, tmp_path):
     settings = pipeline_settings(kafka_bootstrap, unique_name("p") + "-")  # 3 partitions
-    base = _two_free_ports()
+    base = free_port(2)
     env = {**worker_env(settings), "WORKERS_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
            "WORKERS_PIPELINE": settings.pipeline, "WORKERS_TOPIC_PREFIX": settings.topic_prefix,
            "WORKERS_METRICS_PORT": str(base), "WORKERS_WORKER_ID": "sup"}

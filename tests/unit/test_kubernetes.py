@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import socket
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -25,6 +24,7 @@ import yaml
 
 from tests.factories import REPO
 from workers.cli import STOP_MARGIN_S
+from workers.dev.processes import free_port
 from workers.ops.http import HttpState, serve
 from workers.settings import Settings
 
@@ -126,19 +126,13 @@ def container_settings(docs: Docs, tmp_path, monkeypatch) -> Settings:
     return Settings.from_env()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 _SERVER: list[int] = []  # the port of one worker HTTP server for the whole module (a daemon thread)
 
 
 def _served(path: str) -> bool:
     """Does the worker's HTTP server answer this path (any status but 404)?"""
     if not _SERVER:
-        port = _free_port()
+        port = free_port()
         serve(HttpState(), port)
         _SERVER.append(port)
     try:
