@@ -11,7 +11,7 @@ pytestmark = pytest.mark.integration
 def test_kill_9_repeatedly_loses_nothing(broker_settings, tmp_path):
     result = drills.drill_kill9(broker_settings, tmp_path, count=5000, kills=2, seconds=20)
     assert result.sent == 5000
-    assert result.lost == 0
+    assert result.lost == 0, result.row()
     # Duplicates are allowed after kill -9, bounded by what a worker holds uncommitted:
     # (max_batches_in_flight + 1) batches of batch_size per kill.
     assert result.duplicated <= 2 * 5 * 500
@@ -25,13 +25,13 @@ def test_rebalance_with_a_worker_joining_and_one_leaving(broker_settings, tmp_pa
 def test_broker_restart_mid_stream(broker_settings, local_broker_port, tmp_path):
     restart = drills.local_broker_restart(local_broker_port)
     result = drills.drill_broker_restart(broker_settings, tmp_path, restart, count=3000, seconds=15)
-    assert result.sent == 3000 and result.lost == 0
+    assert result.sent == 3000 and result.lost == 0, result.row()
     assert result.recovery_s is not None and result.recovery_s < 90
 
 
 def test_corrupt_flood_does_not_stall_the_good_ones(broker_settings, tmp_path):
     result = drills.drill_corrupt_flood(broker_settings, tmp_path, corrupt=5000, good=500)
-    assert result.lost == 0 and result.duplicated == 0
+    assert result.lost == 0 and result.duplicated == 0, result.row()
     assert result.dead_letters == 5000 and result.predictions == 500
     assert result.reasons == {"corrupt": 4000, "unknown_schema": 1000}
     assert result.passed, result.problems  # the worker stayed alive
@@ -39,7 +39,7 @@ def test_corrupt_flood_does_not_stall_the_good_ones(broker_settings, tmp_path):
 
 def test_raising_and_slow_model_dead_letters_only_the_poisoned_rows(broker_settings, tmp_path):
     result = drills.drill_faulty_model(broker_settings, tmp_path, count=5000, poison_every=250, delay_s=0.02)
-    assert result.lost == 0 and result.duplicated == 0
+    assert result.lost == 0 and result.duplicated == 0, result.row()
     assert result.reasons == {"inference_error": result.dead_letters}
     assert result.passed, result.problems  # dead letters = exactly the poisoned rows
     # a backlog is not buffered whole: ~440 MB here, ~120 MB of it numba (the columnar decode; README, Resources)

@@ -56,20 +56,20 @@ def test_a_record_the_client_cannot_parse_is_dead_lettered_and_the_rest_predicte
 def test_a_missing_output_topic_stops_the_worker_cleanly_and_a_restart_loses_nothing(broker_settings, tmp_path):
     result = drills.drill_unwritable_output(broker_settings, tmp_path, count=1000)
     assert result.passed, result.problems
-    assert result.lost == 0
+    assert result.lost == 0, result.row()
 
 
 def test_sigterm_while_deliveries_are_stuck_is_bounded(broker_settings, local_broker_port, tmp_path):
     result = drills.drill_sigterm_stuck(broker_settings, tmp_path, local_broker_port, count=20_000)
     assert result.passed, result.problems
-    assert result.lost == 0
+    assert result.lost == 0, result.row()
     assert result.recovery_s is not None and result.recovery_s < 10  # a 5 s deadline, then the exit
 
 
 def test_replaying_twice_publishes_each_dead_letter_once(broker_settings, tmp_path):
     result = drills.drill_replay_twice(broker_settings, tmp_path, count=1000, late=100)
     assert result.passed, result.problems
-    assert result.lost == 0 and result.duplicated == 0
+    assert result.lost == 0 and result.duplicated == 0, result.row()
 
 
 def test_stream_time_scores_an_old_backlog_and_dead_letters_only_the_out_of_order_event(kafka_bootstrap,

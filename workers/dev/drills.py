@@ -26,7 +26,7 @@ from pathlib import Path
 from workers.core import reasons
 from workers.core.deadletter import REASON
 from workers.core.registry import file_sha256
-from workers.dev import fraud_data
+from workers.dev import fraud_data, lost_events
 from workers.dev.bad_inputs import BAD_KINDS, INVALID_UTF8_KEY, corrupt_variant
 from workers.dev.processes import rss_mb, start_worker, stop_worker
 from workers.errors import EXIT_RUNTIME
@@ -90,6 +90,7 @@ class Drill:
         self.workdir = workdir
         self.extra_env = extra_env or {}
         self.workers: list[subprocess.Popen] = []
+        self.worker_logs: list[Path] = []
         self.sent_keys: list[bytes] = []
         self.expected_reason: dict[bytes, str] = {}
         self._producer_done = threading.Event()
@@ -153,8 +154,10 @@ class Drill:
     def start_worker(self, env: dict[str, str] | None = None) -> subprocess.Popen:
         worker_env = {"WORKERS_SCHEMAS_DIR": str(self.settings.schemas_dir),
                       "WORKERS_MODELS_DIR": str(self.settings.models_dir), **self.extra_env, **(env or {})}
-        proc = start_worker(self.settings, self.workdir / f"{self.name}-worker-{len(self.workers)}.log", worker_env)
+        log = self.workdir / f"{self.name}-worker-{len(self.workers)}.log"
+        proc = start_worker(self.settings, log, worker_env)
         self.workers.append(proc)
+        self.worker_logs.append(log)
         return proc
 
     def stop_all(self) -> None:
@@ -185,6 +188,10 @@ class Drill:
                 break
         return predictions, letters, reasons, last_output_ms
 
+    def explain_lost(self, lost: set[bytes]) -> list[str]:
+        """Where the lost events are (lost_events.explain), while the workers are still as they were."""
+        return lost_events.explain(self.settings, lost, self.workers, self.worker_logs)
+
     def longest_pause_s(self) -> float:
         """The longest gap between two consecutive outputs (broker timestamps)."""
         times = sorted(self.output_times_ms)
@@ -201,6 +208,8 @@ class Drill:
         result.lost = len(sent - set(seen))
         result.duplicated = sum(n - 1 for n in seen.values() if n > 1)
         result.reasons = dict(reasons)
+        if result.lost:
+            result.problems += self.explain_lost(sent - set(seen))
         wrong = [k for k, r in self.expected_reason.items() if predictions[k]]
         if wrong:
             result.problems.append(f"{len(wrong)} bad inputs were scored")
@@ -338,12 +347,14 @@ def drill_faulty_model(base: Settings, workdir: Path, count: int = 20_000, poiso
     threading.Thread(target=watch, daemon=True).start()
     predictions, letters, reasons, _ = drill.outputs()
     done.set()
-    drill.stop_all()
     result.sent = len(drill.sent_keys)
     result.predictions = sum(predictions.values())
     result.dead_letters = sum(letters.values())
     seen = predictions + letters
     result.lost = len(set(drill.sent_keys) - set(seen))
+    if result.lost:
+        result.problems += drill.explain_lost(set(drill.sent_keys) - set(seen))
+    drill.stop_all()
     result.duplicated = sum(n - 1 for n in seen.values() if n > 1)
     result.reasons = dict(reasons)
     result.peak_rss_mb = peak
