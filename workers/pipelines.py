@@ -6,16 +6,20 @@ manifest and the manifest with the input schema.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pydantic import SecretStr
 
 from workers.core.codec import SchemaStore
 from workers.core.framing import RegisteredSchemas
 from workers.core.manifest import Manifest
-from workers.core.pipeline import Pipeline
 from workers.core.registry import ModelRegistry
 from workers.core.signing import Ed25519PublicKey, key_id, load_public_key
 from workers.errors import ConfigError
 from workers.settings import Settings
+
+if TYPE_CHECKING:  # the core's imports (scikit-learn, numba) cost seconds: producers need only the manifest
+    from workers.core.pipeline import Pipeline
 
 
 def trusted_keys(settings: Settings) -> dict[str, Ed25519PublicKey]:
@@ -37,6 +41,8 @@ def registry(settings: Settings, schemas: SchemaStore) -> ModelRegistry:
 def load_pipeline(settings: Settings) -> Pipeline:
     """The verified pipeline; with a schema registry configured, its prediction schema is registered
     (for the registry wire format) and registry-framed input is accepted as the settings say."""
+    from workers.core.pipeline import Pipeline
+
     schemas = SchemaStore(settings.schemas_dir)
     loaded = registry(settings, schemas).load(settings.pipeline, settings.model_version)
     prediction_schema_id = None

@@ -11,6 +11,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -141,3 +143,25 @@ def test_file_and_http_serving_run_without_kafka():
                  if _in(module, "workers.batch", "workers.serve")
                  and (_in(imported, "workers.kafka", "workers.dev") or imported.split(".")[0] in KAFKA_CLIENTS)]
     assert misplaced == []
+
+
+# What a producer, a consumer or an operator's command imports: none of these scores, and
+# scikit-learn with scipy (and numba) takes seconds to import, paid by every short-lived command.
+NOT_SCORING = ["workers.kafka.producer", "workers.kafka.consumer", "workers.tail", "workers.kafka.replay",
+               "workers.kafka.admin", "workers.kafka.acls", "workers.kafka.audit", "workers.kafka.rollout_commands",
+               "workers.pipelines", "workers.dev.demo"]
+
+
+def test_commands_that_do_not_score_import_no_model_libraries():
+    probe = ("import importlib, sys\n"
+             f"for name in {NOT_SCORING!r}:\n"
+             "    importlib.import_module(name)\n"
+             "print(sorted(m for m in ('sklearn', 'scipy', 'numba', 'joblib') if m in sys.modules))\n")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=True)
+    assert loaded.stdout.strip() == "[]", loaded.stdout + loaded.stderr
+
+
+def test_the_model_libraries_probe_sees_a_scoring_import():
+    probe = "import sys, workers.core.pipeline; print('sklearn' in sys.modules)"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=True)
+    assert loaded.stdout.strip() == "True"

@@ -16,13 +16,15 @@ from __future__ import annotations
 import hashlib
 from collections import deque
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from workers.core.pipeline import BatchResult
 from workers.core.shadow import bin_counts, score_psi
 from workers.errors import ConfigError
+
+if TYPE_CHECKING:  # the pipeline brings scikit-learn: seconds for a command that only writes a rollout
+    from workers.core.pipeline import BatchResult
 
 CANARY_FLAG = "canary"  # in a prediction's flags: scored by the candidate during a canary
 BATCH_TIMES = 1000  # scoring times kept per model for the p99

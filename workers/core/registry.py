@@ -28,11 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import joblib
-
 from workers.core.codec import SchemaStore, StoredSchema
 from workers.core.manifest import Manifest
-from workers.core.scoring import positive_column
 from workers.core.signing import SIGNATURE_FILE, Ed25519PublicKey, verify
 from workers.errors import ConfigError, ModelIntegrityError, ModelMismatchError
 
@@ -171,6 +168,8 @@ def deserialize(data: bytes, manifest: Manifest, source: Path) -> Any:
             raise ModelIntegrityError(f"refusing to load {source}: it contains types the manifest does not "
                                       f"trust: {sorted(untrusted)} (list them in trusted_types if they are)")
         return skops.io.loads(data, trusted=list(manifest.trusted_types))
+    import joblib  # with scikit-learn (the models' classes): seconds to import, needed only here
+
     return joblib.load(io.BytesIO(data))
 
 
@@ -188,6 +187,8 @@ def check_model(manifest: Manifest, model: Any) -> None:
         classes = getattr(model, "classes_", None)
         if classes is not None and len(classes) != 2:
             raise ModelMismatchError(f"binary_classification needs 2 classes, model has {len(classes)}")
+        from workers.core.scoring import positive_column
+
         positive_column(manifest, model)  # raises if positive_class is not one of the classes
     elif not hasattr(model, "predict"):
         raise ModelMismatchError("regression needs a model with predict")
