@@ -18,6 +18,7 @@ from threadpoolctl import threadpool_limits
 
 from workers.core.pipeline import Pipeline
 from workers.errors import EXIT_RUNTIME, WorkersError
+from workers.kafka import aiokafka_fixes
 from workers.kafka.agent_engine import AgentEngine
 from workers.kafka.batch_engine import BatchEngine
 from workers.kafka.connection import connection, faust_options
@@ -42,6 +43,7 @@ class InferenceWorker:
         # need, and one descheduled thread stalls the whole call (README, Performance: p99 at 25%
         # load fell from 335 to 36 ms with one thread).
         threadpool_limits(settings.model_threads)
+        aiokafka_fixes.apply()  # before any client exists: no busy loop while a broker is away
         self.monitor = monitor or WorkerMonitor.from_settings(pipeline, settings)
         self._datadir = tempfile.TemporaryDirectory(prefix="workers-faust-")
         conn = connection(settings)
