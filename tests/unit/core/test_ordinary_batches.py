@@ -69,7 +69,7 @@ batches = st.lists(st.tuples(st.sampled_from(sorted(VARIATIONS)), st.integers(0,
                    min_size=8, max_size=60)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=40, deadline=None)  # each example loads two pipelines (~0.25 s)
 @given(st.lists(batches, min_size=1, max_size=3), st.sampled_from(POLICIES), st.sampled_from([(), ("canary",)]),
        st.booleans(), st.floats(0.0, 0.9))
 def test_any_batches_give_the_same_outcome_both_ways(stream, policies, flags, replay_key, ordinary_share):
