@@ -44,5 +44,5 @@ def apply() -> None:
         return
     original = AIOKafkaClient.__dict__.get("_metadata_update")
     if callable(original) and not hasattr(original, "__wrapped__"):
-        AIOKafkaClient._metadata_update = _backing_off_after_failure(original)  # type: ignore[method-assign]
+        AIOKafkaClient._metadata_update = _backing_off_after_failure(original)
     _applied = True
