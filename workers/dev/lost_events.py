@@ -64,12 +64,17 @@ def last_error(log: Path) -> str | None:
         lines = log.read_text(errors="replace").splitlines()
     except OSError:
         return None
+    raised = None  # the last unindented plain line: a traceback's exception, once its "Traceback" is reached
     for line in reversed(lines):
         try:
             entry = json.loads(line)
         except ValueError:
-            if "Traceback" in line or line.startswith(("Error", "workers:")):
+            if line.startswith("Traceback") and raised:
+                return raised[:300]
+            if line.startswith("workers: error"):  # the CLI's one line
                 return line.strip()[:300]
+            if line.strip() and not line[0].isspace():
+                raised = raised or line.strip()
             continue
         if isinstance(entry, dict) and entry.get("level") in ("error", "critical") \
                 and str(entry.get("logger", "")).startswith("workers"):

@@ -24,10 +24,16 @@ def test_the_last_error_is_the_workers_own_not_its_clients(tmp_path):
     assert last_error(log) == "unrecoverable error DeliveryError: two"
 
 
-def test_a_traceback_counts_when_nothing_structured_was_logged(tmp_path):
+def test_a_traceback_gives_its_exception_when_nothing_structured_was_logged(tmp_path):
     log = tmp_path / "worker.log"
-    log.write_text("starting\nTraceback (most recent call last):\n  File x\nValueError: y\n")
-    assert last_error(log) == "Traceback (most recent call last):"
+    log.write_text("starting\nTraceback (most recent call last):\n  File x\n    raise y\nValueError: y\n")
+    assert last_error(log) == "ValueError: y"
+
+
+def test_the_clis_error_line_counts(tmp_path):
+    log = tmp_path / "worker.log"
+    log.write_text("workers: error: topic t does not exist\n" + _line("info", "workers.monitor", "progress") + "\n")
+    assert last_error(log) == "workers: error: topic t does not exist"
 
 
 def test_no_log_or_no_error_gives_none(tmp_path):

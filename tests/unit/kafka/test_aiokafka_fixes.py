@@ -43,7 +43,7 @@ def _quiet_aiokafka(caplog):
 def test_a_failed_update_waits_for_the_backoff():
     aiokafka_fixes.apply()
     updates = asyncio.run(_updates_in(1.0, backoff_ms=100))
-    assert 5 <= updates <= 11  # one attempt per 100 ms (and a connection attempt in each)
+    assert 1 <= updates <= 11  # at most one attempt per 100 ms (fewer on a loaded machine): never a spin
 
 
 def test_without_the_fix_the_loop_spins(monkeypatch):
