@@ -7,6 +7,8 @@ from __future__ import annotations
 import logging
 import logging.config
 import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -37,6 +39,47 @@ class ExpectedClientNoise(logging.Filter):
         return True
 
 
+CLIENT_LOGGERS = ("aiokafka", "kafka")
+REPEAT_WINDOW_S = 10.0
+
+
+class RepeatedClientLines(logging.Filter):
+    """At most one line per ``window_s`` for each kind of client line; the next one says how
+    many were held back.
+
+    While a broker is away, aiokafka's connect, fetch and coordinator loops each log every
+    retry: ~90 lines a second from one worker, which floods a log pipeline without saying
+    more than the first line did. A kind is the logger, the level and the message template
+    (the arguments, e.g. a node id or an error text, may differ), so a different failure
+    still shows at once. Held-back lines are counted, never dropped silently: the next line
+    of that kind carries ``repeated`` (how many were held back) and ``repeated_over_s``.
+    Only the clients' loggers are limited; this project's own lines are per batch already.
+    """
+
+    def __init__(self, window_s: float = REPEAT_WINDOW_S, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._window_s = window_s
+        self._clock = clock
+        self._kinds: dict[tuple[str, int, object], tuple[float, int]] = {}  # kind -> (last shown, held back)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(CLIENT_LOGGERS):
+            return True
+        kind = (record.name, record.levelno, record.msg)
+        now = self._clock()
+        shown = self._kinds.get(kind)
+        if shown is not None and now - shown[0] < self._window_s:
+            self._kinds[kind] = (shown[0], shown[1] + 1)
+            return False
+        if shown is not None and shown[1]:
+            record.repeated = shown[1]
+            record.repeated_over_s = round(now - shown[0], 1)
+        if len(self._kinds) > 1000:  # message templates are few; bound the memory all the same
+            self._kinds.clear()
+        self._kinds[kind] = (now, 0)
+        return True
+
+
 def logging_config(level: str = "INFO", fmt: str = "json") -> dict[str, Any]:
     """A dictConfig that renders stdlib records (faust, aiokafka, kafka-python) like ours."""
     renderer = (
@@ -53,13 +96,14 @@ def logging_config(level: str = "INFO", fmt: str = "json") -> dict[str, Any]:
                     structlog.processors.format_exc_info,
                     renderer,
                 ],
-                "foreign_pre_chain": _SHARED,
+                "foreign_pre_chain": [*_SHARED, structlog.stdlib.ExtraAdder(("repeated", "repeated_over_s"))],
             }
         },
-        "filters": {"expected_client_noise": {"()": ExpectedClientNoise}},
+        "filters": {"expected_client_noise": {"()": ExpectedClientNoise},
+                    "repeated_client_lines": {"()": RepeatedClientLines}},
         "handlers": {
             "default": {"class": "logging.StreamHandler", "formatter": "structlog", "stream": sys.stderr,
-                        "filters": ["expected_client_noise"]}
+                        "filters": ["expected_client_noise", "repeated_client_lines"]}
         },
         "root": {"handlers": ["default"], "level": level.upper()},
         "loggers": {
