@@ -10,6 +10,7 @@ import os
 
 import pytest
 
+from tests.conftest import CPU_HEAVY
 from workers.dev import bench
 from workers.kafka.clients import admin_client
 from workers.settings import Settings
@@ -17,6 +18,7 @@ from workers.settings import Settings
 pytestmark = pytest.mark.integration
 
 
+@CPU_HEAVY
 def test_quick_benchmark_reports_every_measure(kafka_bootstrap, tmp_path):
     settings = Settings(bootstrap_servers=kafka_bootstrap)
     result = bench.run(settings, events=6000, naive_events=300, partitions=2,

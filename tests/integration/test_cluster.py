@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import KAFKA_LOCAL
+from tests.conftest import CPU_HEAVY, KAFKA_LOCAL
 from tests.local_services import alive, free_port_run, run_script
 from workers.dev import drills
 from workers.settings import Settings
@@ -19,12 +19,7 @@ def _kafka_local(*args: str) -> subprocess.CompletedProcess:
     return run_script(KAFKA_LOCAL, *args)
 
 
-
-
-
-
-
-
+@CPU_HEAVY
 def test_leader_kill_9_loses_nothing_and_replicas_come_back(tmp_path):
     port = free_port_run(2 * BROKERS)
     data = tmp_path / "cluster"

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import pytest
 
+from tests.conftest import CPU_HEAVY
 from workers.dev import drills
 
 pytestmark = pytest.mark.integration
 
 
+@CPU_HEAVY
 def test_kill_9_repeatedly_loses_nothing(broker_settings, tmp_path):
     result = drills.drill_kill9(broker_settings, tmp_path, count=5000, kills=2, seconds=20)
     assert result.sent == 5000
