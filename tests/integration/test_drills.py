@@ -1,10 +1,14 @@
 """Nothing lost: fault drills on real worker processes and the real broker (CI-sized)."""
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from tests.conftest import CPU_HEAVY
 from workers.dev import drills
+from workers.kafka.consumer import end_offsets_total
 
 pytestmark = pytest.mark.integration
 
@@ -13,7 +17,7 @@ pytestmark = pytest.mark.integration
 def test_kill_9_repeatedly_loses_nothing(broker_settings, tmp_path):
     result = drills.drill_kill9(broker_settings, tmp_path, count=5000, kills=2, seconds=20)
     assert result.sent == 5000
-    assert result.lost == 0, result.row()
+    assert result.lost == 0 and not result.problems, result.row()
     # Duplicates are allowed after kill -9, bounded by what a worker holds uncommitted:
     # (max_batches_in_flight + 1) batches of batch_size per kill.
     assert result.duplicated <= 2 * 5 * 500
@@ -52,3 +56,26 @@ def test_sigterm_and_restart_make_no_duplicates(broker_settings, tmp_path):
     result = drills.drill_sigterm(broker_settings, tmp_path, count=5000, seconds=15, stops=2)
     assert (result.sent, result.lost, result.duplicated) == (5000, 0, 0)
     assert result.passed, result.problems  # every worker exited 0 on SIGTERM
+
+
+def test_a_gated_stream_pauses_and_resumes_at_its_rate(broker_settings, tmp_path):
+    drill = drills.Drill(broker_settings, "gate", tmp_path)
+    topic = [drill.topics.events]
+    gate = threading.Event()
+    drill.produce(drill.events(60, 7), rate=100, background=True, gate=gate)
+    time.sleep(0.5)
+    assert end_offsets_total(drill.settings, topic) == 0  # nothing while the gate is clear
+    gate.set()
+    time.sleep(0.2)
+    gate.clear()
+    time.sleep(1.0)  # what was sent before the pause has landed
+    paused_at = end_offsets_total(drill.settings, topic)
+    assert 0 < paused_at < 60  # paused mid-stream: ~20 events at 100/s, not the whole stream
+    time.sleep(1.0)
+    assert end_offsets_total(drill.settings, topic) == paused_at
+    gate.set()
+    started = time.monotonic()
+    drill.wait_produced(timeout=30)
+    assert end_offsets_total(drill.settings, topic) == 60
+    # at its rate after the pause, not a burst to catch up: the rest took about (60 - paused_at) / 100 s
+    assert time.monotonic() - started >= 0.8 * (60 - paused_at - 1) / 100

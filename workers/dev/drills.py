@@ -37,6 +37,8 @@ from workers.pipelines import load_manifest
 from workers.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]  # the checkout: scripts/kafka-local
+GATE_TIMEOUT_S = 300.0  # a paused stream that is never resumed fails the drill instead of hanging it
+ASSIGNED = "partitions assigned"  # the worker's log line once it owns partitions and reads
 
 
 @dataclass
@@ -105,16 +107,23 @@ class Drill:
         return events
 
     def produce(self, events: list[dict], rate: float | None = None, bad: Callable[[int], str | None] | None = None,
-                background: bool = False) -> None:
+                background: bool = False, gate: threading.Event | None = None) -> None:
+        """``rate``: events per second; ``gate``: the stream pauses while it is clear (e.g. while no
+        worker is up) and goes on at ``rate`` when it is set again, without a catch-up burst."""
         def run() -> None:
             try:
                 with EventProducer(self.settings, self.manifest, self.store, self.topics.events) as producer:
-                    start = time.monotonic()
+                    next_at = time.monotonic()
                     for i, event in enumerate(events):
+                        if gate is not None and not gate.is_set():
+                            if not gate.wait(GATE_TIMEOUT_S):
+                                raise TimeoutError(f"the stream stayed paused for {GATE_TIMEOUT_S:.0f} s")
+                            next_at = time.monotonic()
                         if rate:
-                            delay = start + i / rate - time.monotonic()
+                            delay = next_at - time.monotonic()
                             if delay > 0:
                                 time.sleep(delay)
+                            next_at += 1 / rate
                         kind = bad(i) if bad else None
                         key = producer.key_of(event) or b""
                         if kind:
@@ -221,6 +230,18 @@ def _output_count(drill: Drill) -> int:
     return end_offsets_total(drill.settings, [drill.topics.predictions, drill.topics.dlq])
 
 
+def _wait_until_reading(drill: Drill, timeout_s: float = 120) -> None:
+    """Block until the newest worker logs its partition assignment (or ``timeout_s`` passes:
+    the drill's account then shows what did not happen)."""
+    log = drill.worker_logs[-1]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            if ASSIGNED in log.read_text(errors="replace"):
+                return
+        time.sleep(0.2)
+
+
 def _wait_for_outputs(drill: Drill, at_least: int, timeout_s: float = 90) -> float:
     """Block until ``at_least`` outputs exist; returns the seconds waited."""
     start = time.monotonic()
@@ -235,16 +256,30 @@ def _wait_for_outputs(drill: Drill, at_least: int, timeout_s: float = 90) -> flo
 def drill_kill9(base: Settings, workdir: Path, count: int = 20_000, kills: int = 3, seconds: float = 30) -> DrillResult:
     drill = Drill(base, "kill9", workdir)
     result = DrillResult(f"kill -9 x{kills}")
-    drill.produce(drill.events(count, 1), rate=count / seconds, background=True)  # kills land mid-stream
+    # The stream flows only while a worker reads: each kill lands mid-stream, and the restarted
+    # worker has new events to score however long its start-up takes. (Flowing regardless, a
+    # slow start-up let the stream end before the last kill, and the wait for new outputs ran
+    # into its 90 s timeout, reported as the recovery time.)
+    flowing = threading.Event()
+    drill.produce(drill.events(count, 1), rate=count / seconds, background=True, gate=flowing)
     worker = drill.start_worker()
+    _wait_until_reading(drill)
+    flowing.set()
     recoveries = []
     for i in range(kills):
         _wait_for_outputs(drill, (i + 1) * count // (kills + 2))
         worker.send_signal(signal.SIGKILL)
+        flowing.clear()
         worker.wait()
         at_kill = _output_count(drill)
+        restarted = time.monotonic()
         worker = drill.start_worker()
-        recoveries.append(_wait_for_outputs(drill, at_kill + 1))  # restart to its first output
+        _wait_until_reading(drill)
+        flowing.set()
+        _wait_for_outputs(drill, at_kill + 1)
+        recoveries.append(time.monotonic() - restarted)  # restart to its first output
+        if _output_count(drill) <= at_kill:
+            result.problems.append(f"no new output within {time.monotonic() - restarted:.0f} s of restart {i + 1}")
     drill.wait_produced()
     drill.account(result)
     drill.stop_all()
@@ -369,18 +404,24 @@ def drill_sigterm(base: Settings, workdir: Path, count: int = 20_000, seconds: f
                   ) -> DrillResult:
     drill = Drill(base, "sigterm", workdir)
     result = DrillResult(f"SIGTERM x{stops}")
-    drill.produce(drill.events(count, 6), rate=count / seconds, background=True)
+    flowing = threading.Event()  # only while a worker reads: each stop lands mid-stream (drill_kill9)
+    drill.produce(drill.events(count, 6), rate=count / seconds, background=True, gate=flowing)
     worker = drill.start_worker()
+    _wait_until_reading(drill)
+    flowing.set()
     shutdowns = []
     for i in range(stops):
         _wait_for_outputs(drill, (i + 1) * count // (stops + 2))
         _wait_for_outputs(drill, _output_count(drill) + 1)  # this worker is up and scoring
         started = time.monotonic()
         code = stop_worker(worker)
+        flowing.clear()
         shutdowns.append(time.monotonic() - started)
         if code != 0:
             result.problems.append(f"a worker exited with code {code} on SIGTERM")
         worker = drill.start_worker()
+        _wait_until_reading(drill)
+        flowing.set()
     drill.wait_produced()
     drill.account(result)
     drill.stop_all()
