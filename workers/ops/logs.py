@@ -48,11 +48,12 @@ class RepeatedClientLines(logging.Filter):
     many were held back.
 
     While a broker is away, aiokafka's connect, fetch and coordinator loops each log every
-    retry: ~90 lines a second from one worker, which floods a log pipeline without saying
+    retry: ~70-90 lines a second from one worker, which floods a log pipeline without saying
     more than the first line did. A kind is the logger, the level and the message template
     (the arguments, e.g. a node id or an error text, may differ), so a different failure
-    still shows at once. Held-back lines are counted, never dropped silently: the next line
-    of that kind carries ``repeated`` (how many were held back) and ``repeated_over_s``.
+    still shows at once. Held-back lines are counted: the next line of that kind carries
+    ``repeated`` (how many were held back) and ``repeated_over_s``. A kind that stops (the
+    broker is back) leaves its last count unsaid, as syslog's "last message repeated" does.
     Only the clients' loggers are limited; this project's own lines are per batch already.
     """
 
