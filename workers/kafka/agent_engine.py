@@ -24,6 +24,9 @@ from workers.core.pipeline import BatchResult, Pipeline
 from workers.core.records import InputRecord, OutputRecord
 from workers.kafka.delivery import fatal_error
 from workers.kafka.engine import EngineContext, fetch_writer_schemas, process
+from workers.ops.logs import get_logger
+
+log = get_logger("workers.agent_engine")
 
 HEARTBEAT_INTERVAL_S = 1.0
 
@@ -72,7 +75,9 @@ class AgentEngine:
         @app.on_partitions_assigned.connect
         async def on_assigned(app: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
             assigned = args[0] if args else kwargs.get("assigned", ())  # faust sends the TP set positionally
-            accounting.partitions_assigned({tp.partition for tp in assigned if tp.topic == topic.get_topic_name()})
+            mine = sorted((tp.topic, tp.partition) for tp in assigned if tp.topic == topic.get_topic_name())
+            log.info("partitions assigned", partitions=[f"{t}[{p}]" for t, p in mine])  # as the batch engine logs it
+            accounting.partitions_assigned({p for _, p in mine})
 
     async def _agent(self, stream: Any) -> None:
         # Each batch is scored and its outputs handed to the producer at once; delivery is
