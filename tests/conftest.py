@@ -20,8 +20,8 @@ REPO = Path(__file__).resolve().parent.parent
 KAFKA_LOCAL = REPO / "scripts" / "kafka-local"
 
 # The few tests that keep both cores busy for a minute or more (many worker processes, a
-# 3-broker cluster): one test process runs them one after the other, so they do not slow
-# each other down 2-4x while the other process runs the rest.
+# 3-broker cluster): one test process runs them one after the other, so that they never
+# run side by side while the other process runs the rest.
 CPU_HEAVY = pytest.mark.xdist_group("cpu_heavy")
 
 

@@ -112,3 +112,13 @@ def payload_of_kind(kind: str, event: dict, pipeline, now_ms: int) -> bytes:
         old = codec._store.get("fraud/transaction.v1.avsc")
         return codec.encode({k: v for k, v in event.items() if k != "device_trust_score"}, writer=old)
     return corrupt_variant(kind, event, codec, pipeline.manifest, bytes(range(64)), now_ms)
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand (``clock.now += 10``)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now

@@ -9,6 +9,7 @@ import logging.config
 import pytest
 from aiokafka import errors as aiokafka_errors
 
+from tests.factories import FakeClock
 from workers.ops.logs import REPEAT_WINDOW_S, RepeatedClientLines, logging_config
 
 
@@ -39,18 +40,10 @@ def test_other_coordinator_errors_still_show(captured):
     assert len(lines) == 1 and lines[0]["level"] == "error" and "GroupAuthorizationFailed" in lines[0]["event"]
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def limited():
     """The handler's own repeat filter, on a clock the test moves."""
-    stream, clock = io.StringIO(), _Clock()
+    stream, clock = io.StringIO(), FakeClock()
     config = logging_config("INFO", "json")
     config["handlers"]["default"]["stream"] = stream
     config["filters"]["repeated_client_lines"] = {"()": RepeatedClientLines, "clock": clock}

@@ -3,22 +3,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.factories import load_test_pipeline
+from tests.factories import FakeClock, load_test_pipeline
 from workers.ops import monitor as monitor_module
 from workers.ops.monitor import WorkerMonitor
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def clock(monkeypatch) -> Clock:
-    fake = Clock()
+def clock(monkeypatch) -> FakeClock:
+    fake = FakeClock()
     monkeypatch.setattr(monitor_module.time, "monotonic", fake)
     return fake
 
