@@ -23,7 +23,7 @@ def test_quick_benchmark_reports_every_measure(kafka_bootstrap, tmp_path):
     settings = Settings(bootstrap_servers=kafka_bootstrap)
     result = bench.run(settings, events=6000, naive_events=300, partitions=2,
                        latency_seconds=2.0,
-                       load_fractions=[0.1], out_dir=tmp_path)
+                       load_fractions=[0.1], out_dir=tmp_path, warm_workers=True)
     assert result.ceiling_eps > 0 and result.worker_eps > 0 and result.agent_engine_eps > 0 and result.naive_eps > 0
     assert result.backlog_peak_rss_mb > 50 and result.steady_rss_mb > 50
     assert len(result.latency) == 1 and result.latency[0]["received"] > 0

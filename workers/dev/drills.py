@@ -29,6 +29,7 @@ from workers.core.registry import file_sha256
 from workers.dev import fraud_data, lost_events
 from workers.dev.bad_inputs import BAD_KINDS, INVALID_UTF8_KEY, corrupt_variant
 from workers.dev.processes import rss_mb, start_worker, stop_worker
+from workers.dev.warm_start import WorkerProcess
 from workers.errors import EXIT_RUNTIME
 from workers.kafka.admin import create_topics, topic_config
 from workers.kafka.consumer import consume, end_offsets_total
@@ -91,7 +92,7 @@ class Drill:
                 create_topics(self.settings, [getattr(self.topics, role)], config=(topic_config or {}).get(role))
         self.workdir = workdir
         self.extra_env = extra_env or {}
-        self.workers: list[subprocess.Popen] = []
+        self.workers: list[WorkerProcess] = []
         self.worker_logs: list[Path] = []
         self.sent_keys: list[bytes] = []
         self.expected_reason: dict[bytes, str] = {}
@@ -160,7 +161,7 @@ class Drill:
         self.expected_reason[key] = expected_reason
         return metadata.partition, metadata.offset
 
-    def start_worker(self, env: dict[str, str] | None = None) -> subprocess.Popen:
+    def start_worker(self, env: dict[str, str] | None = None) -> WorkerProcess:
         worker_env = {"WORKERS_SCHEMAS_DIR": str(self.settings.schemas_dir),
                       "WORKERS_MODELS_DIR": str(self.settings.models_dir), **self.extra_env, **(env or {})}
         log = self.workdir / f"{self.name}-worker-{len(self.workers)}.log"

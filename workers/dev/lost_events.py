@@ -11,17 +11,17 @@ exit codes and their last error, so that a failed drill explains itself.
 from __future__ import annotations
 
 import json
-import subprocess
 from collections import Counter
 from pathlib import Path
 
+from workers.dev.warm_start import WorkerProcess
 from workers.kafka.consumer import committed_offsets, consume
 from workers.settings import Settings
 
 REREAD_IDLE_S = 10.0  # a second reading ends after this long without a record
 
 
-def explain(settings: Settings, lost: set[bytes], workers: list[subprocess.Popen], logs: list[Path],
+def explain(settings: Settings, lost: set[bytes], workers: list[WorkerProcess], logs: list[Path],
             idle_s: float = REREAD_IDLE_S) -> list[str]:
     """One line per finding about ``lost`` (keys sent and never output)."""
     topics = settings.topics
@@ -51,7 +51,7 @@ def explain(settings: Settings, lost: set[bytes], workers: list[subprocess.Popen
     return findings
 
 
-def worker_state(index: int, proc: subprocess.Popen, log: Path) -> str:
+def worker_state(index: int, proc: WorkerProcess, log: Path) -> str:
     code = proc.poll()
     state = "running" if code is None else f"exited with code {code}"
     last = last_error(log)

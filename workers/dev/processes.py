@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from workers.dev import warm_start
+from workers.dev.warm_start import WorkerProcess
 from workers.settings import Settings
 
 
@@ -52,8 +54,11 @@ def _bindable(ports: range) -> bool:
             sock.close()
 
 
-def start_worker(settings: Settings, log_path: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
-    """``workers run`` in a child process with these settings' broker, pipeline and topic prefix."""
+def start_worker(settings: Settings, log_path: Path, extra_env: dict[str, str] | None = None, *,
+                 fresh: bool = False) -> WorkerProcess:
+    """``workers run`` in a child process with these settings' broker, pipeline and topic prefix,
+    forked from a warmed fork server (``warm_start``) unless ``fresh`` asks for a new interpreter,
+    as users start it (the benchmark measures those)."""
     env = {
         **os.environ,
         "WORKERS_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
@@ -61,6 +66,8 @@ def start_worker(settings: Settings, log_path: Path, extra_env: dict[str, str] |
         "WORKERS_TOPIC_PREFIX": settings.topic_prefix,
         **(extra_env or {}),
     }
+    if not fresh and warm_start.available():
+        return warm_start.fork_worker(env, log_path)
     with open(log_path, "ab") as log:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(
             [sys.executable, "-m", "workers.cli", "run"], env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -68,7 +75,7 @@ def start_worker(settings: Settings, log_path: Path, extra_env: dict[str, str] |
         )
 
 
-def stop_worker(proc: subprocess.Popen, timeout: float = 30) -> int:
+def stop_worker(proc: WorkerProcess, timeout: float = 30) -> int:
     """SIGTERM, then SIGKILL after ``timeout`` seconds; the exit code."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
