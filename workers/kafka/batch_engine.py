@@ -43,7 +43,6 @@ from workers.core.pipeline import BatchResult, Pipeline
 from workers.core.records import InputRecord, OutputRecord
 from workers.errors import DeliveryError
 from workers.kafka import input_records
-from workers.kafka.aiokafka_fixes import new_producer_id
 from workers.kafka.connection import aiokafka_options
 from workers.kafka.delivery import Failure, Group, backoff, classify, failed_future, fatal_error
 from workers.kafka.engine import EngineContext, fetch_writer_schemas, process
@@ -436,7 +435,6 @@ class BatchEngine(mode.Service):
                     await self._check_resend(entry, group, exc)
             if Failure.RETRIABLE in kinds:
                 await asyncio.sleep(backoff(max(g.attempts for g, _ in failed)))
-                self._new_producer_id()
             groups = []
             for (group, exc), kind in zip(failed, kinds, strict=True):  # re-sent in the order they were sent
                 if kind is Failure.TOO_LARGE:
@@ -445,13 +443,6 @@ class BatchEngine(mode.Service):
                     for new in await self._send_records(group.topic, group.partition or 0, group.outputs):
                         new.attempts = group.attempts + 1
                         groups.append(new)
-
-    def _new_producer_id(self) -> None:
-        """Before a re-send: a batch the producer gave up on may have taken sequence numbers the
-        broker never saw, and then the partition refuses every later batch of this producer id
-        (aiokafka_fixes.new_producer_id). A new id starts every sequence again."""
-        if new_producer_id(self._producer):
-            log.info("re-sending under a new producer id")
 
     async def _check_resend(self, entry: _InFlight, group: Group, exc: BaseException) -> None:
         """A retriable failure may be re-sent only in time, to a topic that exists, and in order."""

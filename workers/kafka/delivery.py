@@ -5,9 +5,8 @@ without duplicates; a send future fails only when it gave up. The engines classi
 failure:
 
 * ``RETRIABLE``: the producer could not deliver in time (no leader while a broker is
-  down, a request timed out), or the broker refused a batch as out of sequence (a gap left
-  by one the producer gave up on). Re-sent, in order and under a new producer id, until
-  ``delivery_timeout_s`` after the first send; past it, the worker stops without committing.
+  down, a request timed out). Re-sent, in order, until ``delivery_timeout_s`` after the
+  first send; past it, the worker stops without committing.
 * ``TOO_LARGE``: the broker refused the record (or its batch) as too large. Dead letters
   are re-sent one by one, and one that is still too large is written with a reference to
   its original bytes; a too-large prediction is a fatal error (a misconfigured topic).
@@ -61,8 +60,6 @@ def classify(exc: BaseException) -> Failure:
     if name in TOO_LARGE_ERRORS:
         return Failure.TOO_LARGE
     if name == "UnknownTopicOrPartitionError":  # retriable to aiokafka; checked against the cluster by the engine
-        return Failure.RETRIABLE
-    if name == "OutOfOrderSequenceNumber":  # a gap left by a batch given up on: re-sent under a new producer id
         return Failure.RETRIABLE
     if isinstance(exc, asyncio.TimeoutError) or name in ("KafkaTimeoutError", "RequestTimedOutError"):
         return Failure.RETRIABLE

@@ -11,7 +11,7 @@ import time
 from typing import Any, NoReturn
 
 import pytest
-from aiokafka.errors import NotLeaderForPartitionError, OutOfOrderSequenceNumber, TopicAuthorizationFailedError
+from aiokafka.errors import NotLeaderForPartitionError, TopicAuthorizationFailedError
 
 from tests.factories import load_test_pipeline
 from workers.core.pipeline import BatchResult
@@ -112,26 +112,6 @@ def test_failed_batches_are_re_sent_in_their_original_order_and_nothing_overtake
     sent, failures, gate_closed = asyncio.run(scenario())
     assert failures == [] and gate_closed
     assert [values for _, _, values in sent] == [[b"e0"], [b"e1"]]  # in the order they were first sent
-
-
-@pytest.mark.parametrize("error", [NotLeaderForPartitionError(), OutOfOrderSequenceNumber()])
-def test_a_re_send_goes_under_a_new_producer_id(pipeline, monkeypatch, error):
-    """A batch the producer gave up on may have taken sequence numbers the broker never saw (then
-    the broker refuses the next ones as out of order): every re-send starts a new producer id first."""
-    monkeypatch.setattr("workers.kafka.batch_engine.backoff", lambda attempt: 0.0)
-
-    async def scenario() -> tuple[list, list]:
-        engine, producer, failures = _engine(pipeline)
-        monkeypatch.setattr("workers.kafka.batch_engine.new_producer_id",
-                            lambda p: producer.sent.append(("new producer id", -1, [])) or True)
-        first = _entry(_group(b"e0", error))
-        engine._in_flight.append(first)
-        await engine._settle(first)
-        return producer.sent, failures
-
-    sent, failures = asyncio.run(scenario())
-    assert failures == []
-    assert sent == [("new producer id", -1, []), ("t.predictions", 0, [b"e0"])]
 
 
 def test_a_later_batch_already_written_stops_the_engine_instead_of_reordering(pipeline, monkeypatch):
