@@ -67,7 +67,11 @@ def start_worker(settings: Settings, log_path: Path, extra_env: dict[str, str] |
         **(extra_env or {}),
     }
     if not fresh and warm_start.available():
-        return warm_start.fork_worker(env, log_path)
+        try:
+            return warm_start.fork_worker(env, log_path)
+        except (OSError, EOFError) as exc:  # the fork server did not start or died: start it the long way
+            print(f"warm start unavailable ({type(exc).__name__}: {exc}); starting a new interpreter",
+                  file=sys.stderr)
     with open(log_path, "ab") as log:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(
             [sys.executable, "-m", "workers.cli", "run"], env=env, stdout=log, stderr=subprocess.STDOUT,

@@ -90,8 +90,9 @@ _context: ForkServerContext | None = None
 
 def available() -> bool:
     """Forking works here and is not turned off (``WORKERS_DEV_FRESH_WORKERS=1``: every worker a
-    new interpreter, e.g. to compare the two ways)."""
-    return ("forkserver" in multiprocessing.get_all_start_methods()
+    new interpreter, e.g. to compare the two ways). Linux only: on macOS forking a process that
+    has loaded numpy's Accelerate or LLVM is not safe."""
+    return (sys.platform == "linux" and "forkserver" in multiprocessing.get_all_start_methods()
             and os.environ.get("WORKERS_DEV_FRESH_WORKERS") != "1")
 
 
@@ -104,7 +105,7 @@ def fork_worker(env: dict[str, str], log_path: Path) -> ForkedWorker:
         if _context is None:
             _context = cast("ForkServerContext", multiprocessing.get_context("forkserver"))
             _context.set_forkserver_preload(PRELOAD)
-        # daemon: a worker a test leaves behind is stopped when this process exits, not waited for
+        # daemon: a worker a test leaves behind gets SIGTERM when this process exits (and is joined)
         process = _context.Process(target=_run_worker, args=(env, str(log_path)), daemon=True,
                                    name=f"workers-run:{Path(log_path).name}")
         process.start()
@@ -118,7 +119,7 @@ def _run_worker(env: dict[str, str], log_path: str) -> None:
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.close(log)
-    # line by line, as PYTHONUNBUFFERED leaves a started worker: the drills read the log as it grows
+    # line by line: the drills read the log as it grows
     for stream in (sys.stdout, sys.stderr):
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(line_buffering=True)
