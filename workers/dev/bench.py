@@ -424,7 +424,7 @@ def run(base: Settings, *, events: int, naive_events: int, partitions: int, late
     end, so that runs in a row measure the same broker, not one growing with every run.
 
     Workers start as users start them (a new interpreter each) unless ``warm_workers`` forks them
-    from the warmed fork server (``warm_start``): the same figures once they read, ~4 s sooner each.
+    from the warmed fork server (``warm_start``): the same figures once they read, ~5 s sooner each.
     """
     base = base.model_copy(update={"pipeline": "fraud", "topic_prefix": "", "input_topic": None})
     run_id = f"bench-{os.getpid()}-{int(time.time()) % 100000}-"

@@ -3,8 +3,8 @@
 A worker spends ~4 of its ~6 CPU-seconds of start-up importing scikit-learn, scipy, faust
 and the Kafka clients and on numba's first compile, the same work every time. The drills,
 the demos and the integration tests start a worker dozens of times, so they fork it from
-multiprocessing's fork server with those modules preloaded (``warmed``): ~2 s to a reading
-worker instead of ~6. The child is then the worker as ``workers run`` runs it: its own
+multiprocessing's fork server with those modules preloaded (``warmed``): ~1.5 s to a reading
+worker instead of ~7. The child is then the worker as ``workers run`` runs it: its own
 settings from its environment, its own log file, its own signals and exit code. The
 benchmark starts its workers the ordinary way, so what it measures is what users run.
 """
