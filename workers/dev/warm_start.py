@@ -1,6 +1,6 @@
 """``workers run`` forked from a process that has already imported what every worker imports.
 
-A worker spends ~4 of its ~6 CPU-seconds of start-up importing scikit-learn, scipy, faust
+A worker spends ~5 of its ~6.5 CPU-seconds of start-up importing scikit-learn, scipy, faust
 and the Kafka clients and on numba's first compile, the same work every time. The drills,
 the demos and the integration tests start a worker dozens of times, so they fork it from
 multiprocessing's fork server with those modules preloaded (``warmed``): ~1.5 s to a reading
