@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import multiprocessing
+import multiprocessing.connection
 import os
 import runpy
 import signal
@@ -62,12 +63,15 @@ class ForkedWorker:
         return self._returncode
 
     def poll(self) -> int | None:
-        if self._returncode is None and not self._process.is_alive():
-            self._returncode = self._process.exitcode
+        # one reader of the exit status at a time (a drill's threads, Process.start's clean-up):
+        # a second concurrent read finds the pipe empty and multiprocessing reports 255
+        with _lock:
+            if self._returncode is None and not self._process.is_alive():
+                self._returncode = self._process.exitcode
         return self._returncode
 
     def wait(self, timeout: float | None = None) -> int:
-        self._process.join(timeout)
+        multiprocessing.connection.wait([self._process.sentinel], timeout)  # without the lock
         code = self.poll()
         if code is None:
             raise subprocess.TimeoutExpired(self.args, timeout or 0)
@@ -76,9 +80,6 @@ class ForkedWorker:
     def send_signal(self, sig: int) -> None:
         if self.poll() is None:  # as Popen: never signal a pid that may have been reused
             os.kill(self.pid, sig)
-
-    def terminate(self) -> None:
-        self.send_signal(signal.SIGTERM)
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
