@@ -119,6 +119,7 @@ class BatchEngine(mode.Service):
         self._slots = asyncio.Semaphore(self.config.max_batches_in_flight)
         self._send_gate = asyncio.Event()  # cleared while failed batches are re-sent: nothing may overtake them
         self._send_gate.set()
+        self._sending = asyncio.Lock()  # held while a batch is sent and registered (see _dispatch)
         self._commit_lock = asyncio.Lock()  # commits go out in batch order, never backwards
         self._to_commit: dict[TopicPartition, int] = {}
         self._last_commit = 0.0
@@ -295,10 +296,26 @@ class BatchEngine(mode.Service):
         result = process(self.context, records)
         self._update_lag(fetched)
         await self._slots.acquire()
-        await self._send_gate.wait()  # failed batches being re-sent go first
-        entry = _InFlight(offsets, records, result, await self._send(result.outputs), time.monotonic())
-        self._in_flight.append(entry)
-        self._unsettled.put_nowait(entry)
+        await self._dispatch(offsets, records, result)
+
+    async def _dispatch(self, offsets: dict[TopicPartition, int], records: list[InputRecord],
+                        result: BatchResult) -> None:
+        """Send a scored batch's outputs and put it among the batches in flight, after any re-send.
+
+        Sending and registering happen under ``_sending``: a re-send waits for a send in
+        progress, so that every batch queued in the producer before it is among the later
+        batches it checks (``_check_resend``). A batch whose producer batch for one partition
+        is queued while another partition waits for room is otherwise not yet registered.
+        """
+        while True:
+            await self._send_gate.wait()  # failed batches being re-sent go first
+            async with self._sending:
+                if not self._send_gate.is_set():
+                    continue  # a re-send began while this batch waited for the lock: it still goes first
+                entry = _InFlight(offsets, records, result, await self._send(result.outputs), time.monotonic())
+                self._in_flight.append(entry)
+                self._unsettled.put_nowait(entry)
+                return
 
     def _update_lag(self, fetched: dict[TopicPartition, list[Any]]) -> None:
         consumer = self._consumer
@@ -457,6 +474,8 @@ class BatchEngine(mode.Service):
         if type(exc).__name__ == "UnknownTopicOrPartitionError" and not await self._topic_exists(group.topic):
             self._fatal(fatal_error(group.topic, exc))
         self._send_gate.clear()  # nothing new may overtake the re-send
+        async with self._sending:
+            pass  # a batch being sent now is registered first, so it is among the later ones below
         position = list(self._in_flight).index(entry)
         later = [g for e in list(self._in_flight)[position + 1:] for g in e.groups
                  if (g.topic, g.partition) == (group.topic, group.partition)]

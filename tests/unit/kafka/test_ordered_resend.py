@@ -208,3 +208,53 @@ def test_placing_outputs_is_timed_as_the_outputs_stage_without_the_metadata_wait
     timed, own, sent = asyncio.run(scenario())
     assert sum(len(values) for _, _, values in sent) == 5000
     assert 0.3 * own < timed < own + 0.05  # the stage's own work, not the other work done during the wait
+
+
+def test_a_re_send_waits_for_a_batch_being_sent_so_that_it_cannot_overtake_it(pipeline, monkeypatch):
+    """A later batch has queued its outputs for the failed batch's partition and waits for room
+    for another partition: it is not among the batches in flight yet, but re-sending now would
+    put the failed outputs after it. The re-send waits for that send, then sees it and stops."""
+    from aiokafka.errors import KafkaTimeoutError
+
+    from workers.kafka.key_partitions import key_hashes
+
+    monkeypatch.setattr("workers.kafka.batch_engine.backoff", lambda attempt: 0.0)
+    keys = [b"k%d" % i for i in range(20)]
+    hashes = key_hashes(keys)
+    first_key = keys[0]
+    other_key = next(k for k, h in zip(keys, hashes, strict=True) if h % 2 != hashes[0] % 2)
+    partition = int(hashes[0] % 2)
+
+    class SlowSecondSend(ScriptedProducer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.room = asyncio.Event()
+
+        async def send_batch(self, batch: Any, topic: str, partition: int) -> asyncio.Future:
+            if self.sent:
+                await self.room.wait()  # the accumulator is full for this partition
+            return await super().send_batch(batch, topic, partition)
+
+    async def scenario() -> tuple[list, list]:
+        engine, _, failures = _engine(pipeline)
+        producer = SlowSecondSend()
+        engine._producer = producer  # type: ignore[assignment]
+        engine._partitions["t.predictions"] = [0, 1]
+        failed = _entry(_group(b"e0", KafkaTimeoutError(), partition=partition))  # never queued
+        engine._in_flight.append(failed)
+        later = BatchResult(outputs=[OutputRecord("t.predictions", first_key, b"e1", []),
+                                     OutputRecord("t.predictions", other_key, b"e2", [])])
+        sending = asyncio.ensure_future(engine._dispatch({}, [], later))
+        while not producer.sent:
+            await asyncio.sleep(0)
+        settling = asyncio.ensure_future(engine._settle(failed))
+        await asyncio.sleep(0.05)  # the re-send would have gone out by now if it did not wait
+        producer.room.set()
+        await sending
+        with pytest.raises(Stop):
+            await settling
+        return producer.sent, failures
+
+    sent, failures = asyncio.run(scenario())
+    assert [values for _, _, values in sent] == [[b"e1"], [b"e2"]]  # e0 is not re-sent after e1
+    assert "was written before a failed one could be re-sent" in str(failures[0])
