@@ -9,6 +9,7 @@ import time
 
 import pytest
 from aiokafka.client import AIOKafkaClient
+from aiokafka.producer.message_accumulator import MessageAccumulator
 from aiokafka.structs import BrokerMetadata
 
 from workers.dev.processes import free_port
@@ -58,3 +59,4 @@ def test_apply_wraps_once():
     aiokafka_fixes._applied = False
     aiokafka_fixes.apply()
     assert not hasattr(AIOKafkaClient.__dict__["_metadata_update"].__wrapped__, "__wrapped__")
+    assert not hasattr(MessageAccumulator.__dict__["_pop_batch"].__wrapped__, "__wrapped__")

@@ -1,0 +1,73 @@
+"""On the real broker: a batch aiokafka fails unsent leaves its producer's sequence intact.
+
+With no leader for a partition for longer than the request timeout, aiokafka fails the
+partition's oldest batch unsent, and (unfixed) gives it sequence numbers first: the broker
+then refuses every later batch of that producer to the partition as out of sequence, which
+stopped the worker after a long broker outage (aio-libs/aiokafka#1017). The partition's
+leader is hidden from the producer here for a few seconds, as a broker away would hide it.
+"""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError, NotLeaderForPartitionError, OutOfOrderSequenceNumber
+from aiokafka.producer.message_accumulator import MessageAccumulator
+from aiokafka.structs import TopicPartition
+
+from workers.kafka import aiokafka_fixes
+from workers.kafka.admin import create_topics
+from workers.kafka.connection import aiokafka_options
+from workers.kafka.consumer import consume
+from workers.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+EXPIRY_MS = 3000  # the producer's request timeout: how long a batch may wait for a leader
+
+
+async def _send_across_an_expired_batch(settings: Settings, topic: str) -> str:
+    """Send, let one batch expire without a leader, send again: how the last send ended."""
+    producer = AIOKafkaProducer(acks="all", enable_idempotence=True, request_timeout_ms=EXPIRY_MS,
+                                **aiokafka_options(settings))
+    await producer.start()
+    try:
+        await (await producer.send(topic, b"before", partition=0))
+        cluster, partition = producer.client.cluster, TopicPartition(topic, 0)
+        leader_of = cluster.leader_for_partition
+        cluster.leader_for_partition = lambda tp: None if tp == partition else leader_of(tp)  # type: ignore[method-assign]
+        expired = await producer.send(topic, b"expired", partition=0)
+        with pytest.raises(NotLeaderForPartitionError):
+            await asyncio.wait_for(expired, EXPIRY_MS / 1000 + 10)
+        del cluster.leader_for_partition  # the leader is back
+        try:
+            await asyncio.wait_for(await producer.send(topic, b"after", partition=0), 30)
+        except OutOfOrderSequenceNumber:
+            return "refused as out of sequence"
+        except KafkaError as exc:
+            return f"failed: {type(exc).__name__}"
+        return "written"
+    finally:
+        await producer.stop()
+
+
+def _values(settings: Settings, topic: str) -> list[bytes | None]:
+    return [record.value for record in consume(settings, [topic], idle_timeout_s=5)]
+
+
+def test_a_batch_expired_unsent_leaves_the_partition_writable(broker_settings, unique_name):
+    aiokafka_fixes.apply()
+    topic = unique_name("events")
+    create_topics(broker_settings, [topic], partitions=1)
+    assert asyncio.run(_send_across_an_expired_batch(broker_settings, topic)) == "written"
+    assert _values(broker_settings, topic) == [b"before", b"after"]
+
+
+def test_without_the_fix_the_broker_refuses_the_next_batch(broker_settings, unique_name, monkeypatch):
+    aiokafka_fixes.apply()
+    monkeypatch.setattr(MessageAccumulator, "_pop_batch", MessageAccumulator.__dict__["_pop_batch"].__wrapped__)
+    topic = unique_name("events")
+    create_topics(broker_settings, [topic], partitions=1)
+    assert asyncio.run(_send_across_an_expired_batch(broker_settings, topic)) == "refused as out of sequence"
+    assert _values(broker_settings, topic) == [b"before"]
