@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -449,7 +449,10 @@ class BatchEngine(mode.Service):
                 if kind is Failure.FATAL:
                     self._fatal(fatal_error(group.topic, exc))
                 if kind is Failure.RETRIABLE:
-                    await self._check_resend(entry, group, exc)
+                    # this batch's own later producer batches count too (a partition's outputs over
+                    # one producer batch): one of them written already would be overtaken as well
+                    after = groups[next(i for i, g in enumerate(groups) if g is group) + 1:]
+                    await self._check_resend(entry, group, exc, after)
             if Failure.RETRIABLE in kinds:
                 await asyncio.sleep(backoff(max(g.attempts for g, _ in failed)))
             groups = []
@@ -461,23 +464,33 @@ class BatchEngine(mode.Service):
                         new.attempts = group.attempts + 1
                         groups.append(new)
 
-    async def _check_resend(self, entry: _InFlight, group: Group, exc: BaseException) -> None:
-        """A retriable failure may be re-sent only in time, to a topic that exists, and in order."""
-        waited = time.monotonic() - entry.sent_at
+    async def _check_resend(self, entry: _InFlight, group: Group, exc: BaseException,
+                            after: Sequence[Group] = ()) -> None:
+        """A retriable failure may be re-sent only in time, to a topic that exists, and in order.
+
+        ``after``: the groups sent after this one in the same round of this batch.
+        """
         log.warning("delivery failed; re-sending in order", topic=group.topic, partition=group.partition,
-                    records=len(group.outputs), error=f"{type(exc).__name__}: {exc}", waited_s=round(waited, 1))
-        if waited > self.config.delivery_timeout_s:
+                    records=len(group.outputs), error=f"{type(exc).__name__}: {exc}",
+                    waited_s=round(time.monotonic() - entry.sent_at, 1))
+        self._send_gate.clear()  # nothing new may overtake the re-send
+        out_of_time = True
+        budget = self.config.delivery_timeout_s - (time.monotonic() - entry.sent_at)
+        if budget > 0:
+            with contextlib.suppress(TimeoutError):
+                # a batch being sent now is registered first, so that it is among the later ones below
+                await asyncio.wait_for(self._sending.acquire(), budget)
+                self._sending.release()
+                out_of_time = False
+        if out_of_time or time.monotonic() - entry.sent_at > self.config.delivery_timeout_s:
             self._fatal(DeliveryError(
                 f"outputs to topic {group.topic}[{group.partition}] not acknowledged within "
                 f"{self.config.delivery_timeout_s:.0f}s (WORKERS_DELIVERY_TIMEOUT_S; last error "
                 f"{type(exc).__name__}); stopping without committing undelivered outputs"))
         if type(exc).__name__ == "UnknownTopicOrPartitionError" and not await self._topic_exists(group.topic):
             self._fatal(fatal_error(group.topic, exc))
-        self._send_gate.clear()  # nothing new may overtake the re-send
-        async with self._sending:
-            pass  # a batch being sent now is registered first, so it is among the later ones below
         position = list(self._in_flight).index(entry)
-        later = [g for e in list(self._in_flight)[position + 1:] for g in e.groups
+        later = [g for g in [*after, *(g for e in list(self._in_flight)[position + 1:] for g in e.groups)]
                  if (g.topic, g.partition) == (group.topic, group.partition)]
         if later:
             await asyncio.wait([g.future for g in later])

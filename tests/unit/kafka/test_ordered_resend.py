@@ -258,3 +258,36 @@ def test_a_re_send_waits_for_a_batch_being_sent_so_that_it_cannot_overtake_it(pi
     sent, failures = asyncio.run(scenario())
     assert [values for _, _, values in sent] == [[b"e1"], [b"e2"]]  # e0 is not re-sent after e1
     assert "was written before a failed one could be re-sent" in str(failures[0])
+
+
+def test_a_later_producer_batch_of_the_same_batch_already_written_stops_the_engine(pipeline, monkeypatch):
+    """A partition's outputs over one producer batch go as several: if the first failed and the
+    second was written, re-sending the first would put it after the second."""
+    monkeypatch.setattr("workers.kafka.batch_engine.backoff", lambda attempt: 0.0)
+
+    async def scenario() -> tuple[list, list]:
+        engine, producer, failures = _engine(pipeline)
+        entry = _entry(_group(b"e0a", NotLeaderForPartitionError()), _group(b"e0b", None))
+        engine._in_flight.append(entry)
+        with pytest.raises(Stop):
+            await engine._settle(entry)
+        return producer.sent, failures
+
+    sent, failures = asyncio.run(scenario())
+    assert sent == [] and "was written before a failed one could be re-sent" in str(failures[0])
+
+
+def test_waiting_for_a_stuck_send_is_bounded_by_the_delivery_deadline(pipeline):
+    async def scenario() -> tuple[list, float]:
+        engine, _, failures = _engine(pipeline)  # delivery_timeout_s=60
+        entry = _entry(_group(b"e0", NotLeaderForPartitionError()))
+        entry.sent_at = time.monotonic() - 59.8  # 0.2 s of the deadline left
+        engine._in_flight.append(entry)
+        await engine._sending.acquire()  # a send that does not finish (the producer waits for room)
+        started = time.monotonic()
+        with pytest.raises(Stop):
+            await asyncio.wait_for(engine._settle(entry), 10)
+        return failures, time.monotonic() - started
+
+    failures, waited = asyncio.run(scenario())
+    assert "not acknowledged within 60s" in str(failures[0]) and waited < 5
