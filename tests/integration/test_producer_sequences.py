@@ -1,10 +1,12 @@
 """On the real broker: a batch aiokafka fails unsent leaves its producer's sequence intact.
 
 With no leader for a partition for longer than the request timeout, aiokafka fails the
-partition's oldest batch unsent, and (unfixed) gives it sequence numbers first: the broker
-then refuses every later batch of that producer to the partition as out of sequence, which
-stopped the worker after a long broker outage (aio-libs/aiokafka#1017). The partition's
-leader is hidden from the producer here for a few seconds, as a broker away would hide it.
+partition's oldest batch unsent, and (unfixed) its sequence numbers are gone: the broker then
+refuses every later batch of that producer to the partition as out of sequence, which
+stopped the worker after a long broker outage (aio-libs/aiokafka#1017). Here the partition's
+leader is hidden from the producer for a few seconds, as a restarting broker hides it; in the
+second case the broker is first unreachable for the producer (every send fails with "node
+not ready" and is retried), as while a broker is away.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, NotLeaderForPartitionError, OutOfOrderSequenceNumber
 from aiokafka.producer.message_accumulator import MessageAccumulator
+from aiokafka.producer.sender import SendProduceReqHandler
 from aiokafka.structs import TopicPartition
 
 from workers.kafka import aiokafka_fixes
@@ -27,20 +30,29 @@ pytestmark = pytest.mark.integration
 EXPIRY_MS = 3000  # the producer's request timeout: how long a batch may wait for a leader
 
 
-async def _send_across_an_expired_batch(settings: Settings, topic: str) -> str:
+async def _send_across_an_expired_batch(settings: Settings, topic: str, unreachable_first: bool) -> str:
     """Send, let one batch expire without a leader, send again: how the last send ended."""
     producer = AIOKafkaProducer(acks="all", enable_idempotence=True, request_timeout_ms=EXPIRY_MS,
                                 **aiokafka_options(settings))
     await producer.start()
     try:
         await (await producer.send(topic, b"before", partition=0))
-        cluster, partition = producer.client.cluster, TopicPartition(topic, 0)
+        client, cluster, partition = producer.client, producer.client.cluster, TopicPartition(topic, 0)
+        if unreachable_first:
+            async def not_ready(node_id: int, **kwargs: object) -> bool:
+                return False
+
+            client.ready = not_ready  # type: ignore[method-assign]
+        expired = await producer.send(topic, b"expired", partition=0)
+        if unreachable_first:
+            await asyncio.sleep(1.0)  # drained and numbered, every attempt refused before it is written
         leader_of = cluster.leader_for_partition
         cluster.leader_for_partition = lambda tp: None if tp == partition else leader_of(tp)  # type: ignore[method-assign]
-        expired = await producer.send(topic, b"expired", partition=0)
         with pytest.raises(NotLeaderForPartitionError):
             await asyncio.wait_for(expired, EXPIRY_MS / 1000 + 10)
-        del cluster.leader_for_partition  # the leader is back
+        del cluster.leader_for_partition  # the broker is back, and the partition's leader
+        if unreachable_first:
+            del client.ready
         try:
             await asyncio.wait_for(await producer.send(topic, b"after", partition=0), 30)
         except OutOfOrderSequenceNumber:
@@ -56,18 +68,27 @@ def _values(settings: Settings, topic: str) -> list[bytes | None]:
     return [record.value for record in consume(settings, [topic], idle_timeout_s=5)]
 
 
-def test_a_batch_expired_unsent_leaves_the_partition_writable(broker_settings, unique_name):
+def _unfixed(monkeypatch: pytest.MonkeyPatch) -> None:
+    for cls, name in ((MessageAccumulator, "_pop_batch"), (SendProduceReqHandler, "_can_retry")):
+        monkeypatch.setattr(cls, name, cls.__dict__[name].__wrapped__)
+
+
+@pytest.mark.parametrize("unreachable_first", [False, True], ids=["never-drained", "refused-before-written"])
+def test_a_batch_expired_unsent_leaves_the_partition_writable(broker_settings, unique_name, unreachable_first):
     aiokafka_fixes.apply()
     topic = unique_name("events")
     create_topics(broker_settings, [topic], partitions=1)
-    assert asyncio.run(_send_across_an_expired_batch(broker_settings, topic)) == "written"
+    assert asyncio.run(_send_across_an_expired_batch(broker_settings, topic, unreachable_first)) == "written"
     assert _values(broker_settings, topic) == [b"before", b"after"]
 
 
-def test_without_the_fix_the_broker_refuses_the_next_batch(broker_settings, unique_name, monkeypatch):
+@pytest.mark.parametrize("unreachable_first", [False, True], ids=["never-drained", "refused-before-written"])
+def test_without_the_fix_the_broker_refuses_the_next_batch(broker_settings, unique_name, monkeypatch,
+                                                            unreachable_first):
     aiokafka_fixes.apply()
-    monkeypatch.setattr(MessageAccumulator, "_pop_batch", MessageAccumulator.__dict__["_pop_batch"].__wrapped__)
+    _unfixed(monkeypatch)
     topic = unique_name("events")
     create_topics(broker_settings, [topic], partitions=1)
-    assert asyncio.run(_send_across_an_expired_batch(broker_settings, topic)) == "refused as out of sequence"
+    outcome = asyncio.run(_send_across_an_expired_batch(broker_settings, topic, unreachable_first))
+    assert outcome == "refused as out of sequence"
     assert _values(broker_settings, topic) == [b"before"]

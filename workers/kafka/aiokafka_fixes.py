@@ -12,17 +12,27 @@ logs ~3,000 "Unable connect"/"Unable to update metadata" errors a second (measur
 same (its own ``retry_backoff_ms``, 100 ms by default) before it reports the failure, so
 every waiter (the sender, the fetcher, the coordinator) is held for that long.
 
-2. A batch failed unsent takes no sequence numbers (aio-libs/aiokafka#1017).
+2. A batch failed unsent gives its sequence numbers back (aio-libs/aiokafka#1017).
 
 When a partition has had no leader for longer than the request timeout (a broker away for
-over 40 s), the accumulator fails the partition's oldest batch unsent, but pops it through
-``_pop_batch``, which first gives it the partition's next sequence numbers. The broker never
-sees them, so it refuses every later batch of the producer to that partition
-(``OutOfOrderSequenceNumber``): the worker stopped with exit 70 after such an outage, its
-re-send refused. Here a batch that expires before it was ever sent leaves the sequence as
-it was, so its re-send and everything after it are in sequence. A batch that expires on a
-retry has been sent once: whether the broker wrote it is unknown, so it keeps aiokafka's
-behaviour (Kafka's Java producer bumps its epoch there, KAFKA-12152).
+over 40 s, then reporting the partition leaderless while it restarts), the accumulator fails
+the partition's oldest batch. That batch has taken the partition's next sequence numbers
+when it was first drained (while the broker was away, every send of it failed with "node not
+ready" and it went back to the head of the queue). The broker never saw those numbers, so it
+refused every later batch of the producer to that partition (``OutOfOrderSequenceNumber``):
+the worker stopped with exit 70 after such an outage, its re-send refused. Here:
+
+* a batch that expires before it was ever drained takes no numbers;
+* a batch that expires after only "node not ready" failures (raised before anything is
+  written) gives its numbers back, so the next batch takes them. Only one batch per
+  partition holds numbers at a time (aiokafka sends a partition's batches one by one and
+  numbers a batch at its first drain, from the head of the queue), so the next is in
+  sequence;
+* a batch that may have reached the broker (any other failure: a lost connection, a timeout,
+  an error answer) keeps them, as aiokafka does, because the broker may have written it:
+  giving them back would make the next batch a "duplicate" the broker drops while answering
+  success. The batch engine re-sends such a batch from a new producer id instead
+  (``BatchEngine._renew_producer``; Kafka's Java producer bumps its epoch, KAFKA-12152).
 
 faust's agent engine uses the same aiokafka classes. An aiokafka without these methods is
 left alone.
@@ -47,21 +57,60 @@ def _backing_off_after_failure(metadata_update: Any) -> Any:
     return update
 
 
-def _no_sequence_for_unsent_expired(pop_batch: Any) -> Any:
+_NUMBERED = "_workers_numbered"  # (producer id, epoch, first sequence, next sequence) from its first drain
+_MAYBE_SENT = "_workers_maybe_sent"  # a request carrying the batch may have reached the broker
+
+
+def _numbers_back_when_never_sent(pop_batch: Any) -> Any:
     @functools.wraps(pop_batch)
     def pop(self: Any, tp: Any) -> Any:
         batch = self._batches[tp][0]
+        txn = self._txn_manager
         leader = self._cluster.leader_for_partition(tp)
-        # drain_by_nodes pops a batch of a partition without a leader only to fail it (expired)
-        if (leader is None or leader == -1) and batch.retry_count == 0 and batch.expired():
-            self._batches[tp].popleft()
-            if not self._batches[tp]:
-                del self._batches[tp]
-            batch.drain_ready()  # wakes a sender waiting for room behind it, as a drain does
-            return batch
-        return pop_batch(self, tp)
+        if (leader is None or leader == -1) and batch.expired():
+            # drain_by_nodes pops a batch of a partition without a leader only to fail it
+            if batch.retry_count == 0:  # never drained: it takes no numbers
+                self._batches[tp].popleft()
+                if not self._batches[tp]:
+                    del self._batches[tp]
+                batch.drain_ready()  # wakes a sender waiting for room behind it, as a drain does
+                return batch
+            popped = pop_batch(self, tp)
+            _give_numbers_back(txn, tp, popped)
+            return popped
+        if txn is None or batch.retry_count:
+            return pop_batch(self, tp)
+        first = txn.sequence_number(tp)
+        popped = pop_batch(self, tp)  # numbers it
+        setattr(popped, _NUMBERED, (txn.producer_id, txn.producer_epoch, first, txn.sequence_number(tp)))
+        setattr(popped, _MAYBE_SENT, False)
+        return popped
 
     return pop
+
+
+def _give_numbers_back(txn: Any, tp: Any, batch: Any) -> None:
+    numbered = getattr(batch, _NUMBERED, None)
+    numbers = getattr(txn, "_sequence_numbers", None)
+    if numbered is None or numbers is None or getattr(batch, _MAYBE_SENT, True):
+        return
+    producer_id, epoch, first, after = numbered
+    # the same producer id, and no batch numbered since (there cannot be one: checked anyway)
+    if (txn.producer_id, txn.producer_epoch) == (producer_id, epoch) and numbers.get(tp) == after:
+        numbers[tp] = first
+
+
+def _remembering_possible_sends(can_retry: Any) -> Any:
+    """Every failed produce attempt passes through ``_can_retry`` with its error."""
+    from aiokafka.errors import NodeNotReadyError
+
+    @functools.wraps(can_retry)
+    def check(self: Any, error: BaseException, batch: Any) -> Any:
+        if not isinstance(error, NodeNotReadyError):  # raised before a request is written
+            setattr(batch, _MAYBE_SENT, True)
+        return can_retry(self, error, batch)
+
+    return check
 
 
 def _wrap(cls: Any, name: str, fix: Any) -> None:
@@ -77,9 +126,11 @@ def apply() -> None:
     try:
         from aiokafka.client import AIOKafkaClient
         from aiokafka.producer.message_accumulator import MessageAccumulator
+        from aiokafka.producer.sender import SendProduceReqHandler
     except ImportError:
         _applied = True
         return
     _wrap(AIOKafkaClient, "_metadata_update", _backing_off_after_failure)
-    _wrap(MessageAccumulator, "_pop_batch", _no_sequence_for_unsent_expired)
+    _wrap(MessageAccumulator, "_pop_batch", _numbers_back_when_never_sent)
+    _wrap(SendProduceReqHandler, "_can_retry", _remembering_possible_sends)
     _applied = True

@@ -149,10 +149,9 @@ class BatchEngine(mode.Service):
         app.producer_only = True
         app.add_dependency(self)
 
-    async def on_start(self) -> None:
+    def _new_producer(self) -> AIOKafkaProducer:
         c = self.config
-        connection = aiokafka_options(self.context.connection)
-        self._producer = AIOKafkaProducer(
+        return AIOKafkaProducer(
             client_id=c.client_id, acks="all", enable_idempotence=True,
             # linger 0: a scored batch is complete when it is handed over; lingering would hold
             # it until the event loop is free again, i.e. after the next batch is scored (p50 -4 ms)
@@ -161,8 +160,13 @@ class BatchEngine(mode.Service):
             # how long a batch may wait for a partition leader, and a metadata wait for a topic,
             # before the failure comes back to be re-sent or reported (never beyond the deadline)
             request_timeout_ms=int(min(40.0, c.delivery_timeout_s) * 1000),
-            **connection,
+            **aiokafka_options(self.context.connection),
         )
+
+    async def on_start(self) -> None:
+        c = self.config
+        connection = aiokafka_options(self.context.connection)
+        self._producer = self._new_producer()
         self._consumer = AIOKafkaConsumer(
             client_id=c.client_id, group_id=c.group_id, enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_records=c.batch_size,
@@ -391,7 +395,7 @@ class BatchEngine(mode.Service):
         try:
             future = await producer.send_batch(batch, topic, partition=partition)
         except KafkaError as exc:  # not even queued (e.g. the accumulator stayed full): settled like a failure
-            future = failed_future(exc)
+            return Group(topic, partition, members, failed_future(exc), sent_at=time.monotonic(), queued=False)
         return Group(topic, partition, members, future, sent_at=time.monotonic())
 
     async def _partitions_of(self, topic: str) -> list[int]:
@@ -455,6 +459,8 @@ class BatchEngine(mode.Service):
                     await self._check_resend(entry, group, exc, after)
             if Failure.RETRIABLE in kinds:
                 await asyncio.sleep(backoff(max(g.attempts for g, _ in failed)))
+            if any(kind is Failure.RETRIABLE and group.queued for (group, _), kind in zip(failed, kinds, strict=True)):
+                await self._renew_producer(entry)
             groups = []
             for (group, exc), kind in zip(failed, kinds, strict=True):  # re-sent in the order they were sent
                 if kind is Failure.TOO_LARGE:
@@ -498,6 +504,47 @@ class BatchEngine(mode.Service):
                 self._fatal(DeliveryError(
                     f"a later batch for topic {group.topic}[{group.partition}] was written before a failed "
                     "one could be re-sent; stopping without committing so that a restart re-sends both in order"))
+
+    async def _renew_producer(self, entry: _InFlight) -> None:
+        """Re-sends go out from a new producer (a new producer id) once nothing of the old one is pending.
+
+        The producer gives a batch back only when it expired without a partition leader (a broker
+        away for longer than the request timeout). Such a batch may hold sequence numbers the
+        broker never saw (a send answered "not leader" while the broker shut down, then the
+        outage): the broker would refuse everything after it from that producer id
+        (``OutOfOrderSequenceNumber``), the re-send too. A new id starts a new sequence, as Kafka's
+        Java producer bumps its epoch (KAFKA-12152). Everything the old producer still holds is
+        delivered or failed first, so nothing of it can be written after a re-send.
+        """
+        old = self._producer
+        assert old is not None
+        pending = {g.future for e in self._in_flight for g in e.groups if not g.future.done()}
+        budget = self.config.delivery_timeout_s - (time.monotonic() - entry.sent_at)
+        deadline = time.monotonic() + budget
+        new = None
+        try:
+            if pending:
+                await asyncio.wait_for(asyncio.wait(pending), max(0.001, budget))
+            while new is None:
+                candidate = self._new_producer()
+                try:
+                    await asyncio.wait_for(candidate.start(), max(0.001, deadline - time.monotonic()))
+                    new = candidate
+                except KafkaError:  # the broker is not answering yet
+                    with contextlib.suppress(Exception):
+                        await candidate.stop()
+                    if time.monotonic() >= deadline:
+                        raise TimeoutError from None
+                    await asyncio.sleep(1.0)
+        except TimeoutError:
+            self._fatal(DeliveryError(
+                f"outputs to re-send could not go out from a new producer within "
+                f"{self.config.delivery_timeout_s:.0f}s (WORKERS_DELIVERY_TIMEOUT_S); "
+                "stopping without committing undelivered outputs"))
+        self._producer = new
+        log.warning("re-sending from a new producer id", pending_settled=len(pending))
+        with contextlib.suppress(Exception):  # nothing is left in it; a stuck stop must not hold the re-send
+            await asyncio.wait_for(old.stop(), COMMIT_TIMEOUT_S)
 
     async def _resend_too_large(self, group: Group, exc: BaseException) -> list[Group]:
         """One by one; a dead letter that is still too large goes with a reference to its bytes."""

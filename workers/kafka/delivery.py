@@ -45,6 +45,7 @@ class Group:
     future: Any  # an asyncio future resolving to the record metadata, or failing
     attempts: int = 1
     sent_at: float = field(default=0.0)
+    queued: bool = True  # False: the producer refused it before queueing it (it holds no sequence numbers)
 
 
 def failed_future(exc: BaseException) -> asyncio.Future:

@@ -9,7 +9,9 @@ import time
 
 import pytest
 from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import KafkaConnectionError, NodeNotReadyError, NotLeaderForPartitionError, RequestTimedOutError
 from aiokafka.producer.message_accumulator import MessageAccumulator
+from aiokafka.producer.sender import SendProduceReqHandler
 from aiokafka.structs import BrokerMetadata
 
 from workers.dev.processes import free_port
@@ -60,3 +62,64 @@ def test_apply_wraps_once():
     aiokafka_fixes.apply()
     assert not hasattr(AIOKafkaClient.__dict__["_metadata_update"].__wrapped__, "__wrapped__")
     assert not hasattr(MessageAccumulator.__dict__["_pop_batch"].__wrapped__, "__wrapped__")
+    assert not hasattr(SendProduceReqHandler.__dict__["_can_retry"].__wrapped__, "__wrapped__")
+
+
+class _Cluster:
+    """Cluster metadata where the partition has a leader or not."""
+
+    def __init__(self) -> None:
+        self.leader: int | None = 1
+
+    def leader_for_partition(self, tp: object) -> int | None:
+        return self.leader
+
+
+async def _expire_after_a_failed_send(error: BaseException) -> tuple[int, int]:
+    """A batch drained (numbered), its send failing with ``error``, back at the head of the queue,
+    then expired without a leader: the partition's next sequence number before and after."""
+    from aiokafka.producer.transaction_manager import TransactionManager
+    from aiokafka.structs import TopicPartition
+
+    tp = TopicPartition("t", 0)
+    txn = TransactionManager(None, 60_000)
+    txn.set_pid_and_epoch(7, 0)
+    cluster = _Cluster()
+    accumulator = MessageAccumulator(cluster, 16384, 0, 0.05, txn_manager=txn)
+    builder = accumulator.create_builder()
+    builder.append(key=None, value=b"v", timestamp=None)
+    await accumulator.add_batch(builder, tp, timeout=1)
+    drained, _ = accumulator.drain_by_nodes(ignore_nodes=set())
+    batch = drained[1][tp]
+    numbered = txn.sequence_number(tp)
+
+    class Handler:  # what SendProduceReqHandler._can_retry reads of its own
+        _sender = type("Sender", (), {"_txn_manager": txn})()
+
+    assert SendProduceReqHandler._can_retry(Handler(), error, batch)  # retriable: back in the queue
+    accumulator.reenqueue(batch)
+    await asyncio.sleep(0.06)  # past its time to live
+    cluster.leader = None
+    accumulator.drain_by_nodes(ignore_nodes=set())
+    assert batch.future.done() and isinstance(batch.future.exception(), NotLeaderForPartitionError)
+    return numbered, txn.sequence_number(tp)
+
+
+def test_a_batch_never_written_gives_its_sequence_numbers_back():
+    aiokafka_fixes.apply()
+    assert asyncio.run(_expire_after_a_failed_send(NodeNotReadyError())) == (1, 0)
+
+
+def test_without_the_fix_a_batch_never_written_keeps_its_numbers(monkeypatch):
+    aiokafka_fixes.apply()
+    for cls, name in ((MessageAccumulator, "_pop_batch"), (SendProduceReqHandler, "_can_retry")):
+        monkeypatch.setattr(cls, name, cls.__dict__[name].__wrapped__)
+    assert asyncio.run(_expire_after_a_failed_send(NodeNotReadyError())) == (1, 1)  # the gap the broker refuses
+
+
+@pytest.mark.parametrize("error", [KafkaConnectionError(), RequestTimedOutError(), NotLeaderForPartitionError()])
+def test_a_batch_that_may_have_been_written_keeps_its_sequence_numbers(error):
+    """The broker may have written it: the next batch with the same numbers would be dropped as a
+    duplicate while the broker answers success."""
+    aiokafka_fixes.apply()
+    assert asyncio.run(_expire_after_a_failed_send(error)) == (1, 1)

@@ -27,10 +27,24 @@ class Stop(Exception):
 
 
 class ScriptedProducer:
-    """Records every (topic, partition, values) sent; every send succeeds."""
+    """Records every (topic, partition, values) sent; every send succeeds. ``renewed`` is the
+    engine's new producer (a new producer id): it records into the same list."""
 
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, int, list[bytes]]] = []
+    def __init__(self, sent: list | None = None, ids: list | None = None) -> None:
+        self.sent: list[tuple[str, int, list[bytes]]] = [] if sent is None else sent
+        self.ids = [self] if ids is None else ids  # every producer the engine used, in order
+        self.started = self.stopped = False
+
+    def renewed(self) -> ScriptedProducer:
+        new = ScriptedProducer(self.sent, self.ids)
+        self.ids.append(new)
+        return new
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def stop(self) -> None:
+        self.stopped = True
 
     def create_batch(self) -> Any:
         return _Batch()
@@ -80,6 +94,7 @@ def _engine(pipeline) -> tuple[BatchEngine, ScriptedProducer, list[BaseException
     engine = BatchEngine(context)
     producer = ScriptedProducer()
     engine._producer = producer  # type: ignore[assignment]
+    engine._new_producer = lambda: engine._producer.renewed()  # type: ignore[method-assign,union-attr]
     return engine, producer, failures
 
 
@@ -239,6 +254,7 @@ def test_a_re_send_waits_for_a_batch_being_sent_so_that_it_cannot_overtake_it(pi
         engine, _, failures = _engine(pipeline)
         producer = SlowSecondSend()
         engine._producer = producer  # type: ignore[assignment]
+        engine._new_producer = producer.renewed  # type: ignore[method-assign]
         engine._partitions["t.predictions"] = [0, 1]
         failed = _entry(_group(b"e0", KafkaTimeoutError(), partition=partition))  # never queued
         engine._in_flight.append(failed)
@@ -291,3 +307,47 @@ def test_waiting_for_a_stuck_send_is_bounded_by_the_delivery_deadline(pipeline):
 
     failures, waited = asyncio.run(scenario())
     assert "not acknowledged within 60s" in str(failures[0]) and waited < 5
+
+
+def test_a_batch_the_producer_gave_back_is_re_sent_from_a_new_producer_once_the_old_one_has_settled(
+        pipeline, monkeypatch):
+    """The batch may hold sequence numbers the broker never saw: from the same producer id the
+    re-send would be refused as out of sequence. Outputs of another partition still pending in
+    the old producer are delivered first, so nothing of it can be written after the re-send."""
+    monkeypatch.setattr("workers.kafka.batch_engine.backoff", lambda attempt: 0.0)
+
+    async def scenario() -> tuple[list, list, ScriptedProducer, list]:
+        engine, producer, failures = _engine(pipeline)
+        failed = _entry(_group(b"e0", NotLeaderForPartitionError(), partition=0))
+        other = asyncio.get_running_loop().create_future()
+        still_sending = _entry(Group("t.predictions", 1, [OutputRecord("t.predictions", b"k", b"e1", [])], other))
+        engine._in_flight.extend([failed, still_sending])
+        settling = asyncio.ensure_future(engine._settle(failed))
+        await asyncio.sleep(0.05)
+        renewed_before_other_settled = len(producer.ids) > 1
+        other.set_result(None)  # the old producer delivers its last batch
+        await asyncio.wait_for(settling, 5)
+        return producer.sent, failures, producer, [renewed_before_other_settled]
+
+    sent, failures, old, [early] = asyncio.run(scenario())
+    assert failures == [] and not early
+    assert len(old.ids) == 2 and old.stopped and old.ids[1].started and not old.ids[1].stopped
+    assert sent == [("t.predictions", 0, [b"e0"])]
+
+
+def test_a_batch_refused_before_it_was_queued_is_re_sent_from_the_same_producer(pipeline, monkeypatch):
+    from aiokafka.errors import KafkaTimeoutError
+
+    monkeypatch.setattr("workers.kafka.batch_engine.backoff", lambda attempt: 0.0)
+
+    async def scenario() -> tuple[list, ScriptedProducer]:
+        engine, producer, _ = _engine(pipeline)
+        group = _group(b"e0", KafkaTimeoutError())
+        group.queued = False  # the accumulator stayed full: it took no sequence numbers
+        entry = _entry(group)
+        engine._in_flight.append(entry)
+        await engine._settle(entry)
+        return producer.sent, producer
+
+    sent, producer = asyncio.run(scenario())
+    assert sent == [("t.predictions", 0, [b"e0"])] and producer.ids == [producer] and not producer.stopped
