@@ -569,12 +569,14 @@ def drill_replay_twice(base: Settings, workdir: Path, count: int = 2000, late: i
     return result
 
 
-def local_broker_restart(port: int | str) -> Callable[[], None]:
+def local_broker_restart(port: int | str, away_s: float = 2.0) -> Callable[[], None]:
+    """Stop the broker, wait ``away_s``, start it. Over ~40 s in all (the producer's request
+    timeout), outputs waiting for a partition leader expire and the engine re-sends them."""
     script = REPO / "scripts" / "kafka-local"
 
     def restart() -> None:
         subprocess.run([sys.executable, str(script), "stop", "--port", str(port)], check=True, capture_output=True)
-        time.sleep(2)
+        time.sleep(away_s)
         subprocess.run([sys.executable, str(script), "start", "--port", str(port)], check=True, capture_output=True)
 
     return restart

@@ -138,6 +138,7 @@ class BatchEngine(mode.Service):
         self._partitioner = DefaultPartitioner()  # for records without a key
         key_hashes([b""])  # compiled (or loaded from numba's cache) now, not in the first batch
         self._producer: AIOKafkaProducer | None = None
+        self._producers = 0  # producers replaced so far (see _renew_producer)
         self._input_records = input_records.install()  # fetched records come as InputRecords
 
     @property
@@ -396,7 +397,7 @@ class BatchEngine(mode.Service):
             future = await producer.send_batch(batch, topic, partition=partition)
         except KafkaError as exc:  # not even queued (e.g. the accumulator stayed full): settled like a failure
             return Group(topic, partition, members, failed_future(exc), sent_at=time.monotonic(), queued=False)
-        return Group(topic, partition, members, future, sent_at=time.monotonic())
+        return Group(topic, partition, members, future, sent_at=time.monotonic(), producer=self._producers)
 
     async def _partitions_of(self, topic: str) -> list[int]:
         partitions = self._partitions.get(topic)
@@ -459,8 +460,9 @@ class BatchEngine(mode.Service):
                     await self._check_resend(entry, group, exc, after)
             if Failure.RETRIABLE in kinds:
                 await asyncio.sleep(backoff(max(g.attempts for g, _ in failed)))
-            if any(kind is Failure.RETRIABLE and group.queued for (group, _), kind in zip(failed, kinds, strict=True)):
-                await self._renew_producer(entry)
+            if any(kind is Failure.RETRIABLE and group.queued and group.producer == self._producers
+                   for (group, _), kind in zip(failed, kinds, strict=True)):
+                await self._renew_producer(entry)  # once per producer that gave something back
             groups = []
             for (group, exc), kind in zip(failed, kinds, strict=True):  # re-sent in the order they were sent
                 if kind is Failure.TOO_LARGE:
@@ -542,6 +544,7 @@ class BatchEngine(mode.Service):
                 f"{self.config.delivery_timeout_s:.0f}s (WORKERS_DELIVERY_TIMEOUT_S); "
                 "stopping without committing undelivered outputs"))
         self._producer = new
+        self._producers += 1
         log.warning("re-sending from a new producer id", pending_settled=len(pending))
         with contextlib.suppress(Exception):  # nothing is left in it; a stuck stop must not hold the re-send
             await asyncio.wait_for(old.stop(), COMMIT_TIMEOUT_S)

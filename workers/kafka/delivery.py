@@ -46,6 +46,7 @@ class Group:
     attempts: int = 1
     sent_at: float = field(default=0.0)
     queued: bool = True  # False: the producer refused it before queueing it (it holds no sequence numbers)
+    producer: int = 0  # which of the engine's producers sent it (a new one after a re-send's renewal)
 
 
 def failed_future(exc: BaseException) -> asyncio.Future:

@@ -351,3 +351,20 @@ def test_a_batch_refused_before_it_was_queued_is_re_sent_from_the_same_producer(
 
     sent, producer = asyncio.run(scenario())
     assert sent == [("t.predictions", 0, [b"e0"])] and producer.ids == [producer] and not producer.stopped
+
+
+def test_batches_given_back_by_a_producer_already_replaced_do_not_replace_it_again(pipeline, monkeypatch):
+    monkeypatch.setattr("workers.kafka.batch_engine.backoff", lambda attempt: 0.0)
+
+    async def scenario() -> tuple[list, ScriptedProducer]:
+        engine, producer, _ = _engine(pipeline)
+        first = _entry(_group(b"e0", NotLeaderForPartitionError(), partition=0))
+        second = _entry(_group(b"e1", NotLeaderForPartitionError(), partition=1))  # the same producer gave it back
+        engine._in_flight.extend([first, second])
+        await engine._settle(first)
+        await engine._settle(second)
+        return producer.sent, producer
+
+    sent, producer = asyncio.run(scenario())
+    assert len(producer.ids) == 2  # one new producer for both
+    assert sent == [("t.predictions", 0, [b"e0"]), ("t.predictions", 1, [b"e1"])]
