@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 import pytest
@@ -111,6 +112,20 @@ def _entry(*groups: Group) -> _InFlight:
     return _InFlight({}, [], BatchResult(outputs=[]), list(groups), sent_at=0.0 + asyncio.get_running_loop().time())
 
 
+def _settled_to_a_stop(pipeline, entries: Callable[[], list[_InFlight]]) -> tuple[list, list[BaseException]]:
+    """Settle the first of ``entries`` (all in flight) and expect the engine to stop: what was
+    sent, and why it stopped."""
+    async def scenario() -> tuple[list, list[BaseException]]:
+        engine, producer, failures = _engine(pipeline)
+        in_flight = entries()
+        engine._in_flight.extend(in_flight)
+        with pytest.raises(Stop):
+            await engine._settle(in_flight[0])
+        return producer.sent, failures
+
+    return asyncio.run(scenario())
+
+
 def test_failed_batches_are_re_sent_in_their_original_order_and_nothing_overtakes_them(pipeline, monkeypatch):
     monkeypatch.setattr("workers.kafka.batch_engine.backoff", lambda attempt: 0.0)
 
@@ -132,16 +147,10 @@ def test_failed_batches_are_re_sent_in_their_original_order_and_nothing_overtake
 def test_a_later_batch_already_written_stops_the_engine_instead_of_reordering(pipeline, monkeypatch):
     monkeypatch.setattr("workers.kafka.batch_engine.backoff", lambda attempt: 0.0)
 
-    async def scenario() -> tuple[list, list]:
-        engine, producer, failures = _engine(pipeline)
-        first = _entry(_group(b"e0", NotLeaderForPartitionError()))
-        second = _entry(_group(b"e1", None))  # written while e0 waited: re-sending e0 would put it after e1
-        engine._in_flight.extend([first, second])
-        with pytest.raises(Stop):
-            await engine._settle(first)
-        return producer.sent, failures
-
-    sent, failures = asyncio.run(scenario())
+    sent, failures = _settled_to_a_stop(pipeline, lambda: [
+        _entry(_group(b"e0", NotLeaderForPartitionError())),
+        _entry(_group(b"e1", None)),  # written while e0 waited: re-sending e0 would put it after e1
+    ])
     assert sent == [] and "was written before a failed one could be re-sent" in str(failures[0])
 
 
@@ -161,15 +170,7 @@ def test_another_partition_written_meanwhile_does_not_block_the_re_send(pipeline
 
 
 def test_an_authorization_failure_is_never_retried(pipeline):
-    async def scenario() -> tuple[list, list]:
-        engine, producer, failures = _engine(pipeline)
-        entry = _entry(_group(b"e0", TopicAuthorizationFailedError()))
-        engine._in_flight.append(entry)
-        with pytest.raises(Stop):
-            await engine._settle(entry)
-        return producer.sent, failures
-
-    sent, failures = asyncio.run(scenario())
+    sent, failures = _settled_to_a_stop(pipeline, lambda: [_entry(_group(b"e0", TopicAuthorizationFailedError()))])
     assert sent == [] and "cannot WRITE to topic t.predictions: not authorized" in str(failures[0])
 
 
@@ -281,15 +282,8 @@ def test_a_later_producer_batch_of_the_same_batch_already_written_stops_the_engi
     second was written, re-sending the first would put it after the second."""
     monkeypatch.setattr("workers.kafka.batch_engine.backoff", lambda attempt: 0.0)
 
-    async def scenario() -> tuple[list, list]:
-        engine, producer, failures = _engine(pipeline)
-        entry = _entry(_group(b"e0a", NotLeaderForPartitionError()), _group(b"e0b", None))
-        engine._in_flight.append(entry)
-        with pytest.raises(Stop):
-            await engine._settle(entry)
-        return producer.sent, failures
-
-    sent, failures = asyncio.run(scenario())
+    sent, failures = _settled_to_a_stop(pipeline, lambda: [
+        _entry(_group(b"e0a", NotLeaderForPartitionError()), _group(b"e0b", None))])
     assert sent == [] and "was written before a failed one could be re-sent" in str(failures[0])
 
 
