@@ -22,7 +22,9 @@ ready" and it went back to the head of the queue). The broker never saw those nu
 refused every later batch of the producer to that partition (``OutOfOrderSequenceNumber``):
 the worker stopped with exit 70 after such an outage, its re-send refused. Here:
 
-* a batch that expires before it was ever drained takes no numbers;
+* a batch that expires before it was ever drained takes no numbers, and the batches queued
+  behind an expired one fail with it (sent when the leader is back, they would go before it
+  is sent again, or be refused as out of sequence);
 * a batch that expires after only "node not ready" failures (raised before anything is
   written) gives its numbers back, so the next batch takes them. Only one batch per
   partition holds numbers at a time (aiokafka sends a partition's batches one by one and
@@ -69,6 +71,7 @@ def _numbers_back_when_never_sent(pop_batch: Any) -> Any:
         leader = self._cluster.leader_for_partition(tp)
         if (leader is None or leader == -1) and batch.expired():
             # drain_by_nodes pops a batch of a partition without a leader only to fail it
+            _fail_behind(self, tp, leader)
             if batch.retry_count == 0:  # never drained: it takes no numbers
                 self._batches[tp].popleft()
                 if not self._batches[tp]:
@@ -87,6 +90,23 @@ def _numbers_back_when_never_sent(pop_batch: Any) -> Any:
         return popped
 
     return pop
+
+
+def _fail_behind(accumulator: Any, tp: Any, leader: int | None) -> None:
+    """Fail the partition's batches queued behind an expired one with it, as aiokafka fails that one.
+
+    Left queued, a younger batch is sent when the leader is back, before the expired one can be
+    sent again: out of order, or refused as out of sequence. None of them holds sequence numbers
+    (only the head of a partition's queue is ever drained).
+    """
+    from aiokafka.errors import LeaderNotAvailableError, NotLeaderForPartitionError
+
+    queue = accumulator._batches[tp]
+    while len(queue) > 1 and queue[1].retry_count == 0:
+        behind = queue[1]
+        del queue[1]
+        behind.drain_ready()
+        behind.failure(exception=NotLeaderForPartitionError() if leader is None else LeaderNotAvailableError())
 
 
 def _give_numbers_back(txn: Any, tp: Any, batch: Any) -> None:

@@ -391,13 +391,13 @@ class BatchEngine(mode.Service):
         return groups
 
     async def _send_batch(self, batch: Any, topic: str, partition: int, members: list[OutputRecord]) -> Group:
-        producer = self._producer
+        producer, generation = self._producer, self._producers
         assert producer is not None
         try:
             future = await producer.send_batch(batch, topic, partition=partition)
         except KafkaError as exc:  # not even queued (e.g. the accumulator stayed full): settled like a failure
             return Group(topic, partition, members, failed_future(exc), sent_at=time.monotonic(), queued=False)
-        return Group(topic, partition, members, future, sent_at=time.monotonic(), producer=self._producers)
+        return Group(topic, partition, members, future, sent_at=time.monotonic(), producer=generation)
 
     async def _partitions_of(self, topic: str) -> list[int]:
         partitions = self._partitions.get(topic)
@@ -501,7 +501,14 @@ class BatchEngine(mode.Service):
         later = [g for g in [*after, *(g for e in list(self._in_flight)[position + 1:] for g in e.groups)]
                  if (g.topic, g.partition) == (group.topic, group.partition)]
         if later:
-            await asyncio.wait([g.future for g in later])
+            # the producer retries a batch it has sent for as long as a leader is named: bounded here
+            budget = self.config.delivery_timeout_s - (time.monotonic() - entry.sent_at)
+            _, unsettled = await asyncio.wait([g.future for g in later], timeout=max(0.001, budget))
+            if unsettled:
+                self._fatal(DeliveryError(
+                    f"outputs to topic {group.topic}[{group.partition}] not re-sent within "
+                    f"{self.config.delivery_timeout_s:.0f}s (WORKERS_DELIVERY_TIMEOUT_S): a later batch of the "
+                    "partition is still unacknowledged; stopping without committing undelivered outputs"))
             if any(not g.future.cancelled() and g.future.exception() is None for g in later):
                 self._fatal(DeliveryError(
                     f"a later batch for topic {group.topic}[{group.partition}] was written before a failed "
@@ -534,7 +541,7 @@ class BatchEngine(mode.Service):
                     new = candidate
                 except KafkaError:  # the broker is not answering yet
                     with contextlib.suppress(Exception):
-                        await candidate.stop()
+                        await asyncio.wait_for(candidate.stop(), COMMIT_TIMEOUT_S)
                     if time.monotonic() >= deadline:
                         raise TimeoutError from None
                     await asyncio.sleep(1.0)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import Any
 
 import pytest
 from aiokafka.client import AIOKafkaClient
@@ -123,3 +124,48 @@ def test_a_batch_that_may_have_been_written_keeps_its_sequence_numbers(error):
     duplicate while the broker answers success."""
     aiokafka_fixes.apply()
     assert asyncio.run(_expire_after_a_failed_send(error)) == (1, 1)
+
+
+async def _expire_the_head_of_two() -> tuple[bool, BaseException | None, int]:
+    """A partition's batch in flight, a second queued meanwhile, the first back at the head (its
+    send failed before it was written); the leader gone, the first expires, the second is younger."""
+    from aiokafka.producer.transaction_manager import TransactionManager
+    from aiokafka.structs import TopicPartition
+
+    tp = TopicPartition("t", 0)
+    txn = TransactionManager(None, 60_000)
+    txn.set_pid_and_epoch(7, 0)
+    cluster = _Cluster()
+    accumulator = MessageAccumulator(cluster, 16384, 0, 0.2, txn_manager=txn)
+
+    async def queued(value: bytes) -> Any:
+        builder = accumulator.create_builder()
+        builder.append(key=None, value=value, timestamp=None)
+        await accumulator.add_batch(builder, tp, timeout=1)
+        return accumulator._batches[tp][-1]
+
+    first = await queued(b"first")
+    accumulator.drain_by_nodes(ignore_nodes=set())  # in flight, numbered
+    await asyncio.sleep(0.15)
+    second = await queued(b"second")
+    accumulator.reenqueue(first)  # "node not ready": back at the head
+    await asyncio.sleep(0.1)  # the first is past its 0.2 s, the second is not
+    cluster.leader = None
+    accumulator.drain_by_nodes(ignore_nodes=set())
+    assert first.future.done()
+    return second.future.done(), second.future.exception() if second.future.done() else None, \
+        txn.sequence_number(tp)
+
+
+def test_the_batches_behind_an_expired_one_fail_with_it():
+    """Left queued, the younger one would be sent when the leader is back, before the re-send."""
+    aiokafka_fixes.apply()
+    done, error, sequence = asyncio.run(_expire_the_head_of_two())
+    assert done and isinstance(error, NotLeaderForPartitionError) and sequence == 0
+
+
+def test_without_the_fix_the_younger_batch_stays_queued(monkeypatch):
+    aiokafka_fixes.apply()
+    monkeypatch.setattr(MessageAccumulator, "_pop_batch", MessageAccumulator.__dict__["_pop_batch"].__wrapped__)
+    done, _, sequence = asyncio.run(_expire_the_head_of_two())
+    assert not done and sequence == 1  # and the expired one took a number the broker never saw

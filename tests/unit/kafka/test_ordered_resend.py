@@ -34,6 +34,7 @@ class ScriptedProducer:
     def __init__(self, sent: list | None = None, ids: list | None = None) -> None:
         self.sent: list[tuple[str, int, list[bytes]]] = [] if sent is None else sent
         self.ids = [self] if ids is None else ids  # every producer the engine used, in order
+        self.senders: list[int] = []  # which producer (its place in ids) sent each of its batches
         self.started = self.stopped = False
 
     def renewed(self) -> ScriptedProducer:
@@ -52,6 +53,7 @@ class ScriptedProducer:
 
     async def send_batch(self, batch: Any, topic: str, partition: int) -> asyncio.Future:
         self.sent.append((topic, partition, list(batch.values)))
+        self.ids[0].senders.append(self.ids.index(self))
         future = asyncio.get_running_loop().create_future()
         future.set_result(None)
         return future
@@ -326,7 +328,7 @@ def test_a_batch_the_producer_gave_back_is_re_sent_from_a_new_producer_once_the_
     sent, failures, old, [early] = asyncio.run(scenario())
     assert failures == [] and not early
     assert len(old.ids) == 2 and old.stopped and old.ids[1].started and not old.ids[1].stopped
-    assert sent == [("t.predictions", 0, [b"e0"])]
+    assert sent == [("t.predictions", 0, [b"e0"])] and old.senders == [1]  # from the new producer
 
 
 def test_a_batch_refused_before_it_was_queued_is_re_sent_from_the_same_producer(pipeline, monkeypatch):
@@ -345,6 +347,7 @@ def test_a_batch_refused_before_it_was_queued_is_re_sent_from_the_same_producer(
 
     sent, producer = asyncio.run(scenario())
     assert sent == [("t.predictions", 0, [b"e0"])] and producer.ids == [producer] and not producer.stopped
+    assert producer.senders == [0]
 
 
 def test_batches_given_back_by_a_producer_already_replaced_do_not_replace_it_again(pipeline, monkeypatch):
@@ -361,4 +364,23 @@ def test_batches_given_back_by_a_producer_already_replaced_do_not_replace_it_aga
 
     sent, producer = asyncio.run(scenario())
     assert len(producer.ids) == 2  # one new producer for both
-    assert sent == [("t.predictions", 0, [b"e0"]), ("t.predictions", 1, [b"e1"])]
+    assert sent == [("t.predictions", 0, [b"e0"]), ("t.predictions", 1, [b"e1"])] and producer.senders == [1, 1]
+
+
+def test_waiting_for_a_later_batch_of_the_partition_is_bounded_by_the_delivery_deadline(pipeline, monkeypatch):
+    """The producer retries a batch it has sent for as long as a leader is named."""
+    monkeypatch.setattr("workers.kafka.batch_engine.backoff", lambda attempt: 0.0)
+
+    async def scenario() -> tuple[list, float]:
+        engine, _, failures = _engine(pipeline)  # delivery_timeout_s=60
+        failed = _entry(_group(b"e0", NotLeaderForPartitionError()))
+        failed.sent_at = time.monotonic() - 59.8
+        never = asyncio.get_running_loop().create_future()
+        engine._in_flight.extend([failed, _entry(Group("t.predictions", 0, [], never))])
+        started = time.monotonic()
+        with pytest.raises(Stop):
+            await asyncio.wait_for(engine._settle(failed), 10)
+        return failures, time.monotonic() - started
+
+    failures, waited = asyncio.run(scenario())
+    assert "not re-sent within 60s" in str(failures[0]) and waited < 5
