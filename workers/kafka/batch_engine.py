@@ -472,6 +472,10 @@ class BatchEngine(mode.Service):
                         new.attempts = group.attempts + 1
                         groups.append(new)
 
+    def _time_left(self, entry: _InFlight) -> float:
+        """Seconds until ``entry``'s outputs are past the delivery deadline (negative: past it)."""
+        return self.config.delivery_timeout_s - (time.monotonic() - entry.sent_at)
+
     async def _check_resend(self, entry: _InFlight, group: Group, exc: BaseException,
                             after: Sequence[Group] = ()) -> None:
         """A retriable failure may be re-sent only in time, to a topic that exists, and in order.
@@ -483,14 +487,14 @@ class BatchEngine(mode.Service):
                     waited_s=round(time.monotonic() - entry.sent_at, 1))
         self._send_gate.clear()  # nothing new may overtake the re-send
         out_of_time = True
-        budget = self.config.delivery_timeout_s - (time.monotonic() - entry.sent_at)
+        budget = self._time_left(entry)
         if budget > 0:
             with contextlib.suppress(TimeoutError):
                 # a batch being sent now is registered first, so that it is among the later ones below
                 await asyncio.wait_for(self._sending.acquire(), budget)
                 self._sending.release()
                 out_of_time = False
-        if out_of_time or time.monotonic() - entry.sent_at > self.config.delivery_timeout_s:
+        if out_of_time or self._time_left(entry) < 0:
             self._fatal(DeliveryError(
                 f"outputs to topic {group.topic}[{group.partition}] not acknowledged within "
                 f"{self.config.delivery_timeout_s:.0f}s (WORKERS_DELIVERY_TIMEOUT_S; last error "
@@ -502,7 +506,7 @@ class BatchEngine(mode.Service):
                  if (g.topic, g.partition) == (group.topic, group.partition)]
         if later:
             # the producer retries a batch it has sent for as long as a leader is named: bounded here
-            budget = self.config.delivery_timeout_s - (time.monotonic() - entry.sent_at)
+            budget = self._time_left(entry)
             _, unsettled = await asyncio.wait([g.future for g in later], timeout=max(0.001, budget))
             if unsettled:
                 self._fatal(DeliveryError(
@@ -528,7 +532,7 @@ class BatchEngine(mode.Service):
         old = self._producer
         assert old is not None
         pending = {g.future for e in self._in_flight for g in e.groups if not g.future.done()}
-        budget = self.config.delivery_timeout_s - (time.monotonic() - entry.sent_at)
+        budget = self._time_left(entry)
         deadline = time.monotonic() + budget
         new = None
         try:

@@ -289,19 +289,28 @@ def test_a_later_producer_batch_of_the_same_batch_already_written_stops_the_engi
     assert sent == [] and "was written before a failed one could be re-sent" in str(failures[0])
 
 
-def test_waiting_for_a_stuck_send_is_bounded_by_the_delivery_deadline(pipeline):
+def _stopped_at_the_deadline(pipeline, meanwhile: Callable[[BatchEngine], Any]) -> tuple[list, float]:
+    """A failed batch with 0.2 s of its 60 s delivery deadline left, and ``meanwhile`` (a coroutine
+    function given the engine) set up before it is settled: why the engine stopped, and after how long."""
     async def scenario() -> tuple[list, float]:
         engine, _, failures = _engine(pipeline)  # delivery_timeout_s=60
-        entry = _entry(_group(b"e0", NotLeaderForPartitionError()))
-        entry.sent_at = time.monotonic() - 59.8  # 0.2 s of the deadline left
-        engine._in_flight.append(entry)
-        await engine._sending.acquire()  # a send that does not finish (the producer waits for room)
+        failed = _entry(_group(b"e0", NotLeaderForPartitionError()))
+        failed.sent_at = time.monotonic() - 59.8
+        engine._in_flight.append(failed)
+        await meanwhile(engine)
         started = time.monotonic()
         with pytest.raises(Stop):
-            await asyncio.wait_for(engine._settle(entry), 10)
+            await asyncio.wait_for(engine._settle(failed), 10)
         return failures, time.monotonic() - started
 
-    failures, waited = asyncio.run(scenario())
+    return asyncio.run(scenario())
+
+
+def test_waiting_for_a_stuck_send_is_bounded_by_the_delivery_deadline(pipeline):
+    async def stuck_send(engine: BatchEngine) -> None:
+        await engine._sending.acquire()  # a send that does not finish (the producer waits for room)
+
+    failures, waited = _stopped_at_the_deadline(pipeline, stuck_send)
     assert "not acknowledged within 60s" in str(failures[0]) and waited < 5
 
 
@@ -371,16 +380,9 @@ def test_waiting_for_a_later_batch_of_the_partition_is_bounded_by_the_delivery_d
     """The producer retries a batch it has sent for as long as a leader is named."""
     monkeypatch.setattr("workers.kafka.batch_engine.backoff", lambda attempt: 0.0)
 
-    async def scenario() -> tuple[list, float]:
-        engine, _, failures = _engine(pipeline)  # delivery_timeout_s=60
-        failed = _entry(_group(b"e0", NotLeaderForPartitionError()))
-        failed.sent_at = time.monotonic() - 59.8
+    async def later_batch_never_acknowledged(engine: BatchEngine) -> None:
         never = asyncio.get_running_loop().create_future()
-        engine._in_flight.extend([failed, _entry(Group("t.predictions", 0, [], never))])
-        started = time.monotonic()
-        with pytest.raises(Stop):
-            await asyncio.wait_for(engine._settle(failed), 10)
-        return failures, time.monotonic() - started
+        engine._in_flight.append(_entry(Group("t.predictions", 0, [], never)))
 
-    failures, waited = asyncio.run(scenario())
+    failures, waited = _stopped_at_the_deadline(pipeline, later_batch_never_acknowledged)
     assert "not re-sent within 60s" in str(failures[0]) and waited < 5
