@@ -175,6 +175,15 @@ class Drill:
             stop_worker(proc)
 
     # -- accounting
+    def wait_for_dead_letters(self, count: int, timeout_s: float = 60) -> None:
+        """Until ``count`` dead letters are on the dead-letter topic."""
+        seen = 0
+        for _ in consume(self.settings, [self.topics.dlq], idle_timeout_s=timeout_s):
+            seen += 1
+            if seen >= count:
+                return
+        raise TimeoutError(f"{seen} of {count} dead letters, and none for {timeout_s:.0f} s")
+
     def outputs(self, timeout_s: float = 120, read_all: bool = False
                 ) -> tuple[Counter[bytes], Counter[bytes], Counter[str], float | None]:
         """Read outputs until every sent key has one (``read_all``: until none arrives for ``timeout_s``)."""
@@ -441,20 +450,42 @@ def _corrupt_of_size(size: int, seed: int) -> bytes:
 def drill_near_limit(base: Settings, workdir: Path, count: int = 4000, seconds: float = 4.0,
                      limit: int = 16_384, big: int = 3) -> DrillResult:
     """Inputs just under the dead-letter topic's size limit: their dead letters (the same bytes plus a
-    dozen headers) are over it, so they are written with a reference, and the stream goes on."""
+    dozen headers) are over it, so they are written with a reference, and the stream goes on.
+
+    Each lands on a dead-letter partition the worker has written to before (a small corrupt
+    input placed there first): a refused batch must leave that partition's sequence intact, or
+    the re-send is refused as out of sequence (only a producer's first write to a partition is
+    taken at any sequence)."""
     drill = Drill(base, "nearlimit", workdir, topic_config={"dlq": {"max.message.bytes": str(limit)}})
     result = DrillResult("near-limit record")
     events = drill.events(count, 7)
+    drill.start_worker()
     drill.produce(events[: count // 2], rate=count / seconds)
+    for i in range(big):
+        beside = _key_beside(f"big-{i}".encode(), drill.settings.partitions, i)
+        drill.produce_raw(_corrupt_of_size(300, big + i), beside, reasons.CORRUPT)
+    drill.wait_for_dead_letters(big)
     for i in range(big):
         drill.produce_raw(_corrupt_of_size(limit - 200, i), f"big-{i}".encode(), reasons.CORRUPT)
     drill.produce(events[count // 2:], rate=count / seconds, background=True)
-    drill.start_worker()
     drill.wait_produced()
     drill.account(result)
     drill.stop_all()
-    result.notes = f"{big} corrupt inputs of {limit - 200} B; dead-letter topic max.message.bytes={limit}"
+    result.notes = (f"{big} corrupt inputs of {limit - 200} B, each after a small one on its dead-letter partition; "
+                    f"dead-letter topic max.message.bytes={limit}")
     return result
+
+
+def _key_beside(key: bytes, partitions: int, seed: int) -> bytes:
+    """Another key placed on ``key``'s partition (murmur2, as every client places keys)."""
+    from kafka.partitioner.default import murmur2
+
+    wanted = (murmur2(key) & 0x7FFFFFFF) % partitions
+    for n in itertools.count():
+        candidate = f"beside-{seed}-{n}".encode()
+        if (murmur2(candidate) & 0x7FFFFFFF) % partitions == wanted:
+            return candidate
+    raise AssertionError("unreachable")
 
 
 def drill_unparseable(base: Settings, workdir: Path, count: int = 4000, seconds: float = 4.0) -> DrillResult:

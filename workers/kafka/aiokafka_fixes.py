@@ -1,4 +1,4 @@
-"""Two fixes to aiokafka (0.14), applied once before the worker builds its first client.
+"""Three fixes to aiokafka (0.14), applied once before the worker builds its first client.
 
 1. A failed metadata update is retried after a backoff, not at once.
 
@@ -35,6 +35,17 @@ the worker stopped with exit 70 after such an outage, its re-send refused. Here:
   giving them back would make the next batch a "duplicate" the broker drops while answering
   success. The batch engine re-sends such a batch from a new producer id instead
   (``BatchEngine._renew_producer``; Kafka's Java producer bumps its epoch, KAFKA-12152).
+
+3. A batch the broker refused as too large gives its sequence numbers back.
+
+The broker checks a batch's size before it appends anything (``MESSAGE_TOO_LARGE``,
+``RECORD_LIST_TOO_LARGE``), so a refused batch leaves the partition's sequence where it was,
+but aiokafka keeps the numbers the batch took. A worker whose dead letter was over the
+dead-letter topic's ``max.message.bytes`` re-sends it with a reference to its bytes: refused as
+out of sequence when that producer had written to the partition before (the first write of a
+producer id to a partition is taken at any sequence), and the worker stopped with exit 70 at
+the same record after every restart. Only a batch that was never possibly written before
+gives them back: one that was (a lost connection, a timeout) keeps them, as above.
 
 faust's agent engine uses the same aiokafka classes. An aiokafka without these methods is
 left alone.
@@ -120,15 +131,25 @@ def _give_numbers_back(txn: Any, tp: Any, batch: Any) -> None:
         numbers[tp] = first
 
 
+# broker answers given before anything of the batch is appended (Kafka's LogValidator)
+_REFUSED_UNWRITTEN = frozenset({"MessageSizeTooLargeError", "RecordListTooLargeError"})
+
+
 def _remembering_possible_sends(can_retry: Any) -> Any:
     """Every failed produce attempt passes through ``_can_retry`` with its error."""
     from aiokafka.errors import NodeNotReadyError
 
     @functools.wraps(can_retry)
     def check(self: Any, error: BaseException, batch: Any) -> Any:
+        never_written = not getattr(batch, _MAYBE_SENT, True) and type(error).__name__ in _REFUSED_UNWRITTEN
         if not isinstance(error, NodeNotReadyError):  # raised before a request is written
             setattr(batch, _MAYBE_SENT, True)
-        return can_retry(self, error, batch)
+        retry = can_retry(self, error, batch)
+        tp = getattr(batch, "_tp", None)
+        if never_written and not retry and tp is not None:  # it fails now, its numbers unused
+            setattr(batch, _MAYBE_SENT, False)
+            _give_numbers_back(self._sender._txn_manager, tp, batch)
+        return retry
 
     return check
 

@@ -10,7 +10,13 @@ from typing import Any
 
 import pytest
 from aiokafka.client import AIOKafkaClient
-from aiokafka.errors import KafkaConnectionError, NodeNotReadyError, NotLeaderForPartitionError, RequestTimedOutError
+from aiokafka.errors import (
+    KafkaConnectionError,
+    MessageSizeTooLargeError,
+    NodeNotReadyError,
+    NotLeaderForPartitionError,
+    RequestTimedOutError,
+)
 from aiokafka.producer.message_accumulator import MessageAccumulator
 from aiokafka.producer.sender import SendProduceReqHandler
 from aiokafka.structs import BrokerMetadata
@@ -76,9 +82,8 @@ class _Cluster:
         return self.leader
 
 
-async def _expire_after_a_failed_send(error: BaseException) -> tuple[int, int]:
-    """A batch drained (numbered), its send failing with ``error``, back at the head of the queue,
-    then expired without a leader: the partition's next sequence number before and after."""
+async def _numbered_batch() -> tuple[MessageAccumulator, Any, Any, Any, _Cluster]:
+    """A partition's batch, drained (so numbered) by an idempotent producer's accumulator."""
     from aiokafka.producer.transaction_manager import TransactionManager
     from aiokafka.structs import TopicPartition
 
@@ -91,19 +96,61 @@ async def _expire_after_a_failed_send(error: BaseException) -> tuple[int, int]:
     builder.append(key=None, value=b"v", timestamp=None)
     await accumulator.add_batch(builder, tp, timeout=1)
     drained, _ = accumulator.drain_by_nodes(ignore_nodes=set())
-    batch = drained[1][tp]
-    numbered = txn.sequence_number(tp)
+    return accumulator, txn, tp, drained[1][tp], cluster
 
+
+def _handler(txn: Any) -> Any:
     class Handler:  # what SendProduceReqHandler._can_retry reads of its own
         _sender = type("Sender", (), {"_txn_manager": txn})()
 
-    assert SendProduceReqHandler._can_retry(Handler(), error, batch)  # retriable: back in the queue
+    return Handler()
+
+
+async def _expire_after_a_failed_send(error: BaseException) -> tuple[int, int]:
+    """A batch drained (numbered), its send failing with ``error``, back at the head of the queue,
+    then expired without a leader: the partition's next sequence number before and after."""
+    accumulator, txn, tp, batch, cluster = await _numbered_batch()
+    numbered = txn.sequence_number(tp)
+    assert SendProduceReqHandler._can_retry(_handler(txn), error, batch)  # retriable: back in the queue
     accumulator.reenqueue(batch)
     await asyncio.sleep(0.06)  # past its time to live
     cluster.leader = None
     accumulator.drain_by_nodes(ignore_nodes=set())
     assert batch.future.done() and isinstance(batch.future.exception(), NotLeaderForPartitionError)
     return numbered, txn.sequence_number(tp)
+
+
+async def _refused_as_too_large(earlier: BaseException | None) -> tuple[int, int]:
+    """A batch drained (numbered), after a failed attempt with ``earlier`` if given, then refused by the
+    broker as too large: the partition's next sequence number before and after."""
+    accumulator, txn, tp, batch, _ = await _numbered_batch()
+    numbered = txn.sequence_number(tp)
+    if earlier is not None:
+        assert SendProduceReqHandler._can_retry(_handler(txn), earlier, batch)
+        accumulator.reenqueue(batch)
+        drained, _ = accumulator.drain_by_nodes(ignore_nodes=set())
+        assert drained[1][tp] is batch
+    assert not SendProduceReqHandler._can_retry(_handler(txn), MessageSizeTooLargeError(), batch)
+    return numbered, txn.sequence_number(tp)
+
+
+@pytest.mark.parametrize("earlier", [None, NodeNotReadyError()], ids=["first-attempt", "after-node-not-ready"])
+def test_a_batch_refused_as_too_large_gives_its_numbers_back(earlier):
+    """The broker checks the size before it appends: the numbers are unused."""
+    aiokafka_fixes.apply()
+    assert asyncio.run(_refused_as_too_large(earlier)) == (1, 0)
+
+
+def test_a_batch_refused_as_too_large_after_a_possible_write_keeps_its_numbers():
+    """An earlier attempt may have been written (then the topic's limit shrank): kept, as aiokafka keeps them."""
+    aiokafka_fixes.apply()
+    assert asyncio.run(_refused_as_too_large(RequestTimedOutError())) == (1, 1)
+
+
+def test_without_the_fix_a_batch_refused_as_too_large_keeps_its_numbers(monkeypatch):
+    aiokafka_fixes.apply()
+    monkeypatch.setattr(SendProduceReqHandler, "_can_retry", SendProduceReqHandler.__dict__["_can_retry"].__wrapped__)
+    assert asyncio.run(_refused_as_too_large(None)) == (1, 1)
 
 
 def test_a_batch_never_written_gives_its_sequence_numbers_back():
