@@ -69,6 +69,9 @@ class Settings(BaseSettings):
                                        "(fewer, larger batches: less CPU per event, more latency); 0: none. "
                                        "Agent engine: take_events' window, at least 50 ms")
     batch_min_bytes: int = Field(12_000, ge=1, description="bytes of records a lingering fetch waits for")
+    isolation_level: Literal["read_committed", "read_uncommitted"] = Field(
+        "read_committed", description="input and labels topics: read_committed skips the records of aborted "
+                                      "transactions and waits for open ones; read_uncommitted reads every record")
     engine: Literal["batch", "agent"] = Field(
         "batch", description="batch: the driver's batch fetch; agent: a faust agent with take_events")
     max_batches_in_flight: int = Field(4, ge=1, description="scored batches awaiting broker acks (bounds memory)")

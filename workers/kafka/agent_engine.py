@@ -17,6 +17,7 @@ shorten outputs itself (the batch engine does, see delivery.py).
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from typing import Any
 
@@ -47,6 +48,30 @@ def _input_record(event: Any) -> InputRecord:
     )
 
 
+def _read_with_isolation(app: Any, level: str) -> None:
+    """faust reads only committed records under its exactly-once guarantee, which also makes its
+    producer transactional; this engine wants the consumer's isolation level alone (the same as
+    the batch engine's). Set on the aiokafka consumer faust builds, before it starts."""
+    from faust.transport.drivers import aiokafka as driver
+
+    cls = driver.AIOKafkaConsumerThread
+    original = cls.__dict__.get("_create_worker_consumer")
+    if original is None:
+        log.warning("this faust builds its consumer elsewhere: the agent engine reads uncommitted records")
+        return
+    if not hasattr(original, "__wrapped__"):
+        @functools.wraps(original)
+        def create(self: Any, transport: Any) -> Any:
+            consumer = original(self, transport)
+            wanted = getattr(self.app, "_workers_isolation_level", None)
+            if wanted is not None and hasattr(consumer, "_isolation_level"):
+                consumer._isolation_level = wanted  # read when the consumer starts its fetcher
+            return consumer
+
+        cls._create_worker_consumer = create  # type: ignore[method-assign]
+    app._workers_isolation_level = level
+
+
 class AgentEngine:
     def __init__(self, context: EngineContext) -> None:
         self.context = context
@@ -60,6 +85,7 @@ class AgentEngine:
 
     def install(self, app: Any) -> None:
         self._app = app
+        _read_with_isolation(app, self.config.isolation_level)
         topic = app.topic(
             self.pipeline.topics.events,
             key_type=bytes,

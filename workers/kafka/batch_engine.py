@@ -170,7 +170,7 @@ class BatchEngine(mode.Service):
         self._producer = self._new_producer()
         self._consumer = AIOKafkaConsumer(
             client_id=c.client_id, group_id=c.group_id, enable_auto_commit=False,
-            auto_offset_reset="earliest", max_poll_records=c.batch_size,
+            auto_offset_reset="earliest", max_poll_records=c.batch_size, isolation_level=c.isolation_level,
             value_deserializer=input_records.AS_INPUT_RECORDS,
             max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_bytes=16 * 1024 * 1024,
             **_fetch_wait(c),

@@ -57,6 +57,7 @@ class EngineConfig:
     delivery_timeout_s: float = 120.0
     shutdown_timeout_s: float = 30.0
     max_message_bytes: int = 1_000_000
+    isolation_level: str = "read_committed"  # of the input topic
 
 
 class PipelineSwitch:

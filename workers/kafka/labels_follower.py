@@ -37,7 +37,7 @@ class LabelFollower(threading.Thread):
 
         topic = self.settings.topics.labels
         consumer = clients.consumer(self.settings, client_id="workers-labels", enable_auto_commit=False,
-                                    auto_offset_reset="earliest")
+                                    auto_offset_reset="earliest", isolation_level=self.settings.isolation_level)
         try:
             found = consumer.partitions_for_topic(topic)
             if not found:

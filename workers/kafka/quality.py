@@ -86,7 +86,7 @@ def measure(settings: Settings, window_s: float = DEFAULT_WINDOW_S, idle_timeout
     manifest = load_manifest(settings)[0]
     topics = [settings.topics.predictions, settings.topics.labels]
     consumer = clients.consumer(settings, client_id="workers-quality", enable_auto_commit=False,
-                                auto_offset_reset="earliest")
+                                auto_offset_reset="earliest", isolation_level=settings.isolation_level)
     join = LabelJoin(window_s)
     quality = Quality(manifest.is_classifier, manifest.labels[1] if manifest.is_classifier else None)
 
