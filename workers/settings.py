@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     isolation_level: Literal["read_committed", "read_uncommitted"] = Field(
         "read_committed", description="input and labels topics: read_committed skips the records of aborted "
                                       "transactions and waits for open ones; read_uncommitted reads every record")
+    output_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
+        "none", description="compression of the batches the worker and the tools produce (Kafka's compression.type)")
     engine: Literal["batch", "agent"] = Field(
         "batch", description="batch: the driver's batch fetch; agent: a faust agent with take_events")
     max_batches_in_flight: int = Field(4, ge=1, description="scored batches awaiting broker acks (bounds memory)")
@@ -195,6 +197,11 @@ class Settings(BaseSettings):
     @property
     def group_id(self) -> str:
         return self.consumer_group or f"{self.topic_prefix}{self.pipeline}-worker"
+
+    @property
+    def compression_type(self) -> str | None:
+        """``output_compression`` as the Kafka clients take it (None: uncompressed)."""
+        return None if self.output_compression == "none" else self.output_compression
 
     @property
     def bootstrap_list(self) -> list[str]:

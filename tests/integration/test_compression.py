@@ -46,3 +46,27 @@ def test_events_of_every_codec_are_scored_and_compressed_outputs_read_back(broke
     assert result.passed, result.problems
     assert (result.lost, result.duplicated) == (0, 0)
     assert (result.predictions, result.dead_letters) == (len(events) - len(CODECS), len(CODECS))
+
+
+def _log_bytes(settings, topic: str) -> int:
+    from workers.kafka.clients import admin_client
+
+    with admin_client(settings) as admin:
+        return sum(p["partition_size"] for broker in admin.describe_log_dirs() for d in broker["log_dirs"]
+                   for t in d["topics"] if t["name"] == topic for p in t["partitions"])
+
+
+@pytest.mark.parametrize("engine", ["batch", "agent"])
+def test_the_worker_compresses_what_it_produces(broker_settings, tmp_path, engine):
+    from workers.kafka.consumer import consume
+
+    drill = drills.Drill(broker_settings, f"zstd{engine}", tmp_path)
+    drill.produce(drill.events(2000, 32))
+    drill.start_worker({"WORKERS_ENGINE": engine, "WORKERS_OUTPUT_COMPRESSION": "zstd"})
+    result = drill.account(drills.DrillResult("compressing"), timeout_s=60)
+    drill.stop_all()
+    assert result.passed and result.predictions == 2000, result.problems
+    written = sum(len(r.value or b"") + len(r.key or b"") + sum(len(k) + len(v) for k, v in r.headers)
+                  for r in consume(drill.settings, [drill.topics.predictions], idle_timeout_s=3))
+    # uncompressed, the log holds at least the records' bytes; zstd takes predictions to well under half
+    assert _log_bytes(drill.settings, drill.topics.predictions) < 0.5 * written

@@ -158,6 +158,7 @@ class BatchEngine(mode.Service):
             # it until the event loop is free again, i.e. after the next batch is scored (p50 -4 ms)
             linger_ms=0,
             max_batch_size=256 * 1024,
+            compression_type=c.output_compression,
             # how long a batch may wait for a partition leader, and a metadata wait for a topic,
             # before the failure comes back to be re-sent or reported (never beyond the deadline)
             request_timeout_ms=int(min(40.0, c.delivery_timeout_s) * 1000),

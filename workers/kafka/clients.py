@@ -86,7 +86,8 @@ def producer(settings: Settings, **options: Any) -> Any:
     from kafka import KafkaProducer
 
     with _explained(settings):
-        return KafkaProducer(**{"bootstrap_timeout_ms": BOOTSTRAP_TIMEOUT_MS, **options},
+        return KafkaProducer(**{"bootstrap_timeout_ms": BOOTSTRAP_TIMEOUT_MS,
+                                "compression_type": settings.compression_type, **options},
                              **kafka_python_options(settings))
 
 

@@ -58,6 +58,7 @@ class EngineConfig:
     shutdown_timeout_s: float = 30.0
     max_message_bytes: int = 1_000_000
     isolation_level: str = "read_committed"  # of the input topic
+    output_compression: str | None = None  # compression.type of the produced batches
 
 
 class PipelineSwitch:

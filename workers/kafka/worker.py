@@ -59,6 +59,7 @@ class InferenceWorker:
             broker_session_timeout=10.0,
             broker_max_poll_records=max(500, settings.batch_size),
             producer_acks=-1,
+            producer_compression_type=settings.compression_type,
             producer_linger_ms=5,
             producer_max_batch_size=256 * 1024,
             stream_buffer_maxsize=max(4096, 2 * settings.batch_size),  # bounded: backpressure, not memory growth
@@ -76,7 +77,8 @@ class InferenceWorker:
                                 delivery_timeout_s=settings.delivery_timeout_s,
                                 shutdown_timeout_s=settings.shutdown_timeout_s,
                                 max_message_bytes=settings.max_message_bytes,
-                                isolation_level=settings.isolation_level),
+                                isolation_level=settings.isolation_level,
+                                output_compression=settings.compression_type),
             connection=conn,
             accounting=self.monitor,
             fail=self.fail,
