@@ -52,6 +52,9 @@ from workers.core.validation import LATE_FLAG, check_future, check_lateness, eve
 from workers.errors import ConfigError, RecordError
 
 EVENT_ID_HEADER = "workers.event_id"
+# W3C trace context, which OpenTelemetry's Kafka instrumentations put in headers: a prediction
+# continues its event's trace (a dead letter keeps all of the event's headers)
+TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
 REPLAYED_FLAG = "replayed"
 JSON = "json"  # InputRecord.value_format of a JSON object
 _SAFE_MS = 2**52  # event times within this many ms of 1970 (142,000 years) cannot overflow int64 arithmetic
@@ -377,6 +380,8 @@ class Pipeline:
         else:
             record_key = None if key is None else key.encode()
         headers = [(EVENT_ID_HEADER, prediction["event_id"].encode())]
+        if record.headers:
+            headers += [(k, v) for k, v in record.headers if k in TRACE_HEADERS]
         if item.replay:
             headers += item.replay  # a verified replay: downstream can tell it, and which one, from headers
         return OutputRecord(self.topics.predictions, record_key, value, headers, score=prediction["score"],

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from tests.factories import REPO, load_test_pipeline, make_sensor_pipeline, payload_of_kind, sensor_rows
 from workers.core import deadletter, reasons
-from workers.core.pipeline import EVENT_ID_HEADER
+from workers.core.pipeline import EVENT_ID_HEADER, TRACE_HEADERS
 from workers.core.records import InputRecord
 from workers.core.replay import REPLAY_AT, REPLAY_COUNT, REPLAY_ORIGIN, replay_headers
 from workers.dev import fraud_data as fraud
@@ -55,6 +55,22 @@ def test_mixed_batch_every_record_gets_exactly_one_outcome(fraud_pipeline):
             assert headers["trace"] == f"t{record.offset}"  # the record's own headers are kept
     assert result.predictions == sum(r is None for r in expected)
     assert sum(result.dead_letters.values()) == sum(r is not None for r in expected)
+
+
+@pytest.mark.parametrize("count", [1, 40], ids=["record-path", "column-path"])
+def test_a_prediction_continues_its_events_trace(fraud_pipeline, count):
+    events, _ = fraud.generate(count, seed=6, start_ms=NOW - 1000)
+    codec = fraud_pipeline.input_codec
+    records = [InputRecord(value=codec.encode(e), key=b"k", topic="in", partition=0, offset=i, timestamp_ms=NOW,
+                           headers=[("traceparent", b"00-%032x-%016x-01" % (i + 1, i + 1)), ("tracestate", b"v=1"),
+                                    ("internal", b"x")] if i % 2 == 0 else [])
+               for i, e in enumerate(events)]
+    result = fraud_pipeline.process(records, NOW)
+    assert result.predictions == count
+    for record, output in zip(records, result.outputs, strict=True):
+        carried = [(k, v) for k, v in output.headers if k != EVENT_ID_HEADER]
+        assert carried == [(k, v) for k, v in record.headers if k in TRACE_HEADERS]
+    assert ("traceparent", b"00-%032x-%016x-01" % (1, 1)) in result.outputs[0].headers
 
 
 def test_prediction_carries_lineage_and_matches_offline_scoring(fraud_pipeline):
