@@ -69,17 +69,19 @@ _NAMED: list[str] = []  # every unique_name this session made: its topics start 
 
 
 def _delete_test_topics(bootstrap: str) -> None:
-    """The topics this session named (``unique_name``) on the local broker, and no others (another
+    """The topics this session named (``unique_name``, and its drills) on the local broker, and no others (another
     run may share the broker): a suite leaves ~1 GB and hundreds of partitions, and a broker kept
     across many runs slowed until tests failed."""
     from workers.kafka.clients import admin_client
     from workers.settings import Settings
 
-    if not _NAMED:
+    drills = sys.modules.get("workers.dev.drills")  # drills name their own topics
+    prefixes = (*_NAMED, *(drills.PREFIXES if drills is not None else ()))
+    if not prefixes:
         return
     try:
         with admin_client(Settings(bootstrap_servers=bootstrap)) as admin:
-            ours = [t for t in admin.list_topics() if t.startswith(tuple(_NAMED))]
+            ours = [t for t in admin.list_topics() if t.startswith(prefixes)]
             if ours:
                 admin.delete_topics(ours)
     except Exception as exc:  # a broker that is gone or slow: the topics stay

@@ -82,3 +82,13 @@ def test_a_gated_stream_pauses_and_resumes_at_its_rate(broker_settings, tmp_path
     assert end_offsets_total(drill.settings, topic) == 60
     # at its rate after the pause, not a burst to catch up: the rest took about (60 - paused_at) / 100 s
     assert time.monotonic() - started >= 0.8 * (60 - paused_at - 1) / 100
+
+
+def test_the_drills_topics_are_deleted_afterwards(broker_settings, tmp_path):
+    from workers.kafka.clients import admin_client
+
+    made = [drills.Drill(broker_settings, name, tmp_path).settings.topic_prefix for name in ("first", "second")]
+    drills.delete_drill_topics(broker_settings)
+    with admin_client(broker_settings) as admin:
+        left = [t for t in admin.list_topics() if t.startswith(tuple(made))]
+    assert left == [] and drills.PREFIXES == []

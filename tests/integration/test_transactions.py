@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from tests.integration.workers_harness import free_port, metrics
 from workers.dev import drills
 from workers.kafka.connection import aiokafka_options
 from workers.kafka.consumer import consume
@@ -30,8 +32,9 @@ class _Transactions:
         self.drill = drill
         with EventProducer(drill.settings, drill.manifest, drill.store, drill.topics.events) as producer:
             self._encode = lambda event: (producer.key_of(event), producer.codec.encode(event))
+        # an open transaction must outlive a slow worker start (aiokafka's default: 60 s)
         self.producer = AIOKafkaProducer(transactional_id=f"{drill.settings.topic_prefix}tx",
-                                         **aiokafka_options(drill.settings))
+                                         transaction_timeout_ms=300_000, **aiokafka_options(drill.settings))
 
     async def write(self, events: list[dict]) -> None:
         await self.producer.begin_transaction()
@@ -45,13 +48,33 @@ def _scored_keys(drill: drills.Drill, idle_s: float) -> set[bytes]:
     return {r.key for r in consume(drill.settings, [drill.topics.predictions], idle_timeout_s=idle_s) if r.key}
 
 
+def _scored_once(drill: drills.Drill, wanted: set[bytes], timeout_s: float = 90) -> set[bytes]:
+    """The keys scored once ``wanted`` all are (or ``timeout_s`` passed), and a moment more."""
+    deadline, scored = time.monotonic() + timeout_s, set()
+    while not wanted <= scored and time.monotonic() < deadline:
+        scored = _scored_keys(drill, 2.0)
+    return scored | _scored_keys(drill, 2.0)
+
+
 def _keys(events: list[dict]) -> set[bytes]:
     return {e["account_id"].encode() for e in events}
 
 
-async def _across_transactions(drill: drills.Drill, events: list[dict], env: dict[str, str]) -> dict[str, set[bytes]]:
+def _settled_lags(drill: drills.Drill, port: int, timeout_s: float = 30) -> dict[str, float]:
+    """The worker's lag per partition once every partition reports 0 (or ``timeout_s`` passed)."""
+    deadline, lags = time.monotonic() + timeout_s, {}
+    while time.monotonic() < deadline:
+        lags = {k: v for k, v in metrics(port).items() if k.startswith("workers_consumer_lag_records")}
+        if len(lags) == drill.settings.partitions and not any(lags.values()):
+            break
+        time.sleep(0.5)
+    return lags
+
+
+async def _across_transactions(drill: drills.Drill, events: list[dict], env: dict[str, str],
+                               metrics_port: int | None = None) -> dict[str, Any]:
     """Committed, aborted, then a transaction left open while the worker runs and committed later:
-    the keys scored after each step."""
+    the keys scored after each step, and (``metrics_port``) the worker's lag once caught up."""
     committed, aborted, late = events[:100], events[100:200], events[200:300]
     tx = _Transactions(drill)
     await tx.producer.start()
@@ -62,13 +85,12 @@ async def _across_transactions(drill: drills.Drill, events: list[dict], env: dic
         await tx.producer.abort_transaction()
         await tx.write(late)  # open while the worker reads
         drill.start_worker(env)
-        before_commit = await asyncio.to_thread(_scored_keys, drill, 6.0)
+        # what it scores while the transaction is open: the committed ones, then a few seconds more
+        before_commit = await asyncio.to_thread(_scored_once, drill, _keys(committed))
         await tx.producer.commit_transaction()
-        started = time.monotonic()
-        after_commit: set[bytes] = set()
-        while not _keys(late) <= after_commit and time.monotonic() - started < 60:
-            after_commit = await asyncio.to_thread(_scored_keys, drill, 3.0)
-        return {"before commit": before_commit, "after commit": after_commit}
+        after_commit = await asyncio.to_thread(_scored_once, drill, _keys(committed) | _keys(late))
+        lags = None if metrics_port is None else await asyncio.to_thread(_settled_lags, drill, metrics_port)
+        return {"before commit": before_commit, "after commit": after_commit, "lags": lags}
     finally:
         await tx.producer.stop()
         drill.stop_all()
@@ -78,18 +100,26 @@ async def _across_transactions(drill: drills.Drill, events: list[dict], env: dic
 def test_only_committed_events_are_scored(broker_settings, tmp_path, engine):
     drill = drills.Drill(broker_settings, f"tx{engine}", tmp_path)
     events = drill.events(300, 21)
-    scored = asyncio.run(_across_transactions(drill, events, {"WORKERS_ENGINE": engine}))
+    port = free_port() if engine == "batch" else None  # the agent engine reports no lag
+    env = {"WORKERS_ENGINE": engine, **({"WORKERS_METRICS_PORT": str(port)} if port else {})}
+    scored = asyncio.run(_across_transactions(drill, events, env, port))
     committed, aborted, late = _keys(events[:100]), _keys(events[100:200]), _keys(events[200:300])
     assert scored["before commit"] == committed  # the open transaction's events wait for its commit
     assert scored["after commit"] == committed | late
     assert not scored["after commit"] & aborted
+    if port is not None:
+        # every partition ends with a commit marker, which carries no record: measured from the
+        # last record, the lag stayed 1, and the idle worker would have turned not ready
+        lags = scored["lags"]
+        assert len(lags) == drill.settings.partitions and not any(lags.values()), lags
 
 
 def test_reading_uncommitted_scores_aborted_and_open_transactions(broker_settings, tmp_path):
     drill = drills.Drill(broker_settings, "txuncommitted", tmp_path)
     events = drill.events(300, 22)
     scored = asyncio.run(_across_transactions(drill, events, {"WORKERS_ISOLATION_LEVEL": "read_uncommitted"}))
-    assert scored["before commit"] == _keys(events)
+    assert scored["after commit"] == _keys(events)
+    assert _keys(events[100:200]) <= scored["before commit"]  # the aborted ones, at once
 
 
 async def _labels_across_transactions(settings: Settings) -> None:

@@ -32,6 +32,7 @@ from workers.dev.processes import rss_mb, start_worker, stop_worker
 from workers.dev.warm_start import WorkerProcess
 from workers.errors import EXIT_RUNTIME
 from workers.kafka.admin import create_topics, topic_config
+from workers.kafka.clients import admin_client
 from workers.kafka.consumer import consume, end_offsets_total
 from workers.kafka.producer import EventProducer
 from workers.pipelines import load_manifest
@@ -74,6 +75,25 @@ HEADER = (f"{'drill':<19} {'sent':>7} {'predict':>8} {'dlq':>6} {'lost':>5} {'du
           f"{'recover_s':>9} {'stopped_s':>9} {'rss_mb':>7}  notes")
 
 
+PREFIXES: list[str] = []  # the topic prefix of every drill this process made (delete_drill_topics)
+
+
+def delete_drill_topics(base: Settings) -> None:
+    """The topics of this process's drills: a broker kept across runs would otherwise collect
+    hundreds of partitions and their data each time, and slow down."""
+    prefixes = tuple(PREFIXES)
+    if not prefixes:
+        return
+    with admin_client(base) as admin:
+        ours = [t for t in admin.list_topics() if t.startswith(prefixes)]
+        if ours:
+            admin.delete_topics(ours)
+        deadline = time.monotonic() + 30  # until the broker stops listing them
+        while any(t.startswith(prefixes) for t in admin.list_topics()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    PREFIXES.clear()
+
+
 class Drill:
     """One drill's topics, producer, workers and the final account."""
 
@@ -83,6 +103,7 @@ class Drill:
         """``topic_config``: per-topic configs by role (events, predictions, dlq); ``without``: roles not created."""
         self.name = name
         prefix = f"drill-{name}-{os.getpid()}-{int(time.time() * 1000) % 10_000_000}-"
+        PREFIXES.append(prefix)
         self.settings = base.model_copy(update={
             "pipeline": "fraud", "topic_prefix": prefix, "partitions": partitions, "input_topic": None,
             "models_dir": models_dir or base.models_dir})
@@ -741,8 +762,11 @@ def run_report(base: Settings, quick: bool, broker_port: int | None, cluster_por
             drills.append(lambda: drill_leader_kill(base, workdir, cluster_port, count=int(20_000 * scale)))
         print(HEADER, flush=True)
         results = []
-        for run in drills:
-            result = run()
-            print(result.row(), flush=True)
-            results.append(result)
+        try:
+            for run in drills:
+                result = run()
+                print(result.row(), flush=True)
+                results.append(result)
+        finally:
+            delete_drill_topics(base)
         return results

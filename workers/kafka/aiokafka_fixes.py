@@ -145,7 +145,7 @@ def _remembering_possible_sends(can_retry: Any) -> Any:
         if not isinstance(error, NodeNotReadyError):  # raised before a request is written
             setattr(batch, _MAYBE_SENT, True)
         retry = can_retry(self, error, batch)
-        tp = getattr(batch, "_tp", None)
+        tp = getattr(batch, "tp", None)
         if never_written and not retry and tp is not None:  # it fails now, its numbers unused
             setattr(batch, _MAYBE_SENT, False)
             _give_numbers_back(self._sender._txn_manager, tp, batch)

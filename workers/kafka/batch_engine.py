@@ -221,6 +221,7 @@ class BatchEngine(mode.Service):
                 self._quiet = not fetched
                 pace_fetches(consumer, IDLE_FETCH if self._quiet else _fetch_wait(self.config))
             if not fetched:
+                self._observe_caught_up_lag()
                 continue
             if self.pipeline.registered is not None:  # registry-framed input: its writer schemas first
                 values = [getattr(m, "value", None) for messages in fetched.values() for m in messages]
@@ -324,14 +325,40 @@ class BatchEngine(mode.Service):
                 return
 
     def _update_lag(self, fetched: dict[TopicPartition, list[Any]]) -> None:
+        lags = {}
+        for tp, messages in fetched.items():
+            end = self._readable_end(tp)
+            if end is not None:
+                lags[tp.partition] = max(0, end - (messages[-1].offset + 1))
+        self.accounting.lag_observed(lags)
+
+    def _observe_caught_up_lag(self) -> None:
+        """After a poll without records: the lag from the consumer's position, which has moved past
+        what carries no record (a transaction's commit or abort marker, an aborted transaction's
+        records). Measured from the last record alone, a partition whose input ends with a
+        marker would show a lag of 1 for good, and the worker would turn "not ready" (no
+        progress with lag above zero) while it waits for nothing."""
         consumer = self._consumer
         assert consumer is not None
         lags = {}
-        for tp, messages in fetched.items():
-            highwater = consumer.highwater(tp)
-            if highwater is not None:
-                lags[tp.partition] = max(0, highwater - (messages[-1].offset + 1))
-        self.accounting.lag_observed(lags)
+        for tp in consumer.assignment():
+            end, position = self._readable_end(tp), _position_now(consumer, tp)
+            if end is not None and position is not None:
+                lags[tp.partition] = max(0, end - position)
+        if lags:
+            self.accounting.lag_observed(lags)
+
+    def _readable_end(self, tp: TopicPartition) -> int | None:
+        """Where this consumer's input ends: the last stable offset when it reads committed records
+        (an open transaction's records are not readable yet), else the high watermark."""
+        consumer = self._consumer
+        assert consumer is not None
+        if self.config.isolation_level == "read_committed":
+            stable = consumer.last_stable_offset(tp)
+            if stable is not None and stable >= 0:
+                return int(stable)
+        highwater = consumer.highwater(tp)
+        return None if highwater is None else int(highwater)
 
     # ------------------------------------------------------------------ sending
 
@@ -670,6 +697,15 @@ class BatchEngine(mode.Service):
             if pending:
                 await asyncio.gather(*pending)
             await self._commit_delivered(force=True)
+
+
+def _position_now(consumer: AIOKafkaConsumer, tp: TopicPartition) -> int | None:
+    """The consumer's next offset for ``tp`` if it has one (``position()`` would wait for one)."""
+    try:
+        state = consumer._subscription.subscription.assignment.state_value(tp)
+        return int(state.position) if state is not None and state.has_valid_position else None
+    except (AttributeError, KeyError, TypeError):  # unassigned meanwhile, or another aiokafka
+        return None
 
 
 @dataclass(frozen=True)

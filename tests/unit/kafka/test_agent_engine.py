@@ -45,3 +45,22 @@ def test_a_failure_no_future_holds_is_passed_on_unchanged():
 
     error = asyncio.run(unrelated())
     assert isinstance(error, KafkaTimeoutError) and str(error) == "KafkaTimeoutError: elsewhere"
+
+
+def test_the_consumer_faust_builds_reads_at_the_configured_isolation_level(monkeypatch):
+    """faust reads committed records only under exactly-once; the engine sets the level itself."""
+    from types import SimpleNamespace
+
+    from faust.transport.drivers import aiokafka as driver
+
+    from workers.kafka.agent_engine import _read_with_isolation
+
+    built = SimpleNamespace(_isolation_level="read_uncommitted")  # what faust gives outside exactly-once
+    monkeypatch.setattr(driver.AIOKafkaConsumerThread, "_create_worker_consumer", lambda self, transport: built)
+    app = SimpleNamespace()
+    _read_with_isolation(app, "read_committed")
+    thread = SimpleNamespace(app=app)
+    assert driver.AIOKafkaConsumerThread._create_worker_consumer(thread, None) is built
+    assert built._isolation_level == "read_committed"
+    _read_with_isolation(app, "read_committed")  # a second engine in the process: wrapped once
+    assert not hasattr(driver.AIOKafkaConsumerThread.__dict__["_create_worker_consumer"].__wrapped__, "__wrapped__")
