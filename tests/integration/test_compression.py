@@ -4,8 +4,9 @@ Producers in Kafka shops compress (lz4, zstd and snappy are common, set on the p
 topic's ``compression.type``). A client without a batch's codec cannot read the batch at all:
 the worker stopped at the first lz4 batch with ``UnsupportedCodecError`` and again after every
 restart. Here librdkafka (confluent-kafka, as a Java producer would) writes the events with each
-codec Kafka has, and the broker stores the outputs compressed, so both of the project's clients
-(aiokafka in the worker, kafka-python in the harness, ``tail`` and ``replay``) decode them.
+codec Kafka has; the worker compresses its predictions (``WORKERS_OUTPUT_COMPRESSION``) and the
+broker its dead letters (a topic's ``compression.type``), and kafka-python (the harness, ``tail``,
+``replay``) decodes them.
 """
 from __future__ import annotations
 
@@ -20,11 +21,11 @@ pytestmark = pytest.mark.integration
 CODECS = ("gzip", "snappy", "lz4", "zstd")
 
 
-def test_events_of_every_codec_are_scored_and_compressed_outputs_read_back(broker_settings, tmp_path):
+def test_events_of_every_codec_are_scored_and_outputs_written_compressed(broker_settings, tmp_path):
     from confluent_kafka import Producer
 
-    drill = drills.Drill(broker_settings, "codecs", tmp_path, topic_config={
-        "predictions": {"compression.type": "lz4"}, "dlq": {"compression.type": "zstd"}})
+    # the worker compresses its predictions itself; the broker recompresses the dead letters (topic config)
+    drill = drills.Drill(broker_settings, "codecs", tmp_path, topic_config={"dlq": {"compression.type": "lz4"}})
     events = drill.events(400, 31)
     with EventProducer(drill.settings, drill.manifest, drill.store, drill.topics.events) as producer:
         encoded = [(producer.key_of(e) or b"", producer.codec.encode(e)) for e in events]
@@ -40,12 +41,13 @@ def test_events_of_every_codec_are_scored_and_compressed_outputs_read_back(broke
             if corrupt:
                 drill.expected_reason[key] = reasons.CORRUPT
         assert librdkafka.flush(30) == 0
-    drill.start_worker()
+    drill.start_worker({"WORKERS_OUTPUT_COMPRESSION": "zstd"})
     result = drill.account(drills.DrillResult("compressed"), timeout_s=60)
     drill.stop_all()
     assert result.passed, result.problems
     assert (result.lost, result.duplicated) == (0, 0)
     assert (result.predictions, result.dead_letters) == (len(events) - len(CODECS), len(CODECS))
+    _assert_compressed(drill)
 
 
 def _log_bytes(settings, topic: str) -> int:
@@ -56,17 +58,20 @@ def _log_bytes(settings, topic: str) -> int:
                    for t in d["topics"] if t["name"] == topic for p in t["partitions"])
 
 
-@pytest.mark.parametrize("engine", ["batch", "agent"])
-def test_the_worker_compresses_what_it_produces(broker_settings, tmp_path, engine):
+def _assert_compressed(drill: drills.Drill) -> None:
     from workers.kafka.consumer import consume
 
-    drill = drills.Drill(broker_settings, f"zstd{engine}", tmp_path)
-    drill.produce(drill.events(2000, 32))
-    drill.start_worker({"WORKERS_ENGINE": engine, "WORKERS_OUTPUT_COMPRESSION": "zstd"})
-    result = drill.account(drills.DrillResult("compressing"), timeout_s=60)
-    drill.stop_all()
-    assert result.passed and result.predictions == 2000, result.problems
     written = sum(len(r.value or b"") + len(r.key or b"") + sum(len(k) + len(v) for k, v in r.headers)
                   for r in consume(drill.settings, [drill.topics.predictions], idle_timeout_s=3))
     # uncompressed, the log holds at least the records' bytes; zstd takes predictions to well under half
     assert _log_bytes(drill.settings, drill.topics.predictions) < 0.5 * written
+
+
+def test_the_agent_engine_compresses_what_it_produces(broker_settings, tmp_path):
+    drill = drills.Drill(broker_settings, "zstdagent", tmp_path)
+    drill.produce(drill.events(2000, 32))
+    drill.start_worker({"WORKERS_ENGINE": "agent", "WORKERS_OUTPUT_COMPRESSION": "zstd"})
+    result = drill.account(drills.DrillResult("compressing"), timeout_s=60)
+    drill.stop_all()
+    assert result.passed and result.predictions == 2000, result.problems
+    _assert_compressed(drill)
