@@ -71,10 +71,34 @@ def _settled_lags(drill: drills.Drill, port: int, timeout_s: float = 30) -> dict
     return lags
 
 
+def _ends_and_committed(drill: drills.Drill, timeout_s: float = 30) -> tuple[dict[int, int], dict[int, int | None]]:
+    """The events topic's end offsets, and the group's committed ones once they reach them (or
+    ``timeout_s`` passed)."""
+    from kafka import TopicPartition
+
+    from workers.kafka import clients
+    from workers.kafka.consumer import committed_offsets
+
+    consumer = clients.consumer(drill.settings)
+    try:
+        topic = drill.topics.events
+        ends = {tp.partition: o for tp, o in consumer.end_offsets(
+            [TopicPartition(topic, p) for p in range(drill.settings.partitions)]).items()}
+    finally:
+        consumer.close()
+    deadline = time.monotonic() + timeout_s
+    while True:
+        committed = committed_offsets(drill.settings, drill.settings.group_id, topic)
+        if committed == ends or time.monotonic() > deadline:
+            return ends, committed
+        time.sleep(0.5)
+
+
 async def _across_transactions(drill: drills.Drill, events: list[dict], env: dict[str, str],
                                metrics_port: int | None = None) -> dict[str, Any]:
     """Committed, aborted, then a transaction left open while the worker runs and committed later:
-    the keys scored after each step, and (``metrics_port``) the worker's lag once caught up."""
+    the keys scored after each step, and (``metrics_port``) the worker's lag and the group's
+    committed offsets once caught up."""
     committed, aborted, late = events[:100], events[100:200], events[200:300]
     tx = _Transactions(drill)
     await tx.producer.start()
@@ -89,8 +113,11 @@ async def _across_transactions(drill: drills.Drill, events: list[dict], env: dic
         before_commit = await asyncio.to_thread(_scored_once, drill, _keys(committed))
         await tx.producer.commit_transaction()
         after_commit = await asyncio.to_thread(_scored_once, drill, _keys(committed) | _keys(late))
-        lags = None if metrics_port is None else await asyncio.to_thread(_settled_lags, drill, metrics_port)
-        return {"before commit": before_commit, "after commit": after_commit, "lags": lags}
+        scored: dict[str, Any] = {"before commit": before_commit, "after commit": after_commit}
+        if metrics_port is not None:
+            scored["lags"] = await asyncio.to_thread(_settled_lags, drill, metrics_port)
+            scored["ends"], scored["committed"] = await asyncio.to_thread(_ends_and_committed, drill)
+        return scored
     finally:
         await tx.producer.stop()
         drill.stop_all()
@@ -112,6 +139,8 @@ def test_only_committed_events_are_scored(broker_settings, tmp_path, engine):
         # last record, the lag stayed 1, and the idle worker would have turned not ready
         lags = scored["lags"]
         assert len(lags) == drill.settings.partitions and not any(lags.values()), lags
+        # and the group's committed offsets reach the end, past the markers, as a Java consumer's do
+        assert scored["committed"] == scored["ends"]
 
 
 def test_reading_uncommitted_scores_aborted_and_open_transactions(broker_settings, tmp_path):

@@ -221,7 +221,9 @@ class BatchEngine(mode.Service):
                 self._quiet = not fetched
                 pace_fetches(consumer, IDLE_FETCH if self._quiet else _fetch_wait(self.config))
             if not fetched:
-                self._observe_caught_up_lag()
+                positions = self._observe_caught_up_lag()
+                if positions and not self._in_flight:
+                    await self._commit_past_markers(positions, revocations)
                 continue
             if self.pipeline.registered is not None:  # registry-framed input: its writer schemas first
                 values = [getattr(m, "value", None) for messages in fetched.values() for m in messages]
@@ -332,7 +334,7 @@ class BatchEngine(mode.Service):
                 lags[tp.partition] = max(0, end - (messages[-1].offset + 1))
         self.accounting.lag_observed(lags)
 
-    def _observe_caught_up_lag(self) -> None:
+    def _observe_caught_up_lag(self) -> dict[TopicPartition, int]:
         """After a poll without records: the lag from the consumer's position, which has moved past
         what carries no record (a transaction's commit or abort marker, an aborted transaction's
         records). Measured from the last record alone, a partition whose input ends with a
@@ -340,13 +342,41 @@ class BatchEngine(mode.Service):
         progress with lag above zero) while it waits for nothing."""
         consumer = self._consumer
         assert consumer is not None
-        lags = {}
+        lags, positions = {}, {}
         for tp in consumer.assignment():
             end, position = self._readable_end(tp), _position_now(consumer, tp)
+            if position is not None:
+                positions[tp] = position
             if end is not None and position is not None:
                 lags[tp.partition] = max(0, end - position)
         if lags:
             self.accounting.lag_observed(lags)
+        return positions
+
+    async def _commit_past_markers(self, positions: dict[TopicPartition, int], revocations: int) -> None:
+        """With nothing in flight, commit a position that has moved past records no batch held (a
+        transaction's marker, an aborted transaction's records): the group's committed offset then
+        reaches the end, as a Java consumer's does, and lag monitors that read it (Burrow, KEDA)
+        see 0, not 1 per partition for good. Everything before the position was delivered or
+        carries no event, so at-least-once holds."""
+        ahead = {tp: o for tp, o in positions.items() if o > self._next_offsets.get(tp, o)}
+        if not ahead:
+            return
+        # not under _batch_lock: a commit can wait for a rebalance whose revoke callback takes it
+        async with self._commit_lock:
+            consumer = self._consumer
+            if self._in_flight or self._to_commit or self._revocations != revocations or consumer is None:
+                return  # a batch or a rebalance came in meanwhile: the next idle poll looks again
+            assigned = consumer.assignment()
+            offsets = {tp: o for tp, o in ahead.items() if tp in assigned}
+            if not offsets:
+                return
+            try:
+                await consumer.commit(offsets)
+            except KafkaError as exc:
+                log.warning("commit failed; partitions will be re-read", error=repr(exc))
+                return
+            self._next_offsets.update(offsets)  # nothing before them is left to hand over
 
     def _readable_end(self, tp: TopicPartition) -> int | None:
         """Where this consumer's input ends: the last stable offset when it reads committed records
