@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -221,9 +221,7 @@ class BatchEngine(mode.Service):
                 self._quiet = not fetched
                 pace_fetches(consumer, IDLE_FETCH if self._quiet else _fetch_wait(self.config))
             if not fetched:
-                positions = self._observe_caught_up_lag()
-                if positions and not self._in_flight:
-                    await self._commit_past_markers(positions, revocations)
+                self._past_records_without_events(())
                 continue
             if self.pipeline.registered is not None:  # registry-framed input: its writer schemas first
                 values = [getattr(m, "value", None) for messages in fetched.values() for m in messages]
@@ -236,6 +234,7 @@ class BatchEngine(mode.Service):
                     self._give_back(fetched)
                     continue
                 await self._start_batch(fetched, careful)
+                self._past_records_without_events(fetched)
 
     async def _rewind_after_unparseable(self, exc: BaseException) -> None:
         """aiokafka drops what it had drained in a fetch that raised: rewind every partition to the
@@ -334,49 +333,36 @@ class BatchEngine(mode.Service):
                 lags[tp.partition] = max(0, end - (messages[-1].offset + 1))
         self.accounting.lag_observed(lags)
 
-    def _observe_caught_up_lag(self) -> dict[TopicPartition, int]:
-        """After a poll without records: the lag from the consumer's position, which has moved past
-        what carries no record (a transaction's commit or abort marker, an aborted transaction's
-        records). Measured from the last record alone, a partition whose input ends with a
-        marker would show a lag of 1 for good, and the worker would turn "not ready" (no
-        progress with lag above zero) while it waits for nothing."""
+    def _past_records_without_events(self, fetched: Collection[TopicPartition]) -> None:
+        """The partitions not in this batch, from the consumer's position, which moves past what
+        carries no event (a transaction's commit or abort marker; under read_committed an
+        aborted transaction's records): their lag, and their position for the next commit.
+
+        Measured from the last record, a partition whose input ends with a marker showed a lag
+        of 1 for good, and an idle worker turned not ready (no progress with lag above zero);
+        and the group's committed offset stayed one below the end, which lag monitors (Burrow)
+        report as a stalled consumer. Everything of the partition before its position was
+        delivered (nothing of it is in flight) or carries no event, so committing it keeps
+        at-least-once. Committed by the periodic commit, never awaited here: a commit waits for
+        the group coordinator, and this loop must not."""
         consumer = self._consumer
         assert consumer is not None
-        lags, positions = {}, {}
+        in_flight = {tp for entry in self._in_flight for tp in entry.offsets}
+        lags = {}
         for tp in consumer.assignment():
-            end, position = self._readable_end(tp), _position_now(consumer, tp)
-            if position is not None:
-                positions[tp] = position
-            if end is not None and position is not None:
+            if tp in fetched:
+                continue
+            position = _position_now(consumer, tp)
+            if position is None:
+                continue
+            end = self._readable_end(tp)
+            if end is not None:
                 lags[tp.partition] = max(0, end - position)
+            handed = self._next_offsets.get(tp)
+            if handed is not None and position > handed and tp not in in_flight and not self._careful_rounds:
+                self._next_offsets[tp] = self._to_commit[tp] = position
         if lags:
             self.accounting.lag_observed(lags)
-        return positions
-
-    async def _commit_past_markers(self, positions: dict[TopicPartition, int], revocations: int) -> None:
-        """With nothing in flight, commit a position that has moved past records no batch held (a
-        transaction's marker, an aborted transaction's records): the group's committed offset then
-        reaches the end, as a Java consumer's does, and lag monitors that read it (Burrow, KEDA)
-        see 0, not 1 per partition for good. Everything before the position was delivered or
-        carries no event, so at-least-once holds."""
-        ahead = {tp: o for tp, o in positions.items() if o > self._next_offsets.get(tp, o)}
-        if not ahead:
-            return
-        # not under _batch_lock: a commit can wait for a rebalance whose revoke callback takes it
-        async with self._commit_lock:
-            consumer = self._consumer
-            if self._in_flight or self._to_commit or self._revocations != revocations or consumer is None:
-                return  # a batch or a rebalance came in meanwhile: the next idle poll looks again
-            assigned = consumer.assignment()
-            offsets = {tp: o for tp, o in ahead.items() if tp in assigned}
-            if not offsets:
-                return
-            try:
-                await consumer.commit(offsets)
-            except KafkaError as exc:
-                log.warning("commit failed; partitions will be re-read", error=repr(exc))
-                return
-            self._next_offsets.update(offsets)  # nothing before them is left to hand over
 
     def _readable_end(self, tp: TopicPartition) -> int | None:
         """Where this consumer's input ends: the last stable offset when it reads committed records
