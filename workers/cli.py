@@ -482,7 +482,7 @@ def _cmd_acl(args: argparse.Namespace) -> int:
         print(grant.describe())
     if args.action == "apply":
         count = apply(settings, grants)
-        print(f"applied {count} ACLs (idempotent) as {settings.sasl_username or 'an unauthenticated client'}")
+        print(f"applied {count} ACLs (idempotent) as {settings.client_name or 'an unauthenticated client'}")
     return 0
 
 

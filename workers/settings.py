@@ -26,7 +26,7 @@ _REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BOOTSTRAP = "127.0.0.1:19092"  # scripts/kafka-local's default port
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
-SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
 
 
 def _default_dir(name: str) -> Path:
@@ -120,6 +120,12 @@ class Settings(BaseSettings):
     sasl_mechanism: SaslMechanism | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    sasl_oauthbearer_token_endpoint_url: str | None = Field(
+        None, description="OAUTHBEARER: the identity provider's OAuth 2.0 token endpoint (client credentials grant)")
+    sasl_oauthbearer_client_id: str | None = Field(None, description="OAUTHBEARER: this client's id at the provider")
+    sasl_oauthbearer_client_secret: SecretStr | None = Field(None, description="OAUTHBEARER: its secret")
+    sasl_oauthbearer_scope: str | None = Field(None, description="OAUTHBEARER: the scope to ask for, if the "
+                                                                 "provider needs one")
     ssl_cafile: Path | None = Field(None, description="CA bundle that signed the brokers' certificates "
                                                       "(default: the system's trusted CAs)")
     ssl_certfile: Path | None = Field(None, description="client certificate (mutual TLS)")
@@ -152,12 +158,33 @@ class Settings(BaseSettings):
         sasl = self.security_protocol.startswith("SASL_")
         tls = self.security_protocol.endswith("SSL")
         protocol = f"{PREFIX}SECURITY_PROTOCOL={self.security_protocol}"
+        oauth = {"SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL": self.sasl_oauthbearer_token_endpoint_url,
+                 "SASL_OAUTHBEARER_CLIENT_ID": self.sasl_oauthbearer_client_id,
+                 "SASL_OAUTHBEARER_CLIENT_SECRET": self.sasl_oauthbearer_client_secret,
+                 "SASL_OAUTHBEARER_SCOPE": self.sasl_oauthbearer_scope}
+        oauth_given = [PREFIX + name for name, value in oauth.items() if value is not None]
         if sasl and not self.sasl_mechanism:
-            raise ValueError(f"{protocol} needs {PREFIX}SASL_MECHANISM (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)")
-        if sasl and (not self.sasl_username or self.sasl_password is None):
-            raise ValueError(f"{protocol} needs {PREFIX}SASL_USERNAME and {PREFIX}SASL_PASSWORD")
-        if not sasl and (self.sasl_mechanism or self.sasl_username or self.sasl_password is not None):
+            raise ValueError(f"{protocol} needs {PREFIX}SASL_MECHANISM "
+                             "(PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER)")
+        if not sasl and (self.sasl_mechanism or self.sasl_username or self.sasl_password is not None or oauth_given):
             raise ValueError(f"SASL settings are given but {protocol}; use SASL_PLAINTEXT or SASL_SSL")
+        if self.sasl_mechanism == "OAUTHBEARER":
+            missing = [PREFIX + name for name in list(oauth)[:3] if oauth[name] is None]
+            if missing:
+                raise ValueError(f"{PREFIX}SASL_MECHANISM=OAUTHBEARER needs {', '.join(missing)}")
+            if self.sasl_username or self.sasl_password is not None:
+                raise ValueError(f"{PREFIX}SASL_MECHANISM=OAUTHBEARER takes a client id and secret "
+                                 f"({PREFIX}SASL_OAUTHBEARER_CLIENT_ID/_SECRET), not {PREFIX}SASL_USERNAME/_PASSWORD")
+            scheme = urllib.parse.urlsplit(self.sasl_oauthbearer_token_endpoint_url or "").scheme
+            if scheme not in ("http", "https"):
+                raise ValueError(f"{PREFIX}SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL must be an http(s) URL, not "
+                                 f"{self.sasl_oauthbearer_token_endpoint_url!r}")
+        elif sasl:
+            if not self.sasl_username or self.sasl_password is None:
+                raise ValueError(f"{protocol} needs {PREFIX}SASL_USERNAME and {PREFIX}SASL_PASSWORD")
+            if oauth_given:
+                raise ValueError(f"{', '.join(oauth_given)} given but {PREFIX}SASL_MECHANISM={self.sasl_mechanism}; "
+                                 "use OAUTHBEARER")
         tls_files = {"SSL_CAFILE": self.ssl_cafile, "SSL_CERTFILE": self.ssl_certfile,
                      "SSL_KEYFILE": self.ssl_keyfile}
         given = [name for name, path in tls_files.items() if path is not None]
@@ -212,11 +239,17 @@ class Settings(BaseSettings):
         topics = PipelineTopics.for_pipeline(self.pipeline, self.topic_prefix)
         return topics.with_events(self.input_topic) if self.input_topic else topics
 
+    @property
+    def client_name(self) -> str | None:
+        """Who these settings authenticate as, for messages: the SASL user or the OAuth client id."""
+        return self.sasl_username or self.sasl_oauthbearer_client_id
+
     def masked(self) -> dict[str, Any]:
         """A printable view with secrets hidden."""
         shown = self.model_dump(mode="json")
-        if self.sasl_password is not None:
-            shown["sasl_password"] = "***"
+        for secret in ("sasl_password", "sasl_oauthbearer_client_secret"):
+            if getattr(self, secret) is not None:
+                shown[secret] = "***"
         if self.schema_registry_url and "@" in urllib.parse.urlsplit(self.schema_registry_url).netloc:
             parts = urllib.parse.urlsplit(self.schema_registry_url)  # user:password@ in the URL
             shown["schema_registry_url"] = parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()

@@ -49,6 +49,36 @@ def test_secure_config_enforces_acls_and_keeps_secrets_private(tmp_path) -> None
     assert f"SCRAM-SHA-512=[name=admin,password={users['admin']}]" in arguments
 
 
+def test_the_secure_broker_checks_oauth_tokens_against_the_local_issuers_key(tmp_path) -> None:
+    import json
+
+    from cryptography.hazmat.primitives import serialization
+
+    script = _load_script()
+    (tmp_path / "tls").mkdir()
+    jwks = script.make_oauth_issuer(tmp_path)
+    props = script.write_config(tmp_path, 29092, secure=True).read_text()
+    assert "sasl.enabled.mechanisms=SCRAM-SHA-512,OAUTHBEARER" in props
+    assert f"sasl.oauthbearer.jwks.endpoint.url={jwks.resolve().as_uri()}" in props
+    assert "sasl.oauthbearer.expected.audience=kafka\n" in props
+    assert "sasl.oauthbearer.expected.issuer=kafka-local\n" in props
+    assert f"-Dorg.apache.kafka.sasl.oauthbearer.allowed.urls={jwks.resolve().as_uri()}" in script.oauth_jvm_options(
+        tmp_path)
+    # the JWKS holds the public half of the issuer's key, which only its owner may read
+    key = serialization.load_pem_private_key((tmp_path / "tls" / "oauth-issuer.key").read_bytes(), password=None)
+    numbers = key.public_key().public_numbers()  # type: ignore[union-attr]
+    (published,) = json.loads(jwks.read_text())["keys"]
+
+    def as_int(field: str) -> int:
+        import base64
+
+        return int.from_bytes(base64.urlsafe_b64decode(published[field] + "=" * (-len(published[field]) % 4)), "big")
+
+    assert (as_int("n"), as_int("e")) == (numbers.n, numbers.e) and published["alg"] == "RS256"
+    assert (tmp_path / "tls" / "oauth-issuer.key").stat().st_mode & 0o077 == 0
+    assert script.make_oauth_issuer(tmp_path).read_text() == jwks.read_text()  # kept across restarts
+
+
 def test_an_advertised_host_listens_on_all_interfaces_and_is_what_clients_are_told(tmp_path) -> None:
     script = _load_script()
     props = script.write_config(tmp_path, 9092, secure=True, host="kafka").read_text()

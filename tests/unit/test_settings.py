@@ -87,6 +87,15 @@ def test_secrets_are_masked_when_shown(env):
     assert settings.sasl_password is not None and settings.sasl_password.get_secret_value() == "hunter2"
 
 
+def test_the_oauth_client_secret_is_masked_when_shown(env):
+    env(WORKERS_SECURITY_PROTOCOL="SASL_SSL", WORKERS_SASL_MECHANISM="oauthbearer",
+        WORKERS_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL="https://idp.example/oauth2/token",
+        WORKERS_SASL_OAUTHBEARER_CLIENT_ID="svc-worker", WORKERS_SASL_OAUTHBEARER_CLIENT_SECRET="hunter3")
+    settings = Settings.from_env()
+    assert settings.sasl_mechanism == "OAUTHBEARER" and settings.client_name == "svc-worker"
+    assert "hunter3" not in repr(settings) and settings.masked()["sasl_oauthbearer_client_secret"] == "***"
+
+
 @pytest.mark.parametrize("variable", ["WORKERS_INPUT_FRAMING=registry", "WORKERS_INPUT_FRAMING=both",
                                       "WORKERS_PREDICTION_FRAMING=registry"])
 def test_registry_framing_without_a_registry_is_one_clear_line(monkeypatch, variable):

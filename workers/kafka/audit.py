@@ -16,6 +16,7 @@ from workers.core.codec import SchemaStore, SingleObjectCodec
 from workers.errors import DeliveryError
 from workers.kafka import clients
 from workers.kafka.consumer import consume
+from workers.kafka.oauth import token_source
 from workers.settings import Settings
 
 ACK_TIMEOUT_S = 30
@@ -25,6 +26,10 @@ def actor(settings: Settings) -> str:
     """Who acts: the Kafka principal the settings authenticate as, else the OS user."""
     if settings.sasl_username:
         return f"User:{settings.sasl_username}"
+    tokens = token_source(settings)
+    if tokens is not None:  # the broker's principal is the token's subject
+        tokens.token()
+        return f"User:{tokens.subject or settings.sasl_oauthbearer_client_id}"
     try:
         return f"os:{getpass.getuser()}"
     except (KeyError, OSError):

@@ -14,6 +14,7 @@ from typing import Any
 from workers.errors import KafkaUnavailableError
 from workers.kafka import kafka_python_fixes
 from workers.kafka.connection import kafka_python_options
+from workers.kafka.oauth import token_source
 from workers.settings import Settings
 
 BOOTSTRAP_TIMEOUT_MS = 10_000  # a reachable broker answers in milliseconds; kafka-python's default is 30 s
@@ -41,6 +42,9 @@ def _explained(settings: Settings) -> Iterator[None]:
     from kafka.errors import KafkaError
 
     kafka_python_fixes.apply()  # here, not at import: kafka-python loads only when a client is built
+    tokens = token_source(settings)
+    if tokens is not None:
+        tokens.token()  # a provider that refuses or cannot be reached: its one line (TokenError), not a timeout
     failures = _ConnectionFailures()
     logger = logging.getLogger("kafka")
     logger.addHandler(failures)
@@ -49,10 +53,10 @@ def _explained(settings: Settings) -> Iterator[None]:
     except KafkaError as exc:
         # the error raised counts as a cause too: a refused password now ends the bootstrap at once
         raised = f"{type(exc).__name__}: {exc}"
-        cause = _main_cause([*failures.causes, raised])
+        cause = _main_cause([*failures.causes, raised], oauth=tokens is not None)
         if cause == raised and failures.causes:  # nothing telling: what was logged says more than a timeout
             cause = failures.causes[-1]
-        identity = f", {settings.sasl_mechanism} as {settings.sasl_username}" if settings.sasl_mechanism else ""
+        identity = f", {settings.sasl_mechanism} as {settings.client_name}" if settings.sasl_mechanism else ""
         raise KafkaUnavailableError(f"cannot connect to Kafka at {settings.bootstrap_servers} "
                                     f"({settings.security_protocol}{identity}): {cause}") from None
     finally:
@@ -63,9 +67,11 @@ def _refused_the_certificate(cause: str) -> bool:
     return any(alert in cause for alert in kafka_python_fixes.CLIENT_CERTIFICATE_REFUSED)
 
 
-def _main_cause(causes: list[str]) -> str | None:
+def _main_cause(causes: list[str], oauth: bool = False) -> str | None:
     """The most telling of the causes seen: authentication, then TLS, then the rest."""
-    for marker, meaning in (("SaslAuthenticationFailed", "authentication failed (wrong user or password?)"),
+    refused = ("authentication failed (the broker refused the OAuth token: its issuer, audience, signature or "
+               "expiry?)" if oauth else "authentication failed (wrong user or password?)")
+    for marker, meaning in (("SaslAuthenticationFailed", refused),
                             # the broker's alert when it requires a client certificate (mutual TLS) it did
                             # not get or does not trust
                             (_refused_the_certificate, "TLS handshake failed: the broker wants a client "
@@ -134,7 +140,7 @@ def check_access(settings: Settings, read: list[str]) -> dict[str, int]:
             if not partitions:
                 raise ConfigError(
                     f"topic {topic} does not exist on {settings.bootstrap_servers}, or "
-                    f"{settings.sasl_username or 'this client'} may not DESCRIBE it (see `workers acl print`)")
+                    f"{settings.client_name or 'this client'} may not DESCRIBE it (see `workers acl print`)")
             counts[topic] = len(partitions)
     finally:
         probe.close()

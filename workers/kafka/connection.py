@@ -13,6 +13,7 @@ import ssl
 from dataclasses import dataclass
 from typing import Any
 
+from workers.kafka.oauth import ClientCredentials, aiokafka_provider, kafka_python_provider, token_source
 from workers.settings import Settings
 
 
@@ -24,6 +25,7 @@ class Connection:
     username: str | None = None
     password: str | None = None
     ssl_context: ssl.SSLContext | None = None
+    tokens: ClientCredentials | None = None  # OAUTHBEARER
 
     def __repr__(self) -> str:  # never the password
         return (f"Connection(bootstrap={self.bootstrap}, security_protocol={self.security_protocol}, "
@@ -45,13 +47,16 @@ def connection(settings: Settings) -> Connection:
         username=settings.sasl_username,
         password=password,
         ssl_context=context,
+        tokens=token_source(settings),
     )
 
 
-def _common(conn: Connection) -> dict[str, Any]:
-    """The spelling aiokafka and kafka-python share."""
+def _common(conn: Connection, provider: Any) -> dict[str, Any]:
+    """The spelling aiokafka and kafka-python share (``provider`` wraps the token source for each)."""
     options: dict[str, Any] = {"bootstrap_servers": list(conn.bootstrap), "security_protocol": conn.security_protocol}
-    if conn.sasl_mechanism:
+    if conn.tokens is not None:
+        options.update(sasl_mechanism="OAUTHBEARER", sasl_oauth_token_provider=provider(conn.tokens))
+    elif conn.sasl_mechanism:
         options.update(sasl_mechanism=conn.sasl_mechanism, sasl_plain_username=conn.username,
                        sasl_plain_password=conn.password)
     if conn.ssl_context is not None:
@@ -61,12 +66,12 @@ def _common(conn: Connection) -> dict[str, Any]:
 
 def kafka_python_options(settings: Settings | Connection) -> dict[str, Any]:
     """For ``kafka.KafkaProducer``, ``KafkaConsumer`` and ``KafkaAdminClient``."""
-    return _common(settings if isinstance(settings, Connection) else connection(settings))
+    return _common(settings if isinstance(settings, Connection) else connection(settings), kafka_python_provider)
 
 
 def aiokafka_options(settings: Settings | Connection) -> dict[str, Any]:
     """For ``aiokafka.AIOKafkaConsumer`` and ``AIOKafkaProducer``."""
-    return _common(settings if isinstance(settings, Connection) else connection(settings))
+    return _common(settings if isinstance(settings, Connection) else connection(settings), aiokafka_provider)
 
 
 def faust_options(settings: Settings | Connection) -> dict[str, Any]:
@@ -75,7 +80,9 @@ def faust_options(settings: Settings | Connection) -> dict[str, Any]:
 
     conn = settings if isinstance(settings, Connection) else connection(settings)
     credentials: Any = None
-    if conn.sasl_mechanism:
+    if conn.tokens is not None:
+        credentials = faust.OAuthCredentials(oauth_cb=aiokafka_provider(conn.tokens), ssl_context=conn.ssl_context)
+    elif conn.sasl_mechanism:
         # faust derives the protocol from the credentials: SASL_SSL when an SSL context is given.
         credentials = faust.SASLCredentials(username=conn.username, password=conn.password,
                                             mechanism=conn.sasl_mechanism, ssl_context=conn.ssl_context)
@@ -91,7 +98,15 @@ def librdkafka_options(settings: Settings) -> dict[str, Any]:
     """
     options: dict[str, Any] = {"bootstrap.servers": ",".join(settings.bootstrap_list),
                                "security.protocol": settings.security_protocol}
-    if settings.sasl_mechanism:
+    if settings.sasl_mechanism == "OAUTHBEARER":  # librdkafka's own client credentials flow
+        secret = settings.sasl_oauthbearer_client_secret
+        options.update({"sasl.mechanism": "OAUTHBEARER", "sasl.oauthbearer.method": "oidc",
+                        "sasl.oauthbearer.token.endpoint.url": settings.sasl_oauthbearer_token_endpoint_url,
+                        "sasl.oauthbearer.client.id": settings.sasl_oauthbearer_client_id,
+                        "sasl.oauthbearer.client.secret": secret.get_secret_value() if secret is not None else None})
+        if settings.sasl_oauthbearer_scope:
+            options["sasl.oauthbearer.scope"] = settings.sasl_oauthbearer_scope
+    elif settings.sasl_mechanism:
         password = settings.sasl_password.get_secret_value() if settings.sasl_password is not None else None
         options.update({"sasl.mechanism": settings.sasl_mechanism, "sasl.username": settings.sasl_username,
                         "sasl.password": password})

@@ -51,7 +51,7 @@ def consume(
             if not consumer.partitions_for_topic(topic):
                 raise KafkaUnavailableError(
                     f"topic {topic} does not exist on {settings.bootstrap_servers}, or "
-                    f"{settings.sasl_username or 'this client'} may not DESCRIBE it (see `workers acl print`)")
+                    f"{settings.client_name or 'this client'} may not DESCRIBE it (see `workers acl print`)")
         while max_records is None or seen < max_records:
             try:
                 # never more than are still wanted: a record fetched and not yielded would be lost
@@ -59,7 +59,7 @@ def consume(
                 batches = consumer.poll(timeout_ms=200, max_records=None if max_records is None else max_records - seen)
             except (TopicAuthorizationFailedError, GroupAuthorizationFailedError) as exc:
                 raise KafkaUnavailableError(
-                    f"{settings.sasl_username or 'this client'} may not READ {', '.join(topics)}"
+                    f"{settings.client_name or 'this client'} may not READ {', '.join(topics)}"
                     f"{' with group ' + group_id if group_id else ''} ({type(exc).__name__}); "
                     "see `workers acl print`") from None
             except KafkaTimeoutError as exc:

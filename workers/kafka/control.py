@@ -34,7 +34,7 @@ class ControlReader:
         if not partitions:
             self._consumer.close()
             raise ConfigError(f"topic {self.topic} does not exist on {settings.bootstrap_servers}, or "
-                              f"{settings.sasl_username or 'this client'} may not DESCRIBE it "
+                              f"{settings.client_name or 'this client'} may not DESCRIBE it "
                               "(create it with `workers topics create`)")
         self._partitions = [TopicPartition(self.topic, p) for p in sorted(partitions)]
         self._consumer.assign(self._partitions)

@@ -100,7 +100,7 @@ def measure(settings: Settings, window_s: float = DEFAULT_WINDOW_S, idle_timeout
             found = consumer.partitions_for_topic(topic)
             if not found:
                 raise ConfigError(f"topic {topic} does not exist on {settings.bootstrap_servers}, or "
-                                  f"{settings.sasl_username or 'this client'} may not DESCRIBE it")
+                                  f"{settings.client_name or 'this client'} may not DESCRIBE it")
             partitions += [TopicPartition(topic, p) for p in sorted(found)]
         consumer.assign(partitions)
         since_ms = int((time.time() - window_s) * 1000)

@@ -112,6 +112,8 @@ def test_mutual_tls_loads_the_client_certificate(tls_files):
     assert aiokafka_options(settings)["ssl_context"].verify_mode == context.verify_mode
 
 
+OAUTH = {"sasl_oauthbearer_token_endpoint_url": "https://idp.example/token", "sasl_oauthbearer_client_id": "svc",
+         "sasl_oauthbearer_client_secret": "hunter2"}
 INCONSISTENT = {
     "sasl-without-mechanism": ({"security_protocol": "SASL_SSL", "sasl_username": "u", "sasl_password": "hunter2"},
                                "needs WORKERS_SASL_MECHANISM"),
@@ -128,6 +130,19 @@ INCONSISTENT = {
     "unknown-protocol": ({"security_protocol": "SASL"}, "WORKERS_SECURITY_PROTOCOL"),
     "unknown-mechanism": ({"security_protocol": "SASL_SSL", "sasl_mechanism": "GSSAPI", "sasl_username": "u",
                            "sasl_password": "hunter2"}, "WORKERS_SASL_MECHANISM: Input should be"),
+    "oauth-without-client": ({"security_protocol": "SASL_SSL", "sasl_mechanism": "OAUTHBEARER",
+                              "sasl_oauthbearer_token_endpoint_url": "https://idp.example/token"},
+                             "OAUTHBEARER needs WORKERS_SASL_OAUTHBEARER_CLIENT_ID, "
+                             "WORKERS_SASL_OAUTHBEARER_CLIENT_SECRET"),
+    "oauth-with-a-password": ({"security_protocol": "SASL_SSL", "sasl_mechanism": "OAUTHBEARER", "sasl_username": "u",
+                               "sasl_password": "hunter2", **OAUTH}, "not WORKERS_SASL_USERNAME/_PASSWORD"),
+    "oauth-endpoint-not-http": ({"security_protocol": "SASL_SSL", "sasl_mechanism": "OAUTHBEARER",
+                                 **OAUTH, "sasl_oauthbearer_token_endpoint_url": "idp.example/token"},
+                                "must be an http\\(s\\) URL"),
+    "oauth-settings-with-scram": ({"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512",
+                                   "sasl_username": "u", "sasl_password": "p", **OAUTH},
+                                  "given but WORKERS_SASL_MECHANISM=SCRAM-SHA-512; use OAUTHBEARER"),
+    "oauth-settings-without-sasl": ({"security_protocol": "SSL", **OAUTH}, "use SASL_PLAINTEXT or SASL_SSL"),
 }
 
 

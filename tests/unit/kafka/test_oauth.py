@@ -1,0 +1,116 @@
+"""OAuth 2.0 client credentials for SASL/OAUTHBEARER: fetched once, reused, refreshed, and failures as one line.
+
+The token endpoint is a real HTTP server on loopback (tests/oauth_issuer.py); no broker is needed.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tests.oauth_issuer import token_endpoint
+from workers.kafka import connection, oauth
+from workers.kafka.oauth import ClientCredentials, TokenError, jwt_claims
+from workers.settings import Settings
+
+
+@pytest.fixture
+def key_file(tmp_path):
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path = tmp_path / "issuer.key"
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    return path
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_token_is_reused_until_80_percent_of_its_lifetime_then_refreshed(key_file):
+    clock = Clock()
+    with token_endpoint(key_file, {"worker": "s3cret"}, lifetime_s=100) as endpoint:
+        source = ClientCredentials(endpoint.url, "worker", "s3cret", clock=clock)
+        first = source.token()
+        clock.now += 79
+        assert source.token() == first and endpoint.issued == ["worker"]
+        clock.now += 2  # past 80 of 100 s
+        assert source.fresh() is None
+        source.token()
+        assert endpoint.issued == ["worker", "worker"] and source.fetched == 2
+    claims = jwt_claims(first)
+    assert claims is not None and claims["sub"] == "worker" and claims["aud"] == "kafka"
+    assert source.subject == "worker"
+
+
+def test_a_secret_with_reserved_characters_and_a_scope_reach_the_provider(key_file):
+    secret = "a:b/c%d e+f"
+    with token_endpoint(key_file, {"svc:1": secret}) as endpoint:
+        token = ClientCredentials(endpoint.url, "svc:1", secret, scope="kafka.read kafka.write").token()
+    claims = jwt_claims(token)
+    assert claims is not None and claims["sub"] == "svc:1" and claims["scope"] == "kafka.read kafka.write"
+
+
+def test_a_refused_secret_is_one_line_with_the_providers_words_and_never_the_secret(key_file):
+    with token_endpoint(key_file, {"worker": "right"}) as endpoint, pytest.raises(TokenError) as refused:
+        ClientCredentials(endpoint.url, "worker", "wrong-secret-91").token()
+    message = str(refused.value)
+    assert "HTTP 401 invalid_client: unknown client or wrong secret" in message and "client worker" in message
+    assert "wrong-secret-91" not in message and "\n" not in message
+    assert endpoint.refused == 1
+
+
+def test_an_unreachable_provider_is_named(key_file):
+    from workers.dev.processes import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/token"
+    with pytest.raises(TokenError, match=f"cannot reach the OAuth token endpoint {url}"):
+        ClientCredentials(url, "worker", "s3cret", timeout_s=2).token()
+
+
+def test_while_the_provider_is_away_a_still_valid_token_is_used(key_file):
+    clock = Clock()
+    with token_endpoint(key_file, {"worker": "s3cret"}, lifetime_s=100) as endpoint:
+        source = ClientCredentials(endpoint.url, "worker", "s3cret", clock=clock, timeout_s=2)
+        first = source.token()
+    clock.now += 90  # due for a refresh, not yet expired: the provider is gone
+    assert source.token() == first
+    clock.now += 11  # expired
+    with pytest.raises(TokenError):
+        source.token()
+
+
+def test_lifetime_comes_from_expires_in_else_the_jwts_exp_else_a_default():
+    now = 1_000.0
+    jwt = "e30." + oauth.base64.urlsafe_b64encode(json.dumps({"exp": 1_600}).encode()).decode().rstrip("=") + ".sig"
+    assert oauth._lifetime_s({"expires_in": 60}, jwt, now) == 60
+    assert oauth._lifetime_s({}, jwt, now) == 600
+    assert oauth._lifetime_s({"expires_in": True}, "opaque-token", now) == oauth.DEFAULT_LIFETIME_S
+    assert jwt_claims("opaque-token") is None and jwt_claims("a.!!!.c") is None
+
+
+def test_every_client_of_a_process_shares_one_source_and_gets_its_own_provider_type(key_file):
+    from aiokafka.abc import AbstractTokenProvider as AsyncProvider
+    from kafka.net.sasl.oauth import AbstractTokenProvider as SyncProvider
+
+    with token_endpoint(key_file, {"worker": "s3cret"}) as endpoint:
+        settings = Settings(security_protocol="SASL_PLAINTEXT", sasl_mechanism="oauthbearer",
+                            sasl_oauthbearer_token_endpoint_url=endpoint.url, sasl_oauthbearer_client_id="worker",
+                            sasl_oauthbearer_client_secret="s3cret")
+        sync = connection.kafka_python_options(settings)["sasl_oauth_token_provider"]
+        async_ = connection.aiokafka_options(settings)["sasl_oauth_token_provider"]
+        credentials = connection.faust_options(settings)["broker_credentials"]
+        assert isinstance(sync, SyncProvider) and isinstance(async_, AsyncProvider)
+        assert isinstance(credentials.oauth_cb, AsyncProvider)
+        assert sync.token() == asyncio.run(async_.token()) == asyncio.run(credentials.oauth_cb.token())
+        assert endpoint.issued == ["worker"]
+        librdkafka = connection.librdkafka_options(settings)
+    assert librdkafka["sasl.oauthbearer.method"] == "oidc" and librdkafka["sasl.oauthbearer.client.id"] == "worker"
+    assert "s3cret" not in repr(oauth.token_source(settings)) and "s3cret" not in repr(connection.connection(settings))
