@@ -43,8 +43,11 @@ class TokenEndpoint:
     clients: dict[str, str]
     lifetime_s: float
     audience: str = AUDIENCE  # what the tokens name; the secure local broker wants "kafka"
+    unavailable: bool = False  # answer 503 to every request (the provider is down)
+    redirect_to: str | None = None  # answer 302 to this URL instead
     issued: list[str] = field(default_factory=list)  # client ids, one per token issued
     refused: int = 0
+    requests: int = 0
 
 
 @contextmanager
@@ -55,6 +58,16 @@ def token_endpoint(key_file: Path, clients: dict[str, str], lifetime_s: float = 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"] or 0)).decode()
+            state.requests += 1
+            if state.unavailable:
+                self._answer(503, {"error": "temporarily_unavailable"})
+                return
+            if state.redirect_to:
+                self.send_response(302)
+                self.send_header("Location", state.redirect_to)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             form = {k: v[0] for k, v in parse_qs(body).items()}
             client_id, secret = form.get("client_id"), form.get("client_secret")
             auth = self.headers.get("Authorization", "")

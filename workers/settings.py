@@ -175,10 +175,12 @@ class Settings(BaseSettings):
             if self.sasl_username or self.sasl_password is not None:
                 raise ValueError(f"{PREFIX}SASL_MECHANISM=OAUTHBEARER takes a client id and secret "
                                  f"({PREFIX}SASL_OAUTHBEARER_CLIENT_ID/_SECRET), not {PREFIX}SASL_USERNAME/_PASSWORD")
-            scheme = urllib.parse.urlsplit(self.sasl_oauthbearer_token_endpoint_url or "").scheme
-            if scheme not in ("http", "https"):
-                raise ValueError(f"{PREFIX}SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL must be an http(s) URL, not "
-                                 f"{self.sasl_oauthbearer_token_endpoint_url!r}")
+            url = urllib.parse.urlsplit(self.sasl_oauthbearer_token_endpoint_url or "")
+            loopback = url.hostname in ("127.0.0.1", "::1", "localhost")
+            if url.scheme != "https" and not (url.scheme == "http" and loopback):
+                # the client secret travels in the request: in clear text only on this machine
+                raise ValueError(f"{PREFIX}SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL must be an https URL (http only on "
+                                 f"loopback), not {self.sasl_oauthbearer_token_endpoint_url!r}")
         elif sasl:
             if not self.sasl_username or self.sasl_password is None:
                 raise ValueError(f"{protocol} needs {PREFIX}SASL_USERNAME and {PREFIX}SASL_PASSWORD")

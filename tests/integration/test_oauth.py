@@ -97,24 +97,27 @@ def test_producer_worker_and_consumer_authenticate_with_tokens(secure_broker, is
 
 
 @pytest.mark.parametrize("engine", ["batch", "agent"])
-def test_tokens_expiring_mid_stream_lose_nothing(secure_broker, issuer, pipeline, engine, tmp_path):
-    """Tokens of 6 s, and a broker that ends a session when its token expires (as managed clusters
-    do): aiokafka does not re-authenticate, so the worker's connections are closed every few seconds
-    while it scores a steady stream, and it reconnects with fresh tokens."""
+def test_tokens_expiring_while_the_provider_is_down_lose_nothing(secure_broker, issuer, pipeline, engine, tmp_path):
+    """Tokens of 6 s; Kafka ends a session when its token expires, and aiokafka does not
+    re-authenticate: it reconnects, and needs a new token. The provider is down for 12 s in the
+    middle of a steady stream, so reconnections fail until it is back: the worker must keep
+    retrying (before, the provider's error ended aiokafka's fetch task and scoring stopped)."""
     from workers.dev import fraud_data
 
     issuer.lifetime_s = 6
     worker = start_worker(pipeline, tmp_path / "worker.log",
                           {**_oauth_env(secure_broker, issuer, "worker"), "WORKERS_ENGINE": engine})
     try:
-        producer_settings = _settings(_oauth_env(secure_broker, issuer, "producer"), pipeline)
+        producer_settings = pipeline  # the admin, with SCRAM: the worker alone depends on the provider
         manifest, store = load_manifest(producer_settings)
         events, _ = fraud_data.generate(3000, seed=43, start_ms=int(time.time() * 1000))
         sent = set()
         with EventProducer(producer_settings, manifest, store, producer_settings.topics.events) as producer:
             for i in range(0, len(events), 25):  # ~20 s of events, across several token lifetimes
+                issuer.unavailable = 3_000 / 3 <= i < 3_000 / 3 + 1900  # ~12 s from a third of the way in
                 sent.update(producer.send_event(event).event_id.encode() for event in events[i:i + 25])
                 time.sleep(0.16)
+        issuer.unavailable = False
         predicted = {dict(r.headers)[EVENT_ID_HEADER] for r in consume(
             pipeline, [pipeline.topics.predictions], idle_timeout_s=30, max_records=len(events))}
         assert worker.poll() is None, (tmp_path / "worker.log").read_text()[-2000:]
@@ -123,6 +126,7 @@ def test_tokens_expiring_mid_stream_lose_nothing(secure_broker, issuer, pipeline
     assert code == 0
     assert len(sent) == len(events) and predicted == sent
     assert Counter(issuer.issued)["worker"] >= 3, issuer.issued  # the worker renewed its token
+    assert issuer.requests > len(issuer.issued)  # and asked while the provider was down
 
 
 def test_the_audit_trail_names_the_tokens_subject(secure_broker, issuer, pipeline, tmp_path):

@@ -62,8 +62,6 @@ def test_the_secure_broker_checks_oauth_tokens_against_the_local_issuers_key(tmp
     assert f"sasl.oauthbearer.jwks.endpoint.url={jwks.resolve().as_uri()}" in props
     assert "sasl.oauthbearer.expected.audience=kafka\n" in props
     assert "sasl.oauthbearer.expected.issuer=kafka-local\n" in props
-    # a session ends with its token: clients that do not re-authenticate are disconnected then
-    assert "listener.name.sasl_ssl.oauthbearer.connections.max.reauth.ms=3600000" in props
     assert f"-Dorg.apache.kafka.sasl.oauthbearer.allowed.urls={jwks.resolve().as_uri()}" in script.oauth_jvm_options(
         tmp_path)
     # the JWKS holds the public half of the issuer's key, which only its owner may read

@@ -27,8 +27,7 @@ def actor(settings: Settings) -> str:
     if settings.sasl_username:
         return f"User:{settings.sasl_username}"
     tokens = token_source(settings)
-    if tokens is not None:  # the broker's principal is the token's subject
-        tokens.token()
+    if tokens is not None:  # the broker's principal: the subject of the token in hand (never fetched here)
         return f"User:{tokens.subject or settings.sasl_oauthbearer_client_id}"
     try:
         return f"os:{getpass.getuser()}"

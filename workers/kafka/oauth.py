@@ -28,6 +28,10 @@ from workers.settings import Settings
 REFRESH_AT = 0.8  # of a token's lifetime
 DEFAULT_LIFETIME_S = 300.0  # a provider that says nothing of expiry (neither expires_in nor a JWT exp)
 REQUEST_TIMEOUT_S = 10.0
+# While the token in hand is still valid and the provider fails: ask again at most this often, and
+# wait for it at most this long (kafka-python asks from its IO thread, which serves every connection)
+RETRY_AFTER_FAILURE_S = 5.0
+REQUEST_TIMEOUT_WITH_A_VALID_TOKEN_S = 2.0
 
 
 class TokenError(KafkaUnavailableError):
@@ -43,8 +47,10 @@ class ClientCredentials:
         self._secret = client_secret
         self._clock, self._timeout_s = clock, timeout_s
         self._lock = threading.Lock()  # kafka-python asks from its IO thread, aiokafka from the loop's executor
-        self._token: str | None = None
-        self._refresh_at = self._expires_at = 0.0
+        # (token, refresh at, expires at): one tuple, so that a lock-free reader never pairs a token
+        # with another token's times
+        self._current: tuple[str, float, float] | None = None
+        self._retry_at = 0.0
         self.fetched = 0
 
     def __repr__(self) -> str:  # never the secret
@@ -52,31 +58,34 @@ class ClientCredentials:
 
     def fresh(self) -> str | None:
         """The cached token while it is fresh, else None."""
-        token = self._token
-        return token if token is not None and self._clock() < self._refresh_at else None
+        current = self._current
+        return current[0] if current is not None and self._clock() < current[1] else None
 
     def token(self) -> str:
         """A token that is fresh: the cached one, or a new one from the provider (blocking)."""
         with self._lock:
-            token = self.fresh()
-            if token is not None:
-                return token
+            current, now = self._current, self._clock()
+            valid = current is not None and now < current[2]
+            if current is not None and (now < current[1] or (valid and now < self._retry_at)):
+                return current[0]
             try:
-                return self._fetch()
+                return self._fetch(REQUEST_TIMEOUT_WITH_A_VALID_TOKEN_S if valid else self._timeout_s)
             except TokenError:
-                if self._token is not None and self._clock() < self._expires_at:
-                    return self._token  # the provider is away: the token in hand is still valid, use it
+                if current is not None and self._clock() < current[2]:
+                    self._retry_at = self._clock() + RETRY_AFTER_FAILURE_S
+                    return current[0]  # the provider is away: the token in hand is still valid, use it
                 raise
 
     @property
     def subject(self) -> str | None:
         """The current token's subject (``sub``), which the broker takes as the principal; None
         before the first token or when the token is not a JWT."""
-        claims = jwt_claims(self._token) if self._token else None
+        current = self._current
+        claims = jwt_claims(current[0]) if current is not None else None
         sub = claims.get("sub") if claims else None
         return sub if isinstance(sub, str) else None
 
-    def _fetch(self) -> str:
+    def _fetch(self, timeout_s: float) -> str:
         form = {"grant_type": "client_credentials", **({"scope": self.scope} if self.scope else {})}
         # RFC 6749 §2.3.1: id and secret are form-encoded, then joined for HTTP basic authentication
         basic = f"{urllib.parse.quote(self.client_id, safe='')}:{urllib.parse.quote(self._secret, safe='')}"
@@ -86,9 +95,12 @@ class ClientCredentials:
         started = self._clock()
         where = f"the OAuth token endpoint {self.url} (client {self.client_id})"
         try:
-            with urllib.request.urlopen(request, timeout=self._timeout_s) as response:
+            with _OPENER.open(request, timeout=min(timeout_s, self._timeout_s)) as response:
                 body = json.loads(response.read())
         except urllib.error.HTTPError as exc:
+            if 300 <= exc.code < 400:
+                raise TokenError(f"{where} answered with a redirect (HTTP {exc.code} to "
+                                 f"{exc.headers.get('Location')}): give the endpoint's own URL") from None
             raise TokenError(f"{where} refused: HTTP {exc.code} {_provider_error(exc)}") from None
         except (urllib.error.URLError, OSError) as exc:
             reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
@@ -99,9 +111,20 @@ class ClientCredentials:
         if not isinstance(token, str) or not token:
             raise TokenError(f"{where} answered without an access_token")
         lifetime = _lifetime_s(body, token, started)
-        self._token, self._refresh_at, self._expires_at = token, started + REFRESH_AT * lifetime, started + lifetime
+        self._current = (token, started + REFRESH_AT * lifetime, started + lifetime)
         self.fetched += 1
         return token
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect would re-send the client's credentials (the Authorization header) to wherever it
+    points: it is an error instead."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
 
 
 def _provider_error(exc: urllib.error.HTTPError) -> str:
@@ -169,10 +192,18 @@ def kafka_python_provider(source: ClientCredentials) -> Any:
 def aiokafka_provider(source: ClientCredentials) -> Any:
     """For aiokafka's (and faust's) ``sasl_oauth_token_provider``: the event loop never waits on the provider."""
     from aiokafka.abc import AbstractTokenProvider
+    from aiokafka.errors import KafkaConnectionError
 
     class _Tokens(AbstractTokenProvider):
         async def token(self) -> str:
             token = source.fresh()
-            return token if token is not None else await asyncio.to_thread(source.token)
+            if token is not None:
+                return token
+            try:
+                return await asyncio.to_thread(source.token)
+            except TokenError as exc:
+                # a connection error to aiokafka: it retries the connection. Any other exception
+                # escapes its connect step and ends the fetcher's, sender's or coordinator's task.
+                raise KafkaConnectionError(str(exc)) from None
 
     return _Tokens()

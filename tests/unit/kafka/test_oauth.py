@@ -87,6 +87,41 @@ def test_while_the_provider_is_away_a_still_valid_token_is_used(key_file):
         source.token()
 
 
+def test_while_the_provider_fails_it_is_asked_again_only_every_few_seconds(key_file):
+    clock = Clock()
+    with token_endpoint(key_file, {"worker": "s3cret"}, lifetime_s=100) as endpoint:
+        source = ClientCredentials(endpoint.url, "worker", "s3cret", clock=clock)
+        first = source.token()
+        endpoint.unavailable = True
+        clock.now += 81
+        assert [source.token() for _ in range(5)] == [first] * 5
+        assert endpoint.requests == 2  # the first token, then one failed refresh
+        clock.now += oauth.RETRY_AFTER_FAILURE_S
+        endpoint.unavailable = False
+        source.token()
+        assert endpoint.requests == 3 and source.fetched == 2 and source.fresh() is not None
+
+
+def test_a_redirect_is_refused_and_the_credentials_go_nowhere_else(key_file):
+    with token_endpoint(key_file, {"worker": "s3cret"}) as elsewhere, \
+            token_endpoint(key_file, {"worker": "s3cret"}) as endpoint:
+        endpoint.redirect_to = elsewhere.url
+        with pytest.raises(TokenError, match=f"answered with a redirect \\(HTTP 302 to {elsewhere.url}\\)"):
+            ClientCredentials(endpoint.url, "worker", "s3cret").token()
+    assert endpoint.requests == 1 and elsewhere.requests == 0
+
+
+def test_aiokafka_gets_a_connection_error_it_retries_when_no_valid_token_can_be_had(key_file):
+    from aiokafka.errors import KafkaConnectionError
+
+    with token_endpoint(key_file, {"worker": "s3cret"}) as endpoint:
+        provider = oauth.aiokafka_provider(ClientCredentials(endpoint.url, "worker", "s3cret"))
+        assert jwt_claims(asyncio.run(provider.token()))["sub"] == "worker"  # fetched off the event loop
+        down = oauth.aiokafka_provider(ClientCredentials(endpoint.url, "worker", "wrong"))
+        with pytest.raises(KafkaConnectionError, match="HTTP 401 invalid_client"):
+            asyncio.run(down.token())
+
+
 def test_lifetime_comes_from_expires_in_else_the_jwts_exp_else_a_default():
     now = 1_000.0
     jwt = "e30." + oauth.base64.urlsafe_b64encode(json.dumps({"exp": 1_600}).encode()).decode().rstrip("=") + ".sig"
