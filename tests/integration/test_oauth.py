@@ -4,14 +4,12 @@ the ACLs name."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from collections import Counter
 
 import pytest
 
-from tests.integration.workers_harness import free_port, get
+from tests.integration.workers_harness import free_port, get, run_cli
 from tests.oauth_issuer import token_endpoint
 from workers.core.deadletter import REASON
 from workers.core.pipeline import EVENT_ID_HEADER
@@ -57,11 +55,6 @@ def _settings(env: dict[str, str], pipeline: Settings) -> Settings:
     values = {k.removeprefix("WORKERS_").lower(): v for k, v in env.items()}
     return Settings(**values, topic_prefix=pipeline.topic_prefix)
 
-
-def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("WORKERS_") and k != "KAFKA_BOOTSTRAP_SERVERS"}
-    return subprocess.run([sys.executable, "-m", "workers.cli", *args], capture_output=True, text=True,
-                          timeout=120, env={**clean, **env})
 
 
 @pytest.mark.parametrize("engine", ["batch", "agent"])
@@ -134,7 +127,7 @@ def test_the_audit_trail_names_the_tokens_subject(secure_broker, issuer, pipelin
     try:
         shown = ""
         for _ in range(30):
-            out = _cli(secure_broker.env("admin"), "audit", "--topic-prefix", pipeline.topic_prefix,
+            out = run_cli(secure_broker.env("admin"), "audit", "--topic-prefix", pipeline.topic_prefix,
                        "--idle-timeout", "3")
             shown = out.stdout
             if "worker_started by User:worker@" in shown:
@@ -148,7 +141,7 @@ def test_the_audit_trail_names_the_tokens_subject(secure_broker, issuer, pipelin
 def test_a_refused_secret_and_a_refused_token_are_one_line_each(secure_broker, issuer, pipeline):
     wrong = _oauth_env(secure_broker, issuer, "worker", secret="not-the-secret-77")
     for args in (["produce", "--count", "3"], ["tail", "predictions", "--max", "1"], ["run"]):
-        out = _cli(wrong, *args, "--topic-prefix", pipeline.topic_prefix)
+        out = run_cli(wrong, *args, "--topic-prefix", pipeline.topic_prefix)
         assert out.returncode == EXIT_RUNTIME, (args, out.stderr)
         errors = [line for line in out.stderr.splitlines() if line.startswith("workers: error:")]
         assert len(errors) == 1 and "HTTP 401 invalid_client" in errors[0], (args, out.stderr)
@@ -157,13 +150,13 @@ def test_a_refused_secret_and_a_refused_token_are_one_line_each(secure_broker, i
 
     # a token the broker refuses (another audience): the broker's verdict, as one line
     issuer.audience = "someone-else"
-    out = _cli(_oauth_env(secure_broker, issuer, "producer"), "produce", "--count", "3",
+    out = run_cli(_oauth_env(secure_broker, issuer, "producer"), "produce", "--count", "3",
                "--topic-prefix", pipeline.topic_prefix)
     assert out.returncode == EXIT_RUNTIME and out.stderr.count("\n") == 1, out.stderr
     assert "refused the OAuth token" in out.stderr, out.stderr
 
     unreachable = {**_oauth_env(secure_broker, issuer, "producer"),
                    "WORKERS_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}/token"}
-    out = _cli(unreachable, "produce", "--count", "3", "--topic-prefix", pipeline.topic_prefix)
+    out = run_cli(unreachable, "produce", "--count", "3", "--topic-prefix", pipeline.topic_prefix)
     assert out.returncode == EXIT_RUNTIME and out.stderr.count("\n") == 1, out.stderr
     assert "cannot reach the OAuth token endpoint" in out.stderr

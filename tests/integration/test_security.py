@@ -2,15 +2,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from collections import Counter
 
 import pytest
 
-from tests.integration.workers_harness import free_port, get
+from tests.integration.workers_harness import free_port, get, run_cli
 from workers.core.deadletter import REASON
 from workers.core.pipeline import EVENT_ID_HEADER
 from workers.dev.bad_inputs import BAD_KINDS, send_kind
@@ -89,29 +86,24 @@ def test_the_whole_flow_over_sasl_ssl_with_one_principal_per_role(secure_broker,
 
 def _the_commands_work_over_sasl_ssl(secure_broker, pipeline) -> None:
     prefix = ("--topic-prefix", pipeline.topic_prefix)
-    tail = _cli(secure_broker.env("consumer"), "tail", "predictions", "--max", "3", "--idle-timeout", "10", *prefix)
+    tail = run_cli(secure_broker.env("consumer"), "tail", "predictions", "--max", "3", "--idle-timeout", "10", *prefix)
     assert tail.returncode == 0 and len(tail.stdout.strip().splitlines()) == 3, tail.stderr
-    replay = _cli(secure_broker.env("replayer"), "replay", *prefix)
+    replay = run_cli(secure_broker.env("replayer"), "replay", *prefix)
     assert replay.returncode == 0 and "replayed 45" in replay.stdout, replay.stdout + replay.stderr
-    shown = _cli(secure_broker.env("admin"), "audit", "--idle-timeout", "3", *prefix)
+    shown = run_cli(secure_broker.env("admin"), "audit", "--idle-timeout", "3", *prefix)
     assert shown.returncode == 0 and "replay_run by User:replayer@" in shown.stdout, shown.stdout + shown.stderr
 
-
-def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("WORKERS_") and k != "KAFKA_BOOTSTRAP_SERVERS"}
-    return subprocess.run([sys.executable, "-m", "workers.cli", *args], capture_output=True, text=True,
-                          timeout=120, env={**clean, **env})
 
 
 def test_wrong_password_and_unauthenticated_clients_get_one_clear_line(secure_broker, pipeline):
     env = secure_broker.env("producer")
     wrong = {**env, "WORKERS_SASL_PASSWORD": "not-the-password-42"}
     for args in (["produce", "--count", "5"], ["tail", "--max", "1"], ["topics", "create"]):
-        out = _cli(wrong, *args, "--topic-prefix", pipeline.topic_prefix)
+        out = run_cli(wrong, *args, "--topic-prefix", pipeline.topic_prefix)
         assert out.returncode == EXIT_RUNTIME, (args, out.stderr)
         assert out.stderr.count("\n") == 1 and "authentication failed" in out.stderr, (args, out.stderr)
         assert "not-the-password-42" not in out.stderr + out.stdout
-    plaintext = _cli({"WORKERS_BOOTSTRAP_SERVERS": secure_broker.bootstrap}, "produce", "--count", "5",
+    plaintext = run_cli({"WORKERS_BOOTSTRAP_SERVERS": secure_broker.bootstrap}, "produce", "--count", "5",
                      "--topic-prefix", pipeline.topic_prefix)
     assert plaintext.returncode == EXIT_RUNTIME and plaintext.stderr.count("\n") == 1
     assert "the broker answered in TLS" in plaintext.stderr and "SASL_SSL" in plaintext.stderr
@@ -159,7 +151,7 @@ def test_a_worker_denied_write_on_dead_letters_stops_cleanly_and_resumes_once_gr
 def test_a_worker_or_replay_with_a_wrong_password_stops_with_one_error_line(secure_broker, pipeline, command):
     user = "worker" if command == ["run"] else "replayer"
     wrong = {**secure_broker.env(user), "WORKERS_SASL_PASSWORD": "not-the-password-43"}
-    out = _cli(wrong, *command, "--topic-prefix", pipeline.topic_prefix)
+    out = run_cli(wrong, *command, "--topic-prefix", pipeline.topic_prefix)
     assert out.returncode == EXIT_RUNTIME, out.stderr
     errors = [line for line in out.stderr.splitlines() if line.startswith("workers: error:")]
     assert len(errors) == 1 and "authentication failed" in errors[0], out.stderr
@@ -171,7 +163,7 @@ def test_workers_write_the_audit_trail_and_only_an_operator_reads_it(secure_brok
     try:
         shown = ""
         for _ in range(30):  # the worker writes its model_loaded record (acknowledged) before it serves
-            out = _cli(secure_broker.env("admin"), "audit", "--topic-prefix", pipeline.topic_prefix,
+            out = run_cli(secure_broker.env("admin"), "audit", "--topic-prefix", pipeline.topic_prefix,
                        "--idle-timeout", "3")
             assert out.returncode == 0, out.stderr
             shown = out.stdout
@@ -184,13 +176,13 @@ def test_workers_write_the_audit_trail_and_only_an_operator_reads_it(secure_brok
     sha256 = json.loads((pipeline.models_dir / "fraud" / "1.0.0" / "manifest.json").read_text())["artifact_sha256"]
     assert f"sha256={sha256}" in shown
     for role in ("worker", "producer", "consumer", "replayer"):  # they may write it (workers, replay) but not read it
-        out = _cli(secure_broker.env(role), "audit", "--topic-prefix", pipeline.topic_prefix, "--idle-timeout", "3")
+        out = run_cli(secure_broker.env(role), "audit", "--topic-prefix", pipeline.topic_prefix, "--idle-timeout", "3")
         assert out.returncode == EXIT_RUNTIME and out.stderr.count("\n") == 1, (role, out.stderr)
         assert f"{role} may not" in out.stderr, (role, out.stderr)
 
 
 def test_a_principal_without_acls_cannot_read_the_events(secure_broker, pipeline):
-    out = _cli(secure_broker.env("intruder"), "tail", "predictions", "--topic-prefix", pipeline.topic_prefix,
+    out = run_cli(secure_broker.env("intruder"), "tail", "predictions", "--topic-prefix", pipeline.topic_prefix,
                "--idle-timeout", "5")
     assert out.returncode == EXIT_RUNTIME and "intruder may not DESCRIBE it" in out.stderr
     with pytest.raises(Exception, match="may not DESCRIBE"):
@@ -198,7 +190,7 @@ def test_a_principal_without_acls_cannot_read_the_events(secure_broker, pipeline
 
 
 def test_acl_apply_is_idempotent_and_prints_least_privilege(secure_broker, pipeline):
-    out = _cli(secure_broker.env("admin"), "acl", "apply", "--topic-prefix", pipeline.topic_prefix)
+    out = run_cli(secure_broker.env("admin"), "acl", "apply", "--topic-prefix", pipeline.topic_prefix)
     assert out.returncode == 0, out.stderr
     lines = [line for line in out.stdout.splitlines() if line.startswith("User:")]
     assert len(lines) == len(pipeline_grants(pipeline, PRINCIPALS)) == 35

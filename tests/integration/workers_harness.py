@@ -104,3 +104,13 @@ def start_observed_worker(settings: Settings, log: Path, extra_env: dict[str, st
     port = free_port()
     env = {**worker_env(settings), "WORKERS_METRICS_PORT": str(port), **(extra_env or {})}
     return start_worker(settings, log, env), port
+
+
+def run_cli(env: dict[str, str], *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess:
+    """``workers <args>`` in a child process with exactly these WORKERS_* settings (none inherited)."""
+    import os
+    import sys
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("WORKERS_") and k != "KAFKA_BOOTSTRAP_SERVERS"}
+    return subprocess.run([sys.executable, "-m", "workers.cli", *args], capture_output=True, text=True,
+                          timeout=timeout_s, env={**clean, **env})
