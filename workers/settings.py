@@ -169,7 +169,7 @@ class Settings(BaseSettings):
         if not sasl and (self.sasl_mechanism or self.sasl_username or self.sasl_password is not None or oauth_given):
             raise ValueError(f"SASL settings are given but {protocol}; use SASL_PLAINTEXT or SASL_SSL")
         if self.sasl_mechanism == "OAUTHBEARER":
-            missing = [PREFIX + name for name in list(oauth)[:3] if oauth[name] is None]
+            missing = [PREFIX + name for name in list(oauth)[:3] if not oauth[name]]  # unset or empty
             if missing:
                 raise ValueError(f"{PREFIX}SASL_MECHANISM=OAUTHBEARER needs {', '.join(missing)}")
             if self.sasl_username or self.sasl_password is not None:

@@ -134,6 +134,9 @@ INCONSISTENT = {
                               "sasl_oauthbearer_token_endpoint_url": "https://idp.example/token"},
                              "OAUTHBEARER needs WORKERS_SASL_OAUTHBEARER_CLIENT_ID, "
                              "WORKERS_SASL_OAUTHBEARER_CLIENT_SECRET"),
+    "oauth-with-an-empty-secret": ({"security_protocol": "SASL_SSL", "sasl_mechanism": "OAUTHBEARER",
+                                    **OAUTH, "sasl_oauthbearer_client_secret": ""},
+                                   "OAUTHBEARER needs WORKERS_SASL_OAUTHBEARER_CLIENT_SECRET"),
     "oauth-with-a-password": ({"security_protocol": "SASL_SSL", "sasl_mechanism": "OAUTHBEARER", "sasl_username": "u",
                                "sasl_password": "hunter2", **OAUTH}, "not WORKERS_SASL_USERNAME/_PASSWORD"),
     "oauth-endpoint-not-http": ({"security_protocol": "SASL_SSL", "sasl_mechanism": "OAUTHBEARER",
