@@ -1,12 +1,16 @@
 """Worker processes for the demo, the drills, the benchmark and the integration tests."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import random
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 from workers.dev import warm_start
@@ -18,16 +22,39 @@ def free_port(width: int = 1) -> int:
     """The first of ``width`` consecutive loopback TCP ports nothing listens on now, for a child's
     endpoints. Chosen below the kernel's ephemeral range: a port from that range (what binding
     port 0 gives) can be taken as the local port of any outgoing connection in the seconds
-    before the child binds it (a broker once failed to start so, "Address already in use")."""
+    before the child binds it (a broker once failed to start so, "Address already in use").
+    Each port is also reserved for a while (``_reserve``) so that another process choosing at
+    the same time, or while a broker on it restarts, is not given it too."""
     low = _ephemeral_ports_start()
     for _ in range(200):
         base = random.randrange(PRIVATE_PORTS_START, max(PRIVATE_PORTS_START + 1, low - width))
-        if _bindable(range(base, base + width)):
+        ports = range(base, base + width)
+        if _bindable(ports) and _reserve(ports):
             return base
     raise RuntimeError(f"no {width} consecutive free ports between {PRIVATE_PORTS_START} and {low}")
 
 
 PRIVATE_PORTS_START = 20000  # above the usual services' ports
+RESERVATIONS = Path(tempfile.gettempdir()) / "kafka-workers-ports"
+RESERVED_FOR_S = 900.0  # longer than a test or drill that stops a broker and starts it again on its port
+
+
+def _reserve(ports: range) -> bool:
+    """Claims every port of ``ports`` with a file under ``RESERVATIONS``, so the test workers and
+    child processes of one machine never hand out the same port; a claim older than
+    ``RESERVED_FOR_S`` has lapsed. All or none, under a lock shared by every process."""
+    RESERVATIONS.mkdir(exist_ok=True)
+    claims = [RESERVATIONS / str(port) for port in ports]
+    with open(RESERVATIONS / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        now = time.time()
+        for claim in claims:
+            with contextlib.suppress(FileNotFoundError):
+                if now - claim.stat().st_mtime < RESERVED_FOR_S:
+                    return False
+        for claim in claims:
+            claim.write_text(f"{os.getpid()}\n")
+    return True
 
 
 def _ephemeral_ports_start() -> int:
