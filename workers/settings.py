@@ -8,6 +8,7 @@ never shown by ``repr``, logs or the status page.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import urllib.parse
 from pathlib import Path
@@ -20,6 +21,9 @@ from workers.core.config_errors import one_line
 from workers.core.framing import Framing
 from workers.core.topics import PipelineTopics
 from workers.errors import ConfigError
+
+_EXTENSION_KEY = re.compile(r"[A-Za-z]+")  # Kafka's SaslExtensions rules (RFC 7628, section 3.1)
+_EXTENSION_VALUE = re.compile(r"[\x21-\x7E \t\r\n]+")
 
 PREFIX = "WORKERS_"
 _REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -126,6 +130,9 @@ class Settings(BaseSettings):
     sasl_oauthbearer_client_secret: SecretStr | None = Field(None, description="OAUTHBEARER: its secret")
     sasl_oauthbearer_scope: str | None = Field(None, description="OAUTHBEARER: the scope to ask for, if the "
                                                                  "provider needs one")
+    sasl_oauthbearer_extensions: str | None = Field(
+        None, description="OAUTHBEARER: SASL extensions sent with the token, KEY=VALUE,KEY=VALUE (Confluent "
+        "Cloud: logicalCluster=lkc-...,identityPoolId=pool-...)")
     ssl_cafile: Path | None = Field(None, description="CA bundle that signed the brokers' certificates "
                                                       "(default: the system's trusted CAs)")
     ssl_certfile: Path | None = Field(None, description="client certificate (mutual TLS)")
@@ -161,7 +168,8 @@ class Settings(BaseSettings):
         oauth = {"SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL": self.sasl_oauthbearer_token_endpoint_url,
                  "SASL_OAUTHBEARER_CLIENT_ID": self.sasl_oauthbearer_client_id,
                  "SASL_OAUTHBEARER_CLIENT_SECRET": self.sasl_oauthbearer_client_secret,
-                 "SASL_OAUTHBEARER_SCOPE": self.sasl_oauthbearer_scope}
+                 "SASL_OAUTHBEARER_SCOPE": self.sasl_oauthbearer_scope,
+                 "SASL_OAUTHBEARER_EXTENSIONS": self.sasl_oauthbearer_extensions}
         oauth_given = [PREFIX + name for name, value in oauth.items() if value is not None]
         if sasl and not self.sasl_mechanism:
             raise ValueError(f"{protocol} needs {PREFIX}SASL_MECHANISM "
@@ -181,6 +189,7 @@ class Settings(BaseSettings):
                 # the client secret travels in the request: in clear text only on this machine
                 raise ValueError(f"{PREFIX}SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL must be an https URL (http only on "
                                  f"loopback), not {self.sasl_oauthbearer_token_endpoint_url!r}")
+            _ = self.oauth_extensions  # refused here, at start-up, rather than at the first connection
         elif sasl:
             if not self.sasl_username or self.sasl_password is None:
                 raise ValueError(f"{protocol} needs {PREFIX}SASL_USERNAME and {PREFIX}SASL_PASSWORD")
@@ -240,6 +249,21 @@ class Settings(BaseSettings):
     def topics(self) -> PipelineTopics:
         topics = PipelineTopics.for_pipeline(self.pipeline, self.topic_prefix)
         return topics.with_events(self.input_topic) if self.input_topic else topics
+
+    @property
+    def oauth_extensions(self) -> dict[str, str]:
+        """``WORKERS_SASL_OAUTHBEARER_EXTENSIONS`` as a mapping; keys and values as Kafka accepts them
+        (RFC 7628: a key of letters, other than ``auth``; a value of printable ASCII)."""
+        extensions: dict[str, str] = {}
+        for item in filter(None, (self.sasl_oauthbearer_extensions or "").split(",")):
+            key, sep, value = item.strip().partition("=")
+            if not sep or not _EXTENSION_KEY.fullmatch(key) or key == "auth" or not _EXTENSION_VALUE.fullmatch(value):
+                raise ValueError(f"{PREFIX}SASL_OAUTHBEARER_EXTENSIONS: {item.strip()!r} is not KEY=VALUE with a key "
+                                 "of letters (not 'auth') and a value of printable ASCII")
+            if key in extensions:
+                raise ValueError(f"{PREFIX}SASL_OAUTHBEARER_EXTENSIONS names {key!r} twice")
+            extensions[key] = value
+        return extensions
 
     @property
     def client_name(self) -> str | None:

@@ -48,7 +48,9 @@ def _oauth_env(secure_broker, issuer, client: str, secret: str | None = None) ->
             "WORKERS_SECURITY_PROTOCOL": "SASL_SSL", "WORKERS_SSL_CAFILE": scram["WORKERS_SSL_CAFILE"],
             "WORKERS_SASL_MECHANISM": "OAUTHBEARER", "WORKERS_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL": issuer.url,
             "WORKERS_SASL_OAUTHBEARER_CLIENT_ID": client,
-            "WORKERS_SASL_OAUTHBEARER_CLIENT_SECRET": secret or SECRETS[client]}
+            "WORKERS_SASL_OAUTHBEARER_CLIENT_SECRET": secret or SECRETS[client],
+            # as Confluent Cloud asks for them; a broker that validates none accepts them
+            "WORKERS_SASL_OAUTHBEARER_EXTENSIONS": "logicalCluster=lkc-local,identityPoolId=pool-local"}
 
 
 def _settings(env: dict[str, str], pipeline: Settings) -> Settings:

@@ -10,7 +10,7 @@ Settings already refused inconsistent combinations (``Settings._consistent_secur
 from __future__ import annotations
 
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from workers.kafka.oauth import ClientCredentials, aiokafka_provider, kafka_python_provider, token_source
@@ -26,6 +26,7 @@ class Connection:
     password: str | None = None
     ssl_context: ssl.SSLContext | None = None
     tokens: ClientCredentials | None = None  # OAUTHBEARER
+    oauth_extensions: dict[str, str] = field(default_factory=dict)  # sent with each token
 
     def __repr__(self) -> str:  # never the password
         return (f"Connection(bootstrap={self.bootstrap}, security_protocol={self.security_protocol}, "
@@ -48,6 +49,7 @@ def connection(settings: Settings) -> Connection:
         password=password,
         ssl_context=context,
         tokens=token_source(settings),
+        oauth_extensions=settings.oauth_extensions,
     )
 
 
@@ -55,7 +57,8 @@ def _common(conn: Connection, provider: Any) -> dict[str, Any]:
     """The spelling aiokafka and kafka-python share (``provider`` wraps the token source for each)."""
     options: dict[str, Any] = {"bootstrap_servers": list(conn.bootstrap), "security_protocol": conn.security_protocol}
     if conn.tokens is not None:
-        options.update(sasl_mechanism="OAUTHBEARER", sasl_oauth_token_provider=provider(conn.tokens))
+        options.update(sasl_mechanism="OAUTHBEARER",
+                       sasl_oauth_token_provider=provider(conn.tokens, conn.oauth_extensions))
     elif conn.sasl_mechanism:
         options.update(sasl_mechanism=conn.sasl_mechanism, sasl_plain_username=conn.username,
                        sasl_plain_password=conn.password)
@@ -81,7 +84,8 @@ def faust_options(settings: Settings | Connection) -> dict[str, Any]:
     conn = settings if isinstance(settings, Connection) else connection(settings)
     credentials: Any = None
     if conn.tokens is not None:
-        credentials = faust.OAuthCredentials(oauth_cb=aiokafka_provider(conn.tokens), ssl_context=conn.ssl_context)
+        credentials = faust.OAuthCredentials(oauth_cb=aiokafka_provider(conn.tokens, conn.oauth_extensions),
+                                            ssl_context=conn.ssl_context)
     elif conn.sasl_mechanism:
         # faust derives the protocol from the credentials: SASL_SSL when an SSL context is given.
         credentials = faust.SASLCredentials(username=conn.username, password=conn.password,
@@ -106,6 +110,8 @@ def librdkafka_options(settings: Settings) -> dict[str, Any]:
                         "sasl.oauthbearer.client.secret": secret.get_secret_value() if secret is not None else None})
         if settings.sasl_oauthbearer_scope:
             options["sasl.oauthbearer.scope"] = settings.sasl_oauthbearer_scope
+        if settings.oauth_extensions:
+            options["sasl.oauthbearer.extensions"] = ",".join(f"{k}={v}" for k, v in settings.oauth_extensions.items())
     elif settings.sasl_mechanism:
         password = settings.sasl_password.get_secret_value() if settings.sasl_password is not None else None
         options.update({"sasl.mechanism": settings.sasl_mechanism, "sasl.username": settings.sasl_username,

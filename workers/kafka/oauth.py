@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from workers.errors import KafkaUnavailableError
@@ -178,19 +178,24 @@ def token_source(settings: Settings) -> ClientCredentials | None:
         return _SOURCES[key]
 
 
-def kafka_python_provider(source: ClientCredentials) -> Any:
-    """For kafka-python's ``sasl_oauth_token_provider`` (called from its IO thread)."""
+def kafka_python_provider(source: ClientCredentials, extensions: Mapping[str, str] | None = None) -> Any:
+    """For kafka-python's ``sasl_oauth_token_provider`` (called from its IO thread); ``extensions``
+    go with every token (SASL extensions, RFC 7628)."""
     from kafka.net.sasl.oauth import AbstractTokenProvider
 
     class _Tokens(AbstractTokenProvider):
         def token(self) -> str:
             return source.token()
 
+        def extensions(self) -> dict[str, str]:
+            return dict(extensions or {})
+
     return _Tokens()
 
 
-def aiokafka_provider(source: ClientCredentials) -> Any:
-    """For aiokafka's (and faust's) ``sasl_oauth_token_provider``: the event loop never waits on the provider."""
+def aiokafka_provider(source: ClientCredentials, extensions: Mapping[str, str] | None = None) -> Any:
+    """For aiokafka's (and faust's) ``sasl_oauth_token_provider``: the event loop never waits on the
+    provider; ``extensions`` as for kafka-python."""
     from aiokafka.abc import AbstractTokenProvider
     from aiokafka.errors import KafkaConnectionError
 
@@ -205,5 +210,8 @@ def aiokafka_provider(source: ClientCredentials) -> Any:
                 # a connection error to aiokafka: it retries the connection. Any other exception
                 # escapes its connect step and ends the fetcher's, sender's or coordinator's task.
                 raise KafkaConnectionError(str(exc)) from None
+
+        def extensions(self) -> dict[str, str]:
+            return dict(extensions or {})
 
     return _Tokens()

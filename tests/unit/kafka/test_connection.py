@@ -149,6 +149,19 @@ INCONSISTENT = {
                                    "sasl_username": "u", "sasl_password": "p", **OAUTH},
                                   "given but WORKERS_SASL_MECHANISM=SCRAM-SHA-512; use OAUTHBEARER"),
     "oauth-settings-without-sasl": ({"security_protocol": "SSL", **OAUTH}, "use SASL_PLAINTEXT or SASL_SSL"),
+    "oauth-extension-without-a-value": ({"security_protocol": "SASL_SSL", "sasl_mechanism": "OAUTHBEARER", **OAUTH,
+                                         "sasl_oauthbearer_extensions": "logicalCluster=lkc-1,identityPoolId"},
+                                        "'identityPoolId' is not KEY=VALUE"),
+    "oauth-extension-named-auth": ({"security_protocol": "SASL_SSL", "sasl_mechanism": "OAUTHBEARER", **OAUTH,
+                                    "sasl_oauthbearer_extensions": "auth=Bearer x"},
+                                   "'auth=Bearer x' is not KEY=VALUE"),
+    "oauth-extension-key-not-letters": ({"security_protocol": "SASL_SSL", "sasl_mechanism": "OAUTHBEARER", **OAUTH,
+                                         "sasl_oauthbearer_extensions": "pool_id=1"}, "'pool_id=1' is not KEY=VALUE"),
+    "oauth-extension-twice": ({"security_protocol": "SASL_SSL", "sasl_mechanism": "OAUTHBEARER", **OAUTH,
+                               "sasl_oauthbearer_extensions": "a=1,a=2"}, "names 'a' twice"),
+    "oauth-extensions-with-scram": ({"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512",
+                                     "sasl_username": "u", "sasl_password": "p", "sasl_oauthbearer_extensions": "a=1"},
+                                    "WORKERS_SASL_OAUTHBEARER_EXTENSIONS given but"),
 }
 
 

@@ -149,3 +149,29 @@ def test_every_client_of_a_process_shares_one_source_and_gets_its_own_provider_t
         librdkafka = connection.librdkafka_options(settings)
     assert librdkafka["sasl.oauthbearer.method"] == "oidc" and librdkafka["sasl.oauthbearer.client.id"] == "worker"
     assert "s3cret" not in repr(oauth.token_source(settings)) and "s3cret" not in repr(connection.connection(settings))
+
+
+def test_sasl_extensions_go_with_the_token_in_every_client(key_file):
+    """Confluent Cloud names the cluster and identity pool in SASL extensions (RFC 7628)."""
+    from aiokafka.conn import OAuthAuthenticator
+    from confluent_kafka import Producer
+
+    with token_endpoint(key_file, {"worker": "s3cret"}) as endpoint:
+        settings = Settings(security_protocol="SASL_PLAINTEXT", sasl_mechanism="OAUTHBEARER",
+                            sasl_oauthbearer_token_endpoint_url=endpoint.url, sasl_oauthbearer_client_id="worker",
+                            sasl_oauthbearer_client_secret="s3cret",
+                            sasl_oauthbearer_extensions="logicalCluster=lkc-1x2y, identityPoolId=pool-Ab9")
+        expected = {"logicalCluster": "lkc-1x2y", "identityPoolId": "pool-Ab9"}
+        sync = connection.kafka_python_options(settings)["sasl_oauth_token_provider"]
+        async_ = connection.aiokafka_options(settings)["sasl_oauth_token_provider"]
+        faust_cb = connection.faust_options(settings)["broker_credentials"].oauth_cb
+        assert sync.extensions() == async_.extensions() == faust_cb.extensions() == expected
+        # the client's first message as aiokafka writes it: the token, then each extension
+        authenticator = OAuthAuthenticator(sasl_oauth_token_provider=async_)
+        assert authenticator._token_extensions() == "\x01logicalCluster=lkc-1x2y\x01identityPoolId=pool-Ab9"
+        librdkafka = connection.librdkafka_options(settings)
+        assert librdkafka["sasl.oauthbearer.extensions"] == "logicalCluster=lkc-1x2y,identityPoolId=pool-Ab9"
+        Producer({**librdkafka, "socket.connection.setup.timeout.ms": 1000}).flush(0)  # refuses a bad property
+    without = Settings(**{**settings.model_dump(), "sasl_oauthbearer_extensions": None})
+    assert connection.aiokafka_options(without)["sasl_oauth_token_provider"].extensions() == {}
+    assert "sasl.oauthbearer.extensions" not in connection.librdkafka_options(without)
