@@ -34,7 +34,10 @@ def free_port(width: int = 1) -> int:
     raise RuntimeError(f"no {width} consecutive free ports between {PRIVATE_PORTS_START} and {low}")
 
 
-PRIVATE_PORTS_START = 20000  # above the usual services' ports
+# above the usual services' ports and the project's fixed ones (registry 18081, test brokers
+# 19092 and up, the secure broker 29092-29093): a child given the secure broker's port while
+# that broker was down would keep it from starting
+PRIVATE_PORTS_START = 30000
 RESERVATIONS = Path(tempfile.gettempdir()) / "kafka-workers-ports"
 RESERVED_FOR_S = 900.0  # longer than a test or drill that stops a broker and starts it again on its port
 
