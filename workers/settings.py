@@ -255,10 +255,10 @@ class Settings(BaseSettings):
         """``WORKERS_SASL_OAUTHBEARER_EXTENSIONS`` as a mapping; keys and values as Kafka accepts them
         (RFC 7628: a key of letters, other than ``auth``; a value of printable ASCII)."""
         extensions: dict[str, str] = {}
-        for item in filter(None, (self.sasl_oauthbearer_extensions or "").split(",")):
-            key, sep, value = item.strip().partition("=")
+        for item in filter(None, (part.strip() for part in (self.sasl_oauthbearer_extensions or "").split(","))):
+            key, sep, value = item.partition("=")
             if not sep or not _EXTENSION_KEY.fullmatch(key) or key == "auth" or not _EXTENSION_VALUE.fullmatch(value):
-                raise ValueError(f"{PREFIX}SASL_OAUTHBEARER_EXTENSIONS: {item.strip()!r} is not KEY=VALUE with a key "
+                raise ValueError(f"{PREFIX}SASL_OAUTHBEARER_EXTENSIONS: {item!r} is not KEY=VALUE with a key "
                                  "of letters (not 'auth') and a value of printable ASCII")
             if key in extensions:
                 raise ValueError(f"{PREFIX}SASL_OAUTHBEARER_EXTENSIONS names {key!r} twice")

@@ -1,7 +1,6 @@
 """Start real worker processes and account for every event they were given."""
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 import urllib.error
@@ -15,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from workers.core.codec import SchemaStore, SingleObjectCodec
 from workers.core.deadletter import headers_dict
 from workers.core.topics import PipelineTopics
+from workers.dev.processes import free_port
 from workers.kafka.admin import create_topics
 from workers.kafka.consumer import Consumed, consume
 from workers.settings import Settings
@@ -67,12 +67,6 @@ def collect(settings: Settings, expected: int, timeout_s: float = 90, worker=Non
         if worker is not None and worker.poll() is not None:
             raise AssertionError(f"worker exited with {worker.returncode} after {out.total} outputs")
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get(port: int, path: str) -> tuple[int, bytes]:

@@ -7,6 +7,7 @@ import os
 import random
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -20,53 +21,80 @@ from workers.settings import Settings
 
 def free_port(width: int = 1) -> int:
     """The first of ``width`` consecutive loopback TCP ports nothing listens on now, for a child's
-    endpoints. Chosen below the kernel's ephemeral range: a port from that range (what binding
+    endpoints. Chosen outside the kernel's ephemeral range: a port from that range (what binding
     port 0 gives) can be taken as the local port of any outgoing connection in the seconds
     before the child binds it (a broker once failed to start so, "Address already in use").
     Each port is also reserved for a while (``_reserve``) so that another process choosing at
     the same time, or while a broker on it restarts, is not given it too."""
-    low = _ephemeral_ports_start()
+    low, high = _ephemeral_ports()
+    if low - width > PRIVATE_PORTS_START:
+        first, last = PRIVATE_PORTS_START, low - width
+    else:  # an ephemeral range starting low: above it instead
+        first, last = max(PRIVATE_PORTS_START, high + 1), 65536 - width
+    if last <= first:
+        raise RuntimeError(f"no room for private ports outside the ephemeral range {low}-{high} "
+                           "(/proc/sys/net/ipv4/ip_local_port_range)")
     for _ in range(200):
-        base = random.randrange(PRIVATE_PORTS_START, max(PRIVATE_PORTS_START + 1, low - width))
+        base = random.randrange(first, last)
         ports = range(base, base + width)
         if _bindable(ports) and _reserve(ports):
             return base
-    raise RuntimeError(f"no {width} consecutive free ports between {PRIVATE_PORTS_START} and {low}")
+    raise RuntimeError(f"no {width} consecutive free ports between {first} and {last + width}")
 
 
 # above the usual services' ports and the project's fixed ones (registry 18081, test brokers
 # 19092 and up, the secure broker 29092-29093): a child given the secure broker's port while
 # that broker was down would keep it from starting
 PRIVATE_PORTS_START = 30000
-RESERVATIONS = Path(tempfile.gettempdir()) / "kafka-workers-ports"
 RESERVED_FOR_S = 900.0  # longer than a test or drill that stops a broker and starts it again on its port
 
 
+def _reservations() -> Path:
+    """This user's claims: a directory only they can write, so that nobody else's files or links
+    are followed."""
+    path = Path(tempfile.gettempdir()) / f"kafka-workers-ports-{os.getuid()}"
+    path.mkdir(mode=0o700, exist_ok=True)
+    info = path.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
+        raise RuntimeError(f"{path} is not a directory of this user's that only they can write")
+    return path
+
+
+RESERVATIONS: Path | None = None  # tests point it elsewhere; None: ``_reservations()``
+
+
 def _reserve(ports: range) -> bool:
-    """Claims every port of ``ports`` with a file under ``RESERVATIONS``, so the test workers and
-    child processes of one machine never hand out the same port; a claim older than
-    ``RESERVED_FOR_S`` has lapsed. All or none, under a lock shared by every process."""
-    RESERVATIONS.mkdir(exist_ok=True)
-    claims = [RESERVATIONS / str(port) for port in ports]
-    with open(RESERVATIONS / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+    """Claims every port of ``ports`` with a file in this user's reservations, so that the test
+    workers and child processes of one machine never hand out the same port; a claim older than
+    ``RESERVED_FOR_S`` has lapsed. All or none, under a lock shared by every process. (Another
+    user's ports are caught by the bind check.)"""
+    directory = RESERVATIONS or _reservations()
+    directory.mkdir(exist_ok=True)
+    claims = [directory / str(port) for port in ports]
+    lock = os.open(directory / ".lock", os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the descriptor closes
         now = time.time()
         for claim in claims:
             with contextlib.suppress(FileNotFoundError):
-                if now - claim.stat().st_mtime < RESERVED_FOR_S:
+                if now - claim.lstat().st_mtime < RESERVED_FOR_S:
                     return False
         for claim in claims:
-            claim.write_text(f"{os.getpid()}\n")
+            os.close(os.open(claim, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW, 0o600))
+            os.utime(claim)
+    finally:
+        os.close(lock)
     return True
 
 
-def _ephemeral_ports_start() -> int:
-    """Where outgoing connections take their local ports from (Linux; 32768 where unknown, below
-    macOS' 49152)."""
+def _ephemeral_ports() -> tuple[int, int]:
+    """Where outgoing connections take their local ports from (Linux; 32768-60999 where unknown,
+    below macOS' 49152)."""
     try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[:2]
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
 
 
 def _bindable(ports: range) -> bool:

@@ -111,7 +111,9 @@ def librdkafka_options(settings: Settings) -> dict[str, Any]:
         if settings.sasl_oauthbearer_scope:
             options["sasl.oauthbearer.scope"] = settings.sasl_oauthbearer_scope
         if settings.oauth_extensions:
-            options["sasl.oauthbearer.extensions"] = ",".join(f"{k}={v}" for k, v in settings.oauth_extensions.items())
+            # librdkafka reads a backslash as an escape when it splits the list
+            options["sasl.oauthbearer.extensions"] = ",".join(
+                f"{k}={v.replace(chr(92), chr(92) * 2)}" for k, v in settings.oauth_extensions.items())
     elif settings.sasl_mechanism:
         password = settings.sasl_password.get_secret_value() if settings.sasl_password is not None else None
         options.update({"sasl.mechanism": settings.sasl_mechanism, "sasl.username": settings.sasl_username,

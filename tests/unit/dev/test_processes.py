@@ -19,7 +19,7 @@ def own_reservations(tmp_path, monkeypatch):
 
 def test_a_free_run_of_ports_lies_below_the_ephemeral_range_and_can_be_bound():
     base = processes.free_port(3)
-    assert processes.PRIVATE_PORTS_START <= base <= processes._ephemeral_ports_start() - 3
+    assert processes.PRIVATE_PORTS_START <= base <= processes._ephemeral_ports()[0] - 3
     held = []
     try:
         for port in range(base, base + 3):
@@ -44,7 +44,8 @@ def test_a_port_something_listens_on_is_never_given(monkeypatch):
 
 
 def test_a_port_given_to_one_process_is_not_given_to_another_before_it_binds(monkeypatch):
-    first = processes.free_port(2)  # nothing is bound to it yet, as while a broker starts
+    monkeypatch.setattr(processes, "_bindable", lambda ports: True)  # nothing is bound yet, as while a broker starts
+    first = processes.free_port(2)
     second = first + 2
     offered = iter([first + 1, second])  # the first run overlaps the claimed one by a port
     monkeypatch.setattr(processes.random, "randrange", lambda *args: next(offered))
@@ -59,3 +60,20 @@ def test_a_claim_lapses_after_its_time():
     os.utime(processes.RESERVATIONS / str(port), (long_ago, long_ago))
     assert processes._reserve(range(port, port + 1))
     assert not processes._reserve(range(port, port + 1))  # claimed afresh
+
+
+def test_with_an_ephemeral_range_starting_low_ports_come_from_above_it(monkeypatch):
+    monkeypatch.setattr(processes, "_ephemeral_ports", lambda: (1024, 40000))
+    ports = {processes.free_port(2) for _ in range(5)}
+    assert len(ports) == 5 and all(40000 < port <= 65534 for port in ports)
+
+
+def test_the_reservations_are_this_users_alone(monkeypatch, tmp_path):
+    monkeypatch.setattr(processes.tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.setattr(processes, "RESERVATIONS", None)
+    port = processes.free_port()
+    directory = tmp_path / f"kafka-workers-ports-{os.getuid()}"
+    assert (directory / str(port)).exists() and directory.stat().st_mode & 0o777 == 0o700
+    directory.chmod(0o777)  # writable by others: their links could be followed
+    with pytest.raises(RuntimeError, match="only they can write"):
+        processes.free_port()

@@ -155,6 +155,7 @@ def test_sasl_extensions_go_with_the_token_in_every_client(key_file):
     """Confluent Cloud names the cluster and identity pool in SASL extensions (RFC 7628)."""
     from aiokafka.conn import OAuthAuthenticator
     from confluent_kafka import Producer
+    from kafka.net.sasl.oauth import SaslMechanismOAuth
 
     with token_endpoint(key_file, {"worker": "s3cret"}) as endpoint:
         settings = Settings(security_protocol="SASL_PLAINTEXT", sasl_mechanism="OAUTHBEARER",
@@ -168,10 +169,15 @@ def test_sasl_extensions_go_with_the_token_in_every_client(key_file):
         assert sync.extensions() == async_.extensions() == faust_cb.extensions() == expected
         # the client's first message as aiokafka writes it: the token, then each extension
         authenticator = OAuthAuthenticator(sasl_oauth_token_provider=async_)
-        assert authenticator._token_extensions() == "\x01logicalCluster=lkc-1x2y\x01identityPoolId=pool-Ab9"
+        sent = "\x01logicalCluster=lkc-1x2y\x01identityPoolId=pool-Ab9"
+        assert authenticator._token_extensions() == sent
+        assert SaslMechanismOAuth(sasl_oauth_token_provider=sync)._token_extensions() == sent  # kafka-python's
         librdkafka = connection.librdkafka_options(settings)
         assert librdkafka["sasl.oauthbearer.extensions"] == "logicalCluster=lkc-1x2y,identityPoolId=pool-Ab9"
-        Producer({**librdkafka, "socket.connection.setup.timeout.ms": 1000}).flush(0)  # refuses a bad property
+        Producer({**librdkafka, "socket.connection.setup.timeout.ms": 1000}).flush(0)  # the property is librdkafka's
+    escaped = Settings(**{**settings.model_dump(), "sasl_oauthbearer_extensions": "a=x\\y, ,b=2"})
+    assert escaped.oauth_extensions == {"a": "x\\y", "b": "2"}  # blank items are skipped
+    assert connection.librdkafka_options(escaped)["sasl.oauthbearer.extensions"] == "a=x\\\\y,b=2"
     without = Settings(**{**settings.model_dump(), "sasl_oauthbearer_extensions": None})
     assert connection.aiokafka_options(without)["sasl_oauth_token_provider"].extensions() == {}
     assert "sasl.oauthbearer.extensions" not in connection.librdkafka_options(without)
